@@ -1,0 +1,21 @@
+// colbert_engine._C: one registration function per kernel family (bindings/cpu/<family>.cpp).
+#include <pybind11/pybind11.h>
+
+#include "common/isa.h"
+
+namespace py = pybind11;
+
+void bind_maxsim(py::module_& m);
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "colbert_engine CPU kernels (pure functions over caller-owned buffers)";
+  m.def("isa", [] { return std::string(ce::isa_name(ce::cpu_isa())); });
+  m.def("max_threads", &ce::max_threads);
+  m.def("set_num_threads", &ce::set_num_threads, py::arg("n"));
+#ifdef CE_HAVE_OPENMP
+  m.attr("openmp") = true;
+#else
+  m.attr("openmp") = false;
+#endif
+  bind_maxsim(m);
+}

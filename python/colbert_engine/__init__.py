@@ -1,0 +1,12 @@
+"""colbert-engine: multilingual late-interaction retrieval (Jina-ColBERT-v2, ColBERT/PLAID).
+
+Data flows one way: text -> token vectors (``colbert_engine.model``) -> compressed index
+(``colbert_engine.index``) -> search (``colbert_engine.search``). The kernels alone live in
+``colbert_engine.ops``.
+"""
+
+__version__ = "0.1.0"
+
+from colbert_engine import ops  # noqa: E402,F401
+
+__all__ = ["ops", "__version__"]

@@ -1,0 +1,1 @@
+"""Token vectors -> compressed on-disk index: codec training, format, writer, reader."""

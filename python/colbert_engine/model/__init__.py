@@ -1,0 +1,1 @@
+"""Text -> token vectors: tokenizer, transformer, checkpoint loading, token projection."""

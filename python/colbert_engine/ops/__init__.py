@@ -1,0 +1,12 @@
+"""The kernel API: one function per kernel, dispatched by the inputs' device.
+
+Each op checks its arguments (ValueError/TypeError naming the argument), allocates its
+outputs, and calls ``colbert_engine._C`` (CPU) or ``colbert_engine._cuda`` (GPU). The
+pure-torch reference of every op is in :mod:`colbert_engine.ops.reference`.
+"""
+
+from colbert_engine.ops import reference
+from colbert_engine.ops._info import get_num_threads, info, set_num_threads
+from colbert_engine.ops.maxsim import maxsim
+
+__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "reference"]

@@ -1,0 +1,47 @@
+"""What this installation can do, reported truthfully (``colbert-engine info``)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from colbert_engine import __version__, _native
+
+
+def info() -> dict:
+    """Version, built modules, OpenMP threads, the CPU ISA path chosen at run time, and the
+    CUDA devices visible to both torch and ``colbert_engine._cuda``."""
+    report = {"version": __version__, "torch": torch.__version__}
+    try:
+        cpu = _native.cpu()
+        report.update(cpu_module=True, openmp=bool(cpu.openmp), threads=cpu.max_threads(),
+                      isa=cpu.isa(), cpu_module_path=os.path.dirname(cpu.__file__))
+    except RuntimeError as exc:
+        report.update(cpu_module=False, cpu_module_error=str(exc))
+    report["cuda_module"] = _native.cuda_built()
+    devices = []
+    if report["cuda_module"]:
+        count = _native._load_cuda().device_count()
+        report["cuda_runtime_devices"] = max(count, 0)
+    if torch.cuda.is_available():
+        devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    report["cuda_devices"] = devices
+    try:
+        import triton  # noqa: F401
+
+        report["triton"] = triton.__version__
+    except ImportError:
+        report["triton"] = None
+    return report
+
+
+def set_num_threads(n: int) -> None:
+    """Number of OpenMP threads the CPU kernels use (like ``torch.set_num_threads``)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    _native.cpu().set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _native.cpu().max_threads()

@@ -1,0 +1,1 @@
+"""Index -> top-k documents: the PLAID pipeline and its parameters."""
