@@ -7,6 +7,7 @@ Errors in the user's input (missing files, malformed records, bad filters) print
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -195,7 +196,13 @@ def _cmd_index(args) -> int:
 
         batches = _EncodedBatches(encoder, open_records, total=total, chunk_docs=args.chunk_docs,
                                   batch_size=args.batch_size, store_text=not args.no_store_text, quiet=args.quiet)
-        index = Index.build(staging, batches, nbits=args.nbits, device=args.device)
+        # The number of centroids follows the collection's token count, which a stream only
+        # knows at its end: extrapolate it from the first chunk's tokens per document.
+        stream = iter(batches)
+        first = next(stream)
+        n_tokens_hint = max(1, round(first[0].shape[0] / (len(first[1]) - 1) * total))
+        index = Index.build(staging, itertools.chain([first], stream), nbits=args.nbits, device=args.device,
+                            n_tokens_hint=n_tokens_hint)
         (staging / ENCODER_FILE).write_text(json.dumps(
             {"model": model, "dim": int(getattr(encoder, "dim", 0)) or args.dim}, indent=2) + "\n")
         stats = index.stats()
@@ -262,11 +269,8 @@ def _cmd_delete(args) -> int:
     if not ids:
         raise CliError("no ids given: pass ids or --ids-file FILE")
     index, index_path = _open_index(args.index)
-    before = index.stats()
-    index.delete(ids)
-    after = index.stats()
-    removed = before.get("live_docs", 0) - after.get("live_docs", 0)
-    print(f"deleted {removed} of {len(ids)} given id(s) from {index_path}; {after.get('live_docs')} live documents")
+    removed = index.delete(ids)
+    print(f"deleted {removed} of {len(ids)} given id(s) from {index_path}; {index.stats()['live_docs']} live documents")
     if args.compact:
         index.compact()
         print("compacted")
