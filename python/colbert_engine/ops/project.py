@@ -10,9 +10,8 @@ Reference: :func:`colbert_engine.ops.reference.project`.
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
+import warnings
 
 import torch
 
@@ -21,22 +20,14 @@ from colbert_engine.ops import _validate as V
 _MAX_TRITON_DIM = 256
 
 
-def _interpret() -> bool:
+def _kernels():
+    from colbert_engine.ops.triton import project as kernels
+
+    return kernels
+
+
+def _interpret_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _triton_module():
-    """The kernel module, (re)imported so that ``triton.jit`` sees the current
-    TRITON_INTERPRET setting (it is read when the kernel is decorated)."""
-    name = "colbert_engine.ops.triton.project"
-    want = _interpret()
-    module = sys.modules.get(name)
-    if module is None:
-        module = importlib.import_module(name)
-    elif getattr(module, "_interpreted", None) != want:
-        module = importlib.reload(module)
-    module._interpreted = want
-    return module
 
 
 def _triton_available() -> bool:
@@ -47,12 +38,34 @@ def _triton_available() -> bool:
     return True
 
 
+def interpreter_active() -> bool:
+    """True when Triton kernels run in its interpreter (CPU). ``triton.jit`` reads
+    TRITON_INTERPRET when a kernel is decorated, so it must be set before triton is first
+    imported; set later, triton's own library stays compiled and the interpreter cannot run."""
+    if not _interpret_requested() or not _triton_available():
+        return False
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+
+    if isinstance(standard.cdiv, InterpretedFunction):
+        return True
+    global _warned_late_interpret
+    if not _warned_late_interpret:
+        warnings.warn("TRITON_INTERPRET is set but triton was imported before it was; the Triton "
+                      "interpreter is inactive and ops.project uses its torch fallback on CPU", RuntimeWarning)
+        _warned_late_interpret = True
+    return False
+
+
+_warned_late_interpret = False
+
+
 def project_backend(device, dim: int = 128, has_weight: bool = True) -> str:
     """``"triton"`` or ``"torch"``: what :func:`project` runs for inputs on ``device``."""
     device = torch.device(device)
     if not has_weight or dim > _MAX_TRITON_DIM or not _triton_available():
         return "torch"
-    if device.type == "cuda" or (device.type == "cpu" and _interpret()):
+    if device.type == "cuda" or (device.type == "cpu" and interpreter_active()):
         return "triton"
     return "torch"
 
@@ -128,9 +141,11 @@ def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.floa
 
     backend = project_backend(device, dim, weight is not None)
     if backend == "triton":
+        if device.type == "cpu" and hidden.dtype == torch.bfloat16:
+            hidden = hidden.float()  # the interpreter (numpy) has no bfloat16 matmul
         w = weight[:dim].to(hidden.dtype)
         b = None if bias is None else bias[:dim].float().contiguous()
-        _triton_module().launch(hidden, rows, w, b, out, dim)
+        _kernels().launch(hidden, rows, w, b, out, dim)
     else:
         x = hidden.reshape(B * L, H) if rows is None else hidden.reshape(B * L, H).index_select(0, rows)
         x = x.float()
