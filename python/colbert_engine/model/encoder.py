@@ -142,10 +142,11 @@ class Encoder:
         config = TransformerConfig.from_dict(raw_config, source=os.path.join(files.folder, "config.json"))
         tokenizer = load_tokenizer(files.folder, config.model_type)
 
-        model = Transformer(config)
+        with torch.device("meta"):  # no random init of ~560M parameters just to overwrite them
+            model = Transformer(config)
         expected = {k: v.shape for k, v in model.state_dict().items()}
         state, head = ckpt.map_state_dict(ckpt.read_tensors(files.weights), expected, files.weights)
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         dense = ckpt.read_dense_modules(files.folder)
         if dense is not None:
             if head is not None:
