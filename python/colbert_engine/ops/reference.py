@@ -167,3 +167,31 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     by_id = torch.argsort(cand, stable=True)
     order = by_id[torch.argsort(approx[by_id], descending=True, stable=True)][:min(ndocs, m)]
     return approx[order], cand[order].to(torch.int32)
+
+
+# --------------------------------------------------------------------------- project
+
+
+def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.float32):
+    """Reference of :func:`colbert_engine.ops.project`: fp32 ``hidden @ weight[:dim].T +
+    bias[:dim]``, L2-normalised per token (``torch.nn.functional.normalize``, eps 1e-12),
+    then the tokens where ``mask`` is True packed in row-major order.
+
+    ``weight=None`` means the identity (``dim`` must then be None or hidden's size)."""
+    h = torch.as_tensor(hidden).float()
+    if weight is None:
+        y = h if dim is None else h[..., :dim]
+    else:
+        w = torch.as_tensor(weight).float()
+        d = w.shape[0] if dim is None else dim
+        y = h @ w[:d].T
+        if bias is not None:
+            y = y + torch.as_tensor(bias).float()[:d]
+    y = torch.nn.functional.normalize(y, p=2.0, dim=-1, eps=1e-12)
+    if mask is None:
+        return y.to(out_dtype)
+    mask = torch.as_tensor(mask).bool()
+    counts = mask.sum(dim=1).to(torch.int64)
+    offsets = torch.zeros(mask.shape[0] + 1, dtype=torch.int64, device=y.device)
+    offsets[1:] = torch.cumsum(counts, dim=0)
+    return y[mask].to(out_dtype), offsets
