@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from colbert_engine.cli import ENCODER_FILE
+from colbert_engine.cli import ENCODER_FILE, encoder_config, load_encoder
 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"
 
@@ -51,7 +51,7 @@ def run_demo(model: str, *, k: int = 5, nbits: int = 2, device=None, keep=None, 
     top k agrees with exhaustive MaxSim over the same vectors. Returns the exit status."""
     import torch
 
-    from colbert_engine import Encoder, Index, ops
+    from colbert_engine import Index, ops
 
     passages, queries = load_demo()
     by_id = {p["id"]: p for p in passages}
@@ -60,7 +60,7 @@ def run_demo(model: str, *, k: int = 5, nbits: int = 2, device=None, keep=None, 
           f"{len(queries)} queries with known answers")
 
     start = time.perf_counter()
-    encoder = Encoder.from_pretrained(model, device=device)
+    encoder = load_encoder(model, device=device)
     print(f"encoder: {model} loaded in {time.perf_counter() - start:.1f} s")
 
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def run_demo(model: str, *, k: int = 5, nbits: int = 2, device=None, keep=None, 
                             metadata=[{**p["metadata"], "text": p["text"]} for p in passages],
                             nbits=nbits, device=device)
         # So that `colbert-engine search` on a kept index knows the encoder.
-        (path / ENCODER_FILE).write_text(json.dumps({"model": model, "dim": dim}, indent=2) + "\n")
+        (path / ENCODER_FILE).write_text(json.dumps(encoder_config(model, encoder), indent=2) + "\n")
         stats = index.stats()
         print(f"built a {nbits}-bit index in {time.perf_counter() - start:.1f} s at {path}: "
               f"{stats['centroids']} centroids, {stats['bytes_per_token']:.1f} bytes/token "
@@ -111,8 +111,12 @@ def run_demo(model: str, *, k: int = 5, nbits: int = 2, device=None, keep=None, 
             exact_hits_at_1 += exact_top[0] in relevant
             agree += len(set(exact_top) & set(ids)) / max(len(exact_top), 1)
 
-            where = f"   [filter: {search_filter[0]} = {search_filter[1][0]!r}]" if search_filter and \
-                len(search_filter[1]) == 1 else (f"   [filter: {search_filter}]" if search_filter else "")
+            where = ""
+            if search_filter:
+                shown = search_filter[0]
+                for value in search_filter[1]:
+                    shown = shown.replace("?", repr(value), 1)
+                where = f"   [filter: {shown}]"
             print(f"Q{qi + 1}: {query['query']}{where}")
             for rank, (doc_id, score) in enumerate(results[:show], 1):
                 mark = "*" if doc_id in relevant else " "
