@@ -51,7 +51,80 @@ def _maxsim_subset(gen):
     return (_queries(gen, 1, 32, 128), emb, offsets), {"doc_subset": subset}
 
 
+def _codec_parts(gen, n_tokens=20000, dim=128, n_centroids=256, nbits=2):
+    """Token vectors, centroids and bucket tables of the right shapes (not k-means trained:
+    timings do not depend on the centroids' quality)."""
+    emb = torch.nn.functional.normalize(torch.randn(n_tokens, dim, generator=gen), dim=1)
+    centroids = torch.nn.functional.normalize(torch.randn(n_centroids, dim, generator=gen), dim=1)
+    levels = 2 ** nbits
+    weights = torch.linspace(-0.15, 0.15, levels)
+    cutoffs = (weights[1:] + weights[:-1]) / 2
+    return emb, centroids, cutoffs, weights, nbits
+
+
+def _compress(gen):
+    return _codec_parts(gen), {}
+
+
+def _decompress(gen):
+    from colbert_engine import ops
+
+    emb, centroids, cutoffs, weights, nbits = _codec_parts(gen)
+    codes, residuals, _ = ops.compress_residuals(emb, centroids, cutoffs, weights, nbits)
+    return (codes, residuals, centroids, weights, nbits), {}
+
+
+def _index_parts(gen, n_docs=2000, mean_len=64, dim=128, n_centroids=1024, nbits=2):
+    """A small compressed collection and its inverted lists, for the search-stage kernels."""
+    from colbert_engine import ops
+
+    emb, offsets = _packed_docs(gen, n_docs, mean_len, dim)
+    _, centroids, cutoffs, weights, _ = _codec_parts(gen, 1, dim, n_centroids, nbits)
+    codes, residuals, inv_norms = ops.compress_residuals(emb, centroids, cutoffs, weights, nbits)
+    doc_of_token = torch.repeat_interleave(torch.arange(n_docs), torch.diff(offsets))
+    pairs = torch.unique(codes.long() * n_docs + doc_of_token)          # sorted by (code, doc)
+    ivf = (pairs % n_docs).to(torch.int32)
+    ivf_offsets = torch.zeros(n_centroids + 1, dtype=torch.int64)
+    ivf_offsets[1:] = torch.cumsum(torch.bincount(pairs // n_docs, minlength=n_centroids), 0)
+    query = _queries(gen, 1, 32, dim)[0]
+    scores = (centroids @ query.T).contiguous()                           # (K, Lq)
+    return dict(emb=emb, offsets=offsets, centroids=centroids, weights=weights, nbits=nbits, codes=codes,
+                residuals=residuals, inv_norms=inv_norms, ivf=ivf, ivf_offsets=ivf_offsets, query=query,
+                scores=scores, n_docs=n_docs)
+
+
+def _centroid_scores(gen):
+    p = _index_parts(gen)
+    return (_queries(gen, 8, 32, 128), p["centroids"]), {}
+
+
+def _candidates(gen):
+    p = _index_parts(gen)
+    return (p["scores"], p["ivf"], p["ivf_offsets"], 2, p["n_docs"]), {}
+
+
+def _centroid_interaction(gen):
+    from colbert_engine import ops
+
+    p = _index_parts(gen)
+    cands = ops.candidates(p["scores"], p["ivf"], p["ivf_offsets"], 2, p["n_docs"])
+    return (p["scores"], p["codes"], p["offsets"], cands, 256), {"threshold": 0.1}
+
+
+def _lut_maxsim(gen):
+    p = _index_parts(gen)
+    cands = torch.randperm(p["n_docs"], generator=gen)[:64].to(torch.int32)
+    return (p["query"], p["scores"], p["codes"], p["residuals"], p["inv_norms"], p["offsets"], cands,
+            p["weights"], p["nbits"]), {}
+
+
 CASES = [
+    Case("compress_residuals", "20k tokens, dim 128, 256 centroids, 2 bits", _compress),
+    Case("decompress_residuals", "20k tokens, dim 128, 2 bits", _decompress),
+    Case("centroid_scores", "8 q x 32 tok, 1024 centroids", _centroid_scores),
+    Case("candidates", "1 q, nprobe 2, 1024 cells, 2k docs", _candidates),
+    Case("centroid_interaction", "1 q, candidates of nprobe 2, keep 256", _centroid_interaction),
+    Case("lut_maxsim", "1 q, 64 compressed docs x ~64 tok, 2 bits", _lut_maxsim),
     Case("maxsim", "4 q x 32 tok, 500 docs x ~64 tok, dim 128, fp32", _maxsim_all),
     Case("maxsim", "same, fp16", _maxsim_fp16),
     Case("maxsim", "1 q, rerank 256 of 5k docs (doc_subset)", _maxsim_subset),
