@@ -184,3 +184,30 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     top_scores = torch.gather(scores, 1, order)
     top_ids = torch.where(torch.isneginf(top_scores), torch.tensor(-1, device=scores.device), ids[order])
     return (top_scores[0], top_ids[0]) if squeeze else (top_scores, top_ids)
+
+# --------------------------------------------------------------------------- project
+
+
+def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.float32):
+    """Reference of :func:`colbert_engine.ops.project`: fp32 ``hidden @ weight[:dim].T +
+    bias[:dim]``, L2-normalised per token (``torch.nn.functional.normalize``, eps 1e-12),
+    then the tokens where ``mask`` is True packed in row-major order.
+
+    ``weight=None`` means the identity (``dim`` must then be None or hidden's size)."""
+    h = torch.as_tensor(hidden).float()
+    if weight is None:
+        y = h if dim is None else h[..., :dim]
+    else:
+        w = torch.as_tensor(weight).float()
+        d = w.shape[0] if dim is None else dim
+        y = h @ w[:d].T
+        if bias is not None:
+            y = y + torch.as_tensor(bias).float()[:d]
+    y = torch.nn.functional.normalize(y, p=2.0, dim=-1, eps=1e-12)
+    if mask is None:
+        return y.to(out_dtype)
+    mask = torch.as_tensor(mask).bool()
+    counts = mask.sum(dim=1).to(torch.int64)
+    offsets = torch.zeros(mask.shape[0] + 1, dtype=torch.int64, device=y.device)
+    offsets[1:] = torch.cumsum(counts, dim=0)
+    return y[mask].to(out_dtype), offsets
