@@ -272,6 +272,9 @@ def test_plain_encoder_has_no_head_and_no_markers(tmp_path):
     enc = Encoder.from_pretrained(tmp_path, device="cpu")
     assert enc.family == "plain" and enc.head_weight is None and enc.dim == 32
     assert enc.settings.query_marker is None and enc.settings.document_marker is None
+    assert not enc.settings.query_expansion
+    q = enc.encode_queries(["hello world"])
+    assert q.shape == (1, 32, 32) and q[0, 4:].abs().max() == 0 and q[0, :4].norm(dim=-1).min() > 0.99
     seq = enc.colbert_tokenizer.documents(["hello"])[0]
     vocab = enc.tokenizer.get_vocab()
     assert seq == [vocab["[CLS]"], vocab["hello"], vocab["[SEP]"]]

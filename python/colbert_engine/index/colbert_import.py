@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colbert_engine.index import _kernels as K
+from colbert_engine import ops
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec
 
@@ -103,7 +103,7 @@ def import_colbert(index_cls, source: Path, path: Path, device: torch.device):
             for t0 in range(0, codes.numel(), _CHUNK_TOKENS):
                 c = codes[t0:t0 + _CHUNK_TOKENS].to(device)
                 r = residuals[t0:t0 + _CHUNK_TOKENS].contiguous().to(device)
-                vectors = K.decompress_residuals(c, r, work.centroids, work.bucket_weights, nbits, normalize=False)
+                vectors = ops.decompress_residuals(c, r, work.centroids, work.bucket_weights, nbits, normalize=False)
                 inv_norms[t0:t0 + c.numel()] = (1.0 / vectors.norm(dim=1).clamp_min(1e-12)).to(torch.float16).cpu()
             yield (codes.numpy(), residuals.contiguous().numpy(), inv_norms.numpy()), doclens, None, None
 

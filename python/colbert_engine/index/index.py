@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from colbert_engine import __version__
-from colbert_engine.index import _kernels as K
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec, sample_doc_count, train_codec
 from colbert_engine.index.ids import IdStore
@@ -149,7 +148,8 @@ class Index:
                                codec_arrays["bucket_weights"], manifest["nbits"]).to(self.device)
         # segments are immutable: after a commit only the new ones are opened (and verified)
         opened = {s.name: s for s in getattr(self, "segments", [])}
-        self.segments = [opened.get(entry["name"]) or Segment.open(self.path, entry, self.device, self._verify)
+        self.segments = [opened.get(entry["name"]) or Segment.open(self.path, entry, self.device, self._verify,
+                                                                       self.codec.centroids.shape[0])
                          for entry in manifest["segments"]]
         db = self.path / manifest["ids_db"]
         if not db.is_file():

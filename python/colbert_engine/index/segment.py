@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colbert_engine.index import _kernels as K
+from colbert_engine import ops
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec
 
@@ -80,7 +80,7 @@ class SegmentWriter:
         c = self.codec
         for start in range(0, emb.shape[0], COMPRESS_CHUNK_TOKENS):
             chunk = emb[start:start + COMPRESS_CHUNK_TOKENS].to(self.device)
-            codes, residuals, inv_norms = K.compress_residuals(chunk, c.centroids, c.bucket_cutoffs,
+            codes, residuals, inv_norms = ops.compress_residuals(chunk, c.centroids, c.bucket_cutoffs,
                                                                c.bucket_weights, c.nbits)
             self.codes.append(codes.cpu())
             self.residuals.append(residuals.cpu())
@@ -139,7 +139,7 @@ class Segment:
     nbytes: int
 
     @classmethod
-    def open(cls, folder: Path, entry: dict, device: torch.device, verify: bool) -> "Segment":
+    def open(cls, folder: Path, entry: dict, device: torch.device, verify: bool, n_centroids: int) -> "Segment":
         arrays = {}
         nbytes = 0
         for array in ARRAYS:
@@ -148,4 +148,24 @@ class Segment:
             data = F.as_torch(F.load_npy(folder, name, meta, verify))
             arrays[array] = data if device.type == "cpu" else data.to(device)
             nbytes += meta["bytes"]
+        if verify:
+            _check_values(entry, arrays, n_centroids)
         return cls(entry["name"], entry["doc_base"], entry["n_docs"], entry["n_tokens"], nbytes=nbytes, **arrays)
+
+
+def _check_values(entry: dict, arrays: dict, n_centroids: int) -> None:
+    """Index invariants the kernels rely on (they do not re-check them per search):
+    codes in [0, K), monotone offsets ending at the array sizes, ivf ids in [0, n_docs)."""
+    where = entry["name"]
+    codes, ivf = arrays["codes"], arrays["ivf"]
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n_centroids):
+        raise ValueError(f"{file_name(where, 'codes')}: codes outside [0, {n_centroids}): corrupt segment")
+    for name, total in (("doc_offsets", codes.numel()), ("ivf_offsets", ivf.numel())):
+        offsets = arrays[name]
+        if int(offsets[0]) != 0 or int(offsets[-1]) != total or bool((offsets[1:] < offsets[:-1]).any()):
+            raise ValueError(f"{file_name(where, name)}: offsets not monotone from 0 to {total}: corrupt segment")
+    if arrays["ivf_offsets"].numel() != n_centroids + 1:
+        raise ValueError(f"{file_name(where, 'ivf_offsets')}: {arrays['ivf_offsets'].numel()} entries, "
+                         f"expected {n_centroids + 1}")
+    if ivf.numel() and (int(ivf.min()) < 0 or int(ivf.max()) >= entry["n_docs"]):
+        raise ValueError(f"{file_name(where, 'ivf')}: doc ids outside [0, {entry['n_docs']}): corrupt segment")

@@ -173,8 +173,11 @@ def default_settings(family: str) -> ColBERTSettings:
     - ``"stanford"``: colbert-ai checkpoints (``HF_ColBERT``): ``[unused0]`` / ``[unused1]``,
       32 / 180, mask tokens not attended (colbert-ai's defaults).
     - ``"plain"``: a Hugging Face encoder with no ColBERT head (e.g. all-MiniLM-L6-v2): no
-      markers (the model was never trained with them), 32 / 512, query expansion with mask
-      tokens that are not attended, so the real query tokens' vectors are the encoder's own.
+      markers and no query expansion (the model was never trained with either): a query's
+      vectors are the encoder's own token vectors and its rows past the end are zero, which
+      add nothing to a MaxSim score. Measured on Vaswani (30 queries, 1,163 documents,
+      exhaustive MaxSim, nDCG@10): no expansion 0.794; mask tokens not attended 0.712;
+      attended 0.627.
     """
     if family == "jina":
         return ColBERTSettings()
@@ -183,7 +186,7 @@ def default_settings(family: str) -> ColBERTSettings:
                                document_length=180, attend_to_expansion_tokens=False)
     if family == "plain":
         return ColBERTSettings(query_marker=None, document_marker=None, query_length=32,
-                               document_length=512, attend_to_expansion_tokens=False)
+                               document_length=512, query_expansion=False, attend_to_expansion_tokens=False)
     raise ValueError(f"family: unknown {family!r}")
 
 

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
-from colbert_engine.index import _kernels as K
+from colbert_engine import ops
+from colbert_engine.ops.lut_maxsim import lut_maxsim_launch
+from colbert_engine.ops.maxsim import maxsim_launch
+from colbert_engine.ops.plaid import candidates_launch, centroid_interaction_launch
 
 # Tokens decompressed per maxsim call in exact search: bounds the fp32 copy to 128 MB at dim 128.
 EXACT_CHUNK_TOKENS = 1 << 18
@@ -79,10 +82,14 @@ def _finish(best_scores, best_ids):
 
 
 def plaid_search(queries, codec, segments, allowed, params: SearchParams):
-    """Run the funnel for a batch of queries.
+    """Run the funnel for a batch of queries (one kernel call per stage and segment for the
+    whole batch; stage 4 per query, since each query has its own survivors).
+
+    The segments' arrays were checked when the index was opened, so the stages call the
+    ops' unchecked launchers instead of re-validating every array per batch.
 
     Args:
-        queries: float32 ``(nq, Lq, dim)`` on the index's device.
+        queries: float32 ``(nq, Lq, dim)`` contiguous, on the index's device.
         codec: the index's :class:`~colbert_engine.index.codec.Codec`.
         segments: list of :class:`~colbert_engine.index.segment.Segment`.
         allowed: bool ``(n_docs,)`` of internal docs that may be returned, or None (all).
@@ -91,33 +98,40 @@ def plaid_search(queries, codec, segments, allowed, params: SearchParams):
     """
     nq = queries.shape[0]
     device = queries.device
-    scores = K.centroid_scores(queries, codec.centroids)  # (nq, K, Lq)
+    scores = ops.centroid_scores(queries, codec.centroids)  # (nq, K, Lq)
     best = [(torch.empty(0, device=device), torch.empty(0, dtype=torch.int64, device=device)) for _ in range(nq)]
     for seg in segments:
         if seg.n_docs == 0:
             continue
-        subset = None if allowed is None else allowed[seg.doc_base:seg.doc_base + seg.n_docs]
-        cands = K.candidates(scores, seg.ivf, seg.ivf_offsets, params.nprobe, seg.n_docs, subset=subset)
+        subset = None if allowed is None else allowed[seg.doc_base:seg.doc_base + seg.n_docs].contiguous()
+        cands, cand_offsets = candidates_launch(scores, seg.ivf, seg.ivf_offsets, params.nprobe, seg.n_docs, subset)
+        if cands.numel() == 0:
+            continue
+        _, survivors, offsets = centroid_interaction_launch(scores, seg.codes, seg.doc_offsets, cands,
+                                                            cand_offsets.to(device), params.ndocs,
+                                                            params.centroid_score_threshold)
+        if int(torch.diff(offsets).max()) > params.exact_docs:
+            _, survivors, offsets = centroid_interaction_launch(scores, seg.codes, seg.doc_offsets, survivors,
+                                                                offsets.to(device), params.exact_docs)
+        bounds = offsets.tolist()
         for q in range(nq):
-            if cands[q].numel() == 0:
+            ids = survivors[bounds[q]:bounds[q + 1]].to(torch.int64)
+            if ids.numel() == 0:
                 continue
-            _, ids = K.centroid_interaction(scores[q], seg.codes, seg.doc_offsets, cands[q], params.ndocs,
-                                            threshold=params.centroid_score_threshold)
-            if ids.numel() > params.exact_docs:
-                ids, _ = torch.sort(ids)
-                _, ids = K.centroid_interaction(scores[q], seg.codes, seg.doc_offsets, ids, params.exact_docs)
-            ids, _ = torch.sort(ids)
-            exact = K.lut_maxsim(queries[q], scores[q], seg.codes, seg.residuals, seg.inv_norms, seg.doc_offsets,
-                                 ids, codec.bucket_weights, codec.nbits)
-            best[q] = _merge_topk(*best[q], exact, ids.long() + seg.doc_base, params.k)
+            exact = torch.empty(1, ids.numel(), dtype=torch.float32, device=device)
+            lut_maxsim_launch(queries[q:q + 1], scores[q:q + 1], seg.codes, seg.residuals, seg.inv_norms,
+                              seg.doc_offsets, ids, codec.bucket_weights, codec.nbits, exact)
+            best[q] = _merge_topk(*best[q], exact[0], ids + seg.doc_base, params.k)
     return [_finish(*b) for b in best]
 
 
 def exact_search(queries, codec, segments, allowed, k: int):
-    """Exhaustive MaxSim over every allowed document's decompressed (renormalized) vectors.
+    """Exhaustive MaxSim over every allowed document's decompressed vectors.
 
     The ground truth recall is measured against: decompresses at most
-    ``EXACT_CHUNK_TOKENS`` tokens at a time and scores them with :func:`ops.maxsim`.
+    ``EXACT_CHUNK_TOKENS`` tokens at a time (:func:`ops.decompress_residuals`, normalized
+    with the stored inverse norms, i.e. exactly the vectors stage 4 scores) and scores them
+    with the fused MaxSim kernel (:func:`ops.maxsim`).
     Same arguments and result as :func:`plaid_search`.
     """
     nq = queries.shape[0]
@@ -132,10 +146,11 @@ def exact_search(queries, codec, segments, allowed, k: int):
             end = int(torch.searchsorted(offsets, torch.tensor(limit, device=offsets.device), right=True)) - 1
             end = min(max(end, doc + 1), seg.n_docs)
             t0, t1 = int(offsets[doc]), int(offsets[end])
-            emb = K.decompress_residuals(seg.codes[t0:t1], seg.residuals[t0:t1], codec.centroids,
-                                         codec.bucket_weights, codec.nbits)
+            emb = ops.decompress_residuals(seg.codes[t0:t1], seg.residuals[t0:t1], codec.centroids,
+                                           codec.bucket_weights, codec.nbits, inv_norms=seg.inv_norms[t0:t1])
             chunk_offsets = (offsets[doc:end + 1] - t0).contiguous()
-            chunk = K.maxsim(queries, emb, chunk_offsets)  # (nq, end - doc)
+            chunk = torch.empty(nq, end - doc, dtype=torch.float32, device=device)
+            maxsim_launch(queries, emb, chunk_offsets, None, chunk)
             if allowed is not None:
                 mask = allowed[seg.doc_base + doc:seg.doc_base + end]
                 chunk = chunk.masked_fill(~mask.unsqueeze(0), float("-inf"))
