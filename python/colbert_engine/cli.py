@@ -38,17 +38,11 @@ def default_model() -> str:
 # --------------------------------------------------------------------------- helpers
 
 def load_encoder(model: str, *, device=None, dim=None, query_expansion=None):
-    """``Encoder.from_pretrained`` with one CLI default: a plain encoder (no ColBERT training,
-    e.g. MiniLM) gets no [MASK] query expansion, unless ``query_expansion`` says otherwise.
-    It never learned what those tokens mean, and their vectors match unrelated documents
-    (on the demo collection, exhaustive MaxSim hit@1 is 11/12 with them, 12/12 without)."""
+    """``Encoder.from_pretrained``; ``query_expansion`` None keeps the checkpoint's default."""
     from colbert_engine import Encoder
 
     options = {} if query_expansion is None else {"query_expansion": bool(query_expansion)}
-    encoder = Encoder.from_pretrained(model, device=device, dim=dim, **options)
-    if query_expansion is None and getattr(encoder, "family", None) == "plain" and encoder.settings.query_expansion:
-        encoder = Encoder.from_pretrained(model, device=device, dim=dim, query_expansion=False)
-    return encoder
+    return Encoder.from_pretrained(model, device=device, dim=dim, **options)
 
 
 def encoder_config(model: str, encoder) -> dict:
@@ -306,7 +300,9 @@ def _cmd_search(args) -> int:
     start = time.perf_counter()
     try:
         results = index.search(query_emb, k=args.k, filter=search_filter)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:
+        if search_filter is None:
+            raise
         raise CliError(f"--filter {args.filter!r}: {exc}") from None
     search_ms = (time.perf_counter() - start) * 1e3
     metadata = _metadata_of(index, {doc_id for hits in results for doc_id, _ in hits})
