@@ -185,6 +185,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small", choices=sorted(SIZES), help="workload size (benchmarks/workload.py)")
+    parser.add_argument("--docs", type=int, help="override the size's number of documents")
+    parser.add_argument("--queries", type=int, help="override the size's number of queries")
     parser.add_argument("--workload", help="a .pt file from benchmarks/workload.py instead of --size")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--nbits", type=int, default=2, choices=(1, 2, 4))
@@ -205,7 +207,8 @@ def main(argv=None) -> int:
         data = load_workload(args.workload)
         doc_emb, doc_offsets, queries = data["doc_emb"], data["doc_offsets"], data["queries"]
     else:
-        data = make_workload(args.size)
+        overrides = {k: v for k, v in (("n_docs", args.docs), ("n_queries", args.queries)) if v is not None}
+        data = make_workload(args.size, **overrides)
         doc_emb, doc_offsets, queries = data.doc_emb, data.doc_offsets, data.queries
     n_docs, n_tokens = doc_offsets.numel() - 1, doc_emb.shape[0]
     print(f"workload: {n_docs:,} docs, {n_tokens:,} tokens x {doc_emb.shape[1]}, {queries.shape[0]} queries x "

@@ -217,3 +217,22 @@ def test_demo_runs_quickly_and_finds_the_known_answers():
     assert match, proc.stdout[-3000:]
     hit1, n, hit5, _ = map(int, match.groups())
     assert n == 12 and hit5 >= 11 and hit1 >= 10, proc.stdout
+
+
+# ---------------------------------------------------------------------------- bench
+
+def test_bench_table_compares_kernels_with_references(capsys):
+    from colbert_engine._quickbench import CASES, Case, _packed_docs, _queries, print_table, run_quick_benchmarks
+
+    def tiny(gen):
+        emb, offsets = _packed_docs(gen, 20, 8, 64)
+        return (_queries(gen, 2, 4, 64), emb, offsets), {}
+
+    rows = run_quick_benchmarks(repeats=1, cases=[Case("maxsim", "tiny", tiny)])
+    assert len(rows) == 1 and rows[0]["agrees"] and rows[0]["kernel_ms"] > 0
+    print_table(rows)
+    assert "maxsim" in capsys.readouterr().out
+    # every default case names an op that exists, so `colbert-engine bench` skips nothing silently
+    from colbert_engine import ops
+
+    assert all(hasattr(ops, c.op) and hasattr(ops.reference, c.op) for c in CASES)

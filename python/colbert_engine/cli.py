@@ -365,7 +365,11 @@ def _cmd_bench(args) -> int:
         if not bench_dir.is_dir():
             raise CliError(f"benchmarks folder not found: {bench_dir} (it is in the source checkout, "
                            "not in the wheel); pass --benchmarks PATH")
-        return subprocess.call([sys.executable, "-m", "pytest", "-q", str(bench_dir), "--benchmark-only"])
+        suites = sorted(str(p) for p in bench_dir.glob("bench_*.py"))  # not test_*.py: list them
+        if not suites:
+            raise CliError(f"no bench_*.py suites in {bench_dir}")
+        return subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suites,
+                                "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"])
     from colbert_engine._quickbench import print_table, run_quick_benchmarks
 
     print_table(run_quick_benchmarks(repeats=args.repeats, threads=args.threads))
