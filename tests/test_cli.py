@@ -124,6 +124,25 @@ def test_folder_of_text_files(tmp_path, capsys):
     assert result["results"][0]["id"] == "whales"
 
 
+def test_interrupted_index_leaves_nothing_behind(tmp_path, capsys, monkeypatch, english_passages):
+    from colbert_engine.model.encoder import Encoder
+
+    docs = write_jsonl(tmp_path / "docs.jsonl", english_passages[:12])
+    encode = Encoder.encode_documents
+    calls = []
+
+    def fail_on_second_chunk(self, texts, *args, **kwargs):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived mid-build
+        return encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode_documents", fail_on_second_chunk)
+    code, _, err = run(capsys, "index", docs, tmp_path / "idx", "--quiet", "--chunk-docs", 5)
+    assert code == 130 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 def test_missing_input_file(tmp_path, capsys):
