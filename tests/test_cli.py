@@ -154,6 +154,9 @@ def test_missing_input_file(tmp_path, capsys):
 def test_missing_index(tmp_path, capsys):
     code, _, err = run(capsys, "search", tmp_path / "no-index", "anything")
     assert code == 2 and "index not found" in err
+    (tmp_path / "not-an-index").mkdir()
+    code, _, err = run(capsys, "info", tmp_path / "not-an-index")
+    assert code == 2 and "cannot open as an index" in err
 
 
 def test_malformed_jsonl_line_fails_whole_run_with_line_number(tmp_path, capsys):

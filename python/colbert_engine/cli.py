@@ -76,7 +76,10 @@ def _open_index(path: str):
     index_path = Path(path)
     if not index_path.exists():
         raise CliError(f"index not found: {index_path}")
-    return Index.open(index_path), index_path
+    try:
+        return Index.open(index_path), index_path
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{index_path}: cannot open as an index ({exc})") from None
 
 
 def _encoder_for_index(index_path: Path, args) -> object:
