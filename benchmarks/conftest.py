@@ -1,7 +1,7 @@
 """Shared fixtures for the pytest-benchmark suites: named synthetic workloads and a built index.
 
 Run a suite from the repository root after the in-place build, e.g.
-``PYTHONPATH=python python -m pytest benchmarks/bench_search.py``. Sizes are in
+``PYTHONPATH=python python -m pytest benchmarks/bench_search_suite.py``. Sizes are in
 ``benchmarks/workload.py``; ``CE_BENCH_SIZE=medium`` picks a larger one.
 """
 

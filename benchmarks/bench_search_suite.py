@@ -1,6 +1,8 @@
-"""End-to-end search: the PLAID funnel of ``Index.search`` against exhaustive MaxSim, same run.
+"""End-to-end search as a pytest-benchmark suite: ``Index.search`` against exhaustive MaxSim.
 
-    PYTHONPATH=python python -m pytest benchmarks/bench_search.py --benchmark-columns=median,iqr,rounds
+(``bench_search.py`` is the larger stand-alone table: build time, memory, k = 10/100/1000.)
+
+    PYTHONPATH=python python -m pytest benchmarks/bench_search_suite.py --benchmark-columns=median,iqr,rounds
 
 Each case records ``recall@10`` against exhaustive search on the uncompressed vectors in
 ``extra_info`` (shown with ``--benchmark-json``), so speed is never read without quality.
