@@ -112,7 +112,10 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
     if out.numel() == 0:
         return
     backend = _native.cuda() if queries.device.type == "cuda" else _native.cpu()
-    per_query = backend.lut_workspace_floats(dim, nbits, query_len)
+    if hasattr(backend, "lut_workspace_floats"):
+        per_query = backend.lut_workspace_floats(dim, nbits, query_len)
+    else:  # a backend whose tables are one per residual byte, unpadded
+        per_query = dim * nbits // 8 * 256 * query_len
     group = max(1, min(n_queries, _LUT_WORKSPACE_BYTES // (4 * per_query)))
     lut = torch.empty(group, per_query, dtype=torch.float32, device=queries.device)
     for start in range(0, n_queries, group):
