@@ -9,7 +9,7 @@ from colbert_engine.ops import reference
 from colbert_engine.ops._info import get_num_threads, info, set_num_threads
 from colbert_engine.ops.codec import compress_residuals, decompress_residuals
 from colbert_engine.ops.lut_maxsim import lut_maxsim
-from colbert_engine.ops.maxsim import maxsim
+from colbert_engine.ops.maxsim import maxsim, maxsim_topk
 
-__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "compress_residuals", "decompress_residuals", "lut_maxsim",
-           "reference"]
+__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "maxsim_topk", "compress_residuals",
+           "decompress_residuals", "lut_maxsim", "reference"]
