@@ -10,11 +10,12 @@ centroids, tokens near the centroids, buckets at residual quantiles (DESIGN.md 4
 - compress (20k tokens): ``ops.compress_residuals`` vs ``reference.compress_residuals``
   (tokens/s). Both find codes with a torch fp32 GEMM + argmax (ours in cache-sized blocks);
   the rest is our kernel vs torch ops. The GEMM (2 * K * dim flops per token) dominates.
-- decompress: ``ops.decompress_residuals`` (normalize=True) vs the torch reference (tokens/s).
+- decompress: ``ops.decompress_residuals`` (normalize=True) vs the torch reference (tokens/s),
+  both into a fresh output.
 - exact stage: one 32-token query against all 1,000 documents:
   ``ops.lut_maxsim`` (given S = C @ q.T, which the candidate stage has already computed)
-  vs ``ops.decompress_residuals`` + ``ops.maxsim`` (the fused SIMD MaxSim), and vs the torch
-  path (reference decompress + matmul + segment max).
+  vs ``ops.decompress_residuals`` into a reused buffer + ``ops.maxsim`` (the fused SIMD
+  MaxSim), and vs the torch path (reference decompress + matmul + segment max).
 Ratios are measured in the same run; the machine is shared, absolute times are noisy.
 """
 
@@ -53,7 +54,8 @@ def make_collection(nbits, seed=0):
     query = torch.nn.functional.normalize(torch.randn(1, QUERY_LEN, DIM, generator=gen), dim=2)
     return dict(nbits=nbits, centroids=centroids, cutoffs=cutoffs, weights=weights, emb=emb, offsets=offsets,
                 lengths=lengths, codes=codes, residuals=residuals, inv_norms=inv_norms, query=query,
-                scores=(centroids @ query[0].T).unsqueeze(0).contiguous(), candidates=torch.arange(N_DOCS))
+                scores=(centroids @ query[0].T).unsqueeze(0).contiguous(), candidates=torch.arange(N_DOCS),
+                workspace=torch.empty(n_tokens, DIM))
 
 
 # The measured operations, shared by the script and the pytest-benchmark tests.
@@ -81,8 +83,10 @@ def lut_maxsim(c):
 
 
 def decompress_then_maxsim(c):
+    # Into a preallocated buffer: page faults of a fresh 50 MB output would cost more than
+    # the decompression itself on this VM, and a search loop would reuse its workspace.
     emb = ops.decompress_residuals(c["codes"], c["residuals"], c["centroids"], c["weights"], c["nbits"],
-                                   inv_norms=c["inv_norms"])
+                                   inv_norms=c["inv_norms"], out=c["workspace"])
     return ops.maxsim(c["query"], emb, c["offsets"], doc_subset=c["candidates"])
 
 
