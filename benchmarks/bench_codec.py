@@ -2,7 +2,8 @@
 same run.
 
     PYTHONPATH=python python benchmarks/bench_codec.py            # table for RESULTS.md
-    PYTHONPATH=python python -m pytest benchmarks/bench_codec.py --benchmark-columns=median,iqr,rounds
+    PYTHONPATH=python python -m pytest benchmarks/bench_codec.py -p no:cacheprovider \
+        --benchmark-columns=median,iqr,rounds --benchmark-timer=time.process_time
 
 Collection: 1,000 documents of 50-150 tokens (~100k tokens), dim 128, K = 4,096 unit
 centroids, tokens near the centroids, buckets at residual quantiles (DESIGN.md 4).
@@ -145,13 +146,13 @@ def test_exact_stage(benchmark, collection, impl):
 # ----------------------------------------------------------------------------- script
 
 
-def median_seconds(fn, arg, rounds):
+def median_seconds(fn, arg, rounds, timer):
     fn(arg)
     times = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = timer()
         fn(arg)
-        times.append(time.perf_counter() - start)
+        times.append(timer() - start)
     return statistics.median(times)
 
 
@@ -159,11 +160,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--nbits", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--wall", action="store_true",
+                        help="time with perf_counter instead of process_time (CPU time of this "
+                             "single-threaded process, stable on a shared machine)")
     args = parser.parse_args()
+    timer = time.perf_counter if args.wall else time.process_time
     torch.set_num_threads(1)
     ops.set_num_threads(1)
     print(f"isa={_native.cpu().isa()}, 1 thread, torch {torch.__version__}, dim {DIM}, K {N_CENTROIDS}, "
-          f"{N_DOCS} docs, median of {args.rounds}")
+          f"{N_DOCS} docs, median of {args.rounds}, timer {timer.__name__}")
     for nbits in args.nbits:
         c = make_collection(nbits)
         n_tokens = c["codes"].numel()
@@ -172,12 +177,12 @@ def main():
         for name, fn, rounds in [("compress ops", compress_ops, 3), ("compress torch", compress_torch, 3),
                                  ("decompress ops", decompress_ops, args.rounds),
                                  ("decompress torch", decompress_torch, args.rounds)]:
-            seconds = median_seconds(fn, c, rounds)
+            seconds = median_seconds(fn, c, rounds, timer)
             count = COMPRESS_TOKENS if name.startswith("compress") else n_tokens
             rows.append((name, seconds, f"{count / seconds / 1e6:.3f} M tokens/s"))
         for name, fn in [("lut_maxsim", lut_maxsim), ("decompress + maxsim", decompress_then_maxsim),
                          ("torch decompress + matmul + segmax", decompress_then_maxsim_torch)]:
-            rows.append((name, median_seconds(fn, c, args.rounds), ""))
+            rows.append((name, median_seconds(fn, c, args.rounds, timer), ""))
         times = {name: s for name, s, _ in rows}
         print(f"\nnbits {nbits}, {n_tokens} tokens")
         for name, seconds, extra in rows:
