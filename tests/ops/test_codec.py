@@ -192,6 +192,20 @@ def test_ties_go_to_the_lowest_centroid(device):
     assert codes.tolist() == [1, 0]
 
 
+@pytest.mark.parametrize("n_centroids", [1, 5, 16, 17, 33, 100])
+def test_nearest_centroids_first_maximum(device, n_centroids):
+    # Exact ties planted in different SIMD lanes, in the vector body and in the tail.
+    from colbert_engine.ops.codec import nearest_centroids
+
+    gen = torch.Generator().manual_seed(n_centroids)
+    centroids = torch.randint(-3, 4, (n_centroids, 8), generator=gen).float()
+    emb = torch.randint(-3, 4, (300, 8), generator=gen).float()
+    centroids[n_centroids // 2] = centroids[n_centroids - 1] = centroids[min(3, n_centroids - 1)]
+    got = nearest_centroids(emb.to(device), centroids.to(device))
+    assert got.dtype == torch.int32
+    assert torch.equal(got.cpu().long(), (emb @ centroids.T).argmax(dim=1))
+
+
 def test_zero_decoded_vector_has_zero_inverse_norm():
     centroids = torch.zeros(1, 8)
     _, _, inv_norms = ops.compress_residuals(torch.zeros(3, 8), centroids, torch.tensor([0.5]),
