@@ -11,7 +11,7 @@ void lut_maxsim_avx512(const LutMaxSimParams& p, int unit_bits);
 // Bits of residual stream per table lookup: a byte (256 entries). Nibbles (16 entries,
 // twice the lookups into tables 16x smaller, L1/L2-resident) measured slower: at nbits 4,
 // dim 128, Lq 32 on one AVX-512 core 14.5 ms vs 10.7 ms per 100k tokens (CPU time), and
-// no better at nbits 2; so the byte tables are used throughout.
+// ~1.3x slower at nbits 1 and 2 (wall clock); so the byte tables are used throughout.
 static int unit_bits(int /*nbits*/) { return 8; }
 
 int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len) {
