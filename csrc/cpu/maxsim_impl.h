@@ -334,6 +334,9 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
       score_document<Kernel>(p, pq, panel_rows, d, best, panel, check, mine, 1);
       if (p.doc_offsets[d + 1] == p.doc_offsets[d]) continue;  // empty: never returned
       for (int64_t q = 0; q < nq; ++q) {
+        // A NaN score (reported through the status) would break the order the heaps and
+        // the merge's sort rely on: keep it out.
+        if (mine[q] != mine[q]) continue;
         TopK heap{my_heaps + q * k, k, my_sizes[q]};
         heap.offer(Hit{mine[q], d});
         my_sizes[q] = heap.size;
