@@ -168,21 +168,60 @@ void candidates_collect_cpu(const CandidatesParams& p) {
 
 namespace {
 
+// best[i] = max(best[i], row[i]) over the query tokens.
+template <int LQ>
+inline void max_into(float* __restrict best, const float* __restrict row, int64_t query_len) {
+  const int64_t lq = LQ > 0 ? LQ : query_len;
+  for (int64_t i = 0; i < lq; ++i) best[i] = best[i] < row[i] ? row[i] : best[i];
+}
+
+// max_i row[i] with 8 independent lanes: a single running max is a chain of dependent
+// scalar maxes (the compiler may not reorder it without -ffast-math).
+inline float row_max(const float* row, int64_t n) {
+  float lane[8];
+  std::fill(lane, lane + 8, kNegInf);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lane[j] = lane[j] < row[i + j] ? row[i + j] : lane[j];
+  for (; i < n; ++i) lane[0] = lane[0] < row[i] ? row[i] : lane[0];
+  float best = lane[0];
+  for (int j = 1; j < 8; ++j) best = best < lane[j] ? lane[j] : best;
+  return best;
+}
+
 // Sum over query tokens of the max over the document's kept tokens of S[code, i]; -inf
-// when no token is kept. LQ > 0 fixes the query length at compile time (the common 32),
-// so the max loop unrolls into whole vectors; LQ == 0 reads it from `query_len`.
+// when no token is kept. LQ > 0 fixes the query length at compile time (the common 32):
+// the running maxes then live in registers; LQ == 0 reads it from `query_len` and keeps
+// them in `scratch`.
 template <int LQ>
 float interaction_score(const float* scores, int64_t query_len, const int32_t* codes,
-                        int64_t n_codes, const uint8_t* keep, float* best) {
+                        int64_t n_codes, const uint8_t* keep, float* scratch) {
   const int64_t lq = LQ > 0 ? LQ : query_len;
+  float local[LQ > 0 ? LQ : 1];
+  float* best = LQ > 0 ? local : scratch;
   std::fill(best, best + lq, kNegInf);
   bool any = false;
-  for (int64_t t = 0; t < n_codes; ++t) {
+  int64_t t = 0;
+  if (keep) {
+    // Pruning keeps a few percent of the centroids: test 8 tokens' keep bytes at once,
+    // branch-free, and skip the group when none is kept.
+    for (; t + 8 <= n_codes; t += 8) {
+      const int32_t* group = codes + t;
+      const unsigned kept = keep[group[0]] | keep[group[1]] | keep[group[2]] | keep[group[3]] |
+                            keep[group[4]] | keep[group[5]] | keep[group[6]] | keep[group[7]];
+      if (!kept) continue;
+      for (int j = 0; j < 8; ++j) {
+        if (!keep[group[j]]) continue;
+        any = true;
+        max_into<LQ>(best, scores + static_cast<int64_t>(group[j]) * lq, lq);
+      }
+    }
+  }
+  for (; t < n_codes; ++t) {
     const int32_t c = codes[t];
     if (keep && !keep[c]) continue;
     any = true;
-    const float* row = scores + static_cast<int64_t>(c) * lq;
-    for (int64_t i = 0; i < lq; ++i) best[i] = best[i] < row[i] ? row[i] : best[i];
+    max_into<LQ>(best, scores + static_cast<int64_t>(c) * lq, lq);
   }
   if (!any) return kNegInf;
   float total = 0.f;
@@ -232,10 +271,7 @@ void centroid_interaction_cpu(const CentroidInteractionParams& p) {
       // keep[q, c]: PLAID's t_cs test, once per query and centroid.
 #pragma omp for schedule(dynamic, 1024)
       for (int64_t qc = 0; qc < nq * k_cells; ++qc) {
-        const float* row = p.scores + qc * lq;
-        float row_max = kNegInf;
-        for (int64_t i = 0; i < lq; ++i) row_max = row_max < row[i] ? row[i] : row_max;
-        p.keep[qc] = row_max >= p.threshold;
+        p.keep[qc] = row_max(p.scores + qc * lq, lq) >= p.threshold;
       }
     }
     std::vector<float> best(static_cast<size_t>(lq));
