@@ -30,6 +30,17 @@ inline bool better(const Scored& a, const Scored& b) {
 
 // ---------------------------------------------------------------- stage 1: top cells
 
+// Whether row[i] > worst[i] for some i, in 8 independent lanes so it compiles to vector
+// compares (one flag chain would stay scalar).
+inline bool any_greater(const float* __restrict row, const float* __restrict worst, int64_t n) {
+  int32_t lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lane[j] |= row[i + j] > worst[i + j];
+  for (; i < n; ++i) lane[0] |= row[i] > worst[i];
+  return (lane[0] | lane[1] | lane[2] | lane[3] | lane[4] | lane[5] | lane[6] | lane[7]) != 0;
+}
+
 // Top-`nprobe` centroids per query token over centroids [c_begin, c_end), written best first
 // to top[i * nprobe ...]; slots a short range cannot fill keep id = INT32_MAX.
 void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int64_t c_begin,
@@ -41,9 +52,7 @@ void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int6
   std::vector<float> worst(query_len, kNegInf);
   for (int64_t c = c_begin; c < c_end; ++c) {
     const float* row = scores + c * query_len;
-    bool any = false;
-    for (int64_t i = 0; i < query_len; ++i) any |= row[i] > worst[i];
-    if (!any) continue;
+    if (!any_greater(row, worst.data(), query_len)) continue;
     for (int64_t i = 0; i < query_len; ++i) {
       const float s = row[i];
       if (!(s > worst[i])) continue;
