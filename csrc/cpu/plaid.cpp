@@ -13,8 +13,10 @@ namespace ce {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Centroids per stage-1 scan task: a few tasks per query so one query still uses all threads.
-constexpr int64_t kScanChunk = 4096;
+// Centroids per stage-1 scan task: several tasks per query (8 for K = 2^14) so a lone query
+// still spreads over the threads; the per-chunk lists are merged by a total order, so the
+// result does not depend on the chunking or the thread count.
+constexpr int64_t kScanChunk = 2048;
 // Above this nprobe, a sorted insertion array per token costs more than a selection.
 constexpr int64_t kInsertionMaxProbe = 64;
 

@@ -365,3 +365,14 @@ def test_non_contiguous_scores_and_ids():
     want = reference.centroid_interaction(scores.contiguous(), doc_codes, doc_offsets, cands.contiguous(), 10,
                                           threshold=0.25)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_candidates_batch_split_by_bitmap_budget(monkeypatch):
+    from colbert_engine.ops import plaid
+
+    _, _, ivf, ivf_offsets = make_index(1000, 50, seed=19)
+    scores = torch.randn(7, 50, 4, generator=torch.Generator().manual_seed(20))
+    whole = ops.candidates(scores, ivf, ivf_offsets, 2, 1000)
+    monkeypatch.setattr(plaid, "BITMAP_BUDGET_BYTES", 3 * 8 * 16)  # 3 queries per C++ call
+    split = ops.candidates(scores, ivf, ivf_offsets, 2, 1000)
+    assert all(torch.equal(a, b) for a, b in zip(whole, split))

@@ -186,6 +186,10 @@ def candidates(scores, ivf, ivf_offsets, nprobe, n_docs, subset=None):
     return _to_numpy(result) if return_numpy else result
 
 
+# Bitmap workspace per C++ call (nq * n_docs / 8 bytes): larger batches go in query groups.
+BITMAP_BUDGET_BYTES = 64 << 20
+
+
 def candidates_launch(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset=None):
     """Unchecked stage 1 for a batch: scores fp32 ``(nq, K, Lq)``, ivf int32, ivf_offsets
     int64, subset bool or None, all contiguous on one device.
@@ -193,6 +197,21 @@ def candidates_launch(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset
     Returns ``(ids, offsets)``: int32 ids of every query back to back, query q's at
     ``ids[offsets[q]:offsets[q + 1]]`` (int64 offsets ``(nq + 1,)``, on the CPU).
     """
+    nq = scores.shape[0]
+    bitmap_words = (n_docs + 63) // 64
+    group = max(1, BITMAP_BUDGET_BYTES // max(1, 8 * bitmap_words))
+    if nq > group:
+        parts = [_candidates_group(scores[start:start + group], ivf, ivf_offsets, nprobe, n_docs, subset)
+                 for start in range(0, nq, group)]
+        ids = torch.cat([part_ids for part_ids, _ in parts])
+        counts = torch.cat([torch.diff(part_offsets) for _, part_offsets in parts])
+        offsets = torch.zeros(nq + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=offsets[1:])
+        return ids, offsets
+    return _candidates_group(scores, ivf, ivf_offsets, nprobe, n_docs, subset)
+
+
+def _candidates_group(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset):
     device = scores.device
     nq, n_centroids, query_len = scores.shape
     bitmap_words = (n_docs + 63) // 64
