@@ -19,6 +19,12 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kScanChunk = 2048;
 // Above this nprobe, a sorted insertion array per token costs more than a selection.
 constexpr int64_t kInsertionMaxProbe = 64;
+// Below these sizes a call runs on the calling thread: waking the team costs more than the
+// work (PLAID's stage 3 scores only ndocs / 4 documents), and every barrier of an
+// oversubscribed team waits for a descheduled thread.
+constexpr int64_t kParallelMinScores = int64_t{1} << 16;     // stage 1: nq * K * Lq
+constexpr int64_t kParallelMinBitmapWords = int64_t{1} << 14;  // stage 1 collect: nq * words
+constexpr int64_t kParallelMinCandidates = 512;              // stages 2-3: all queries' m
 
 // A (score, id) pair ordered best first: higher score, then lower id. A strict total order
 // on distinct ids, so every selection below is deterministic whatever the thread count.
@@ -101,7 +107,7 @@ void candidates_mark_cpu(const CandidatesParams& p) {
   std::vector<Scored> top;
   if (!all_cells) top.resize(static_cast<size_t>(nq * n_chunks * lq * nprobe));
 
-#pragma omp parallel
+#pragma omp parallel if (nq * k_cells * lq >= kParallelMinScores)
   {
     if (!all_cells && insertion) {
 #pragma omp for schedule(dynamic, 1)
@@ -161,7 +167,8 @@ void candidates_mark_cpu(const CandidatesParams& p) {
 }
 
 void candidates_collect_cpu(const CandidatesParams& p) {
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) \
+    if (p.n_queries > 1 && p.n_queries * p.bitmap_words >= kParallelMinBitmapWords)
   for (int64_t q = 0; q < p.n_queries; ++q) {
     const uint64_t* bitmap = p.bitmap + q * p.bitmap_words;
     int32_t* out = p.out_ids + p.out_offsets[q];
@@ -276,7 +283,8 @@ constexpr int64_t kCandidateChunk = 32;
 void centroid_interaction_cpu(const CentroidInteractionParams& p) {
   const int64_t nq = p.n_queries, k_cells = p.n_centroids, lq = p.query_len;
   if (nq == 0) return;
-#pragma omp parallel
+  const int64_t total = p.cand_offsets[nq];
+#pragma omp parallel if (total >= kParallelMinCandidates)
   {
     if (p.prune) {
       // keep[q, c]: PLAID's t_cs test, once per query and centroid.
@@ -288,7 +296,6 @@ void centroid_interaction_cpu(const CentroidInteractionParams& p) {
     std::vector<float> best(static_cast<size_t>(lq));
     // All candidates of all queries as one pool of small chunks: a lone query spreads over
     // every thread, and a batch needs no per-query barrier.
-    const int64_t total = p.cand_offsets[nq];
     const int64_t n_tasks = (total + kCandidateChunk - 1) / kCandidateChunk;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {
