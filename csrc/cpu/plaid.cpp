@@ -235,6 +235,20 @@ float interaction_score(const float* scores, int64_t query_len, const int32_t* c
       }
     }
   }
+  if (!keep) {
+    // Every token's row is read: S (K * Lq * 4 bytes, 2 MB for K = 2^14) does not stay in
+    // L2, so fetch a few tokens ahead.
+    constexpr int64_t kAhead = 12;
+    for (; t < n_codes; ++t) {
+      if (t + kAhead < n_codes) {
+        const float* next = scores + static_cast<int64_t>(codes[t + kAhead]) * lq;
+        __builtin_prefetch(next);
+        __builtin_prefetch(next + lq - 1);
+      }
+      max_into<LQ>(best, scores + static_cast<int64_t>(codes[t]) * lq, lq);
+    }
+    any = n_codes > 0;
+  }
   for (; t < n_codes; ++t) {
     const int32_t c = codes[t];
     if (keep && !keep[c]) continue;
