@@ -93,6 +93,15 @@ def _check_subset(subset, n_docs: int, device):
     return subset.to(torch.bool).contiguous()
 
 
+def _cuda_module():
+    """``colbert_engine._cuda``, checked to carry this family's kernels (csrc/cuda/plaid.cu)."""
+    module = _native.cuda()
+    if not hasattr(module, "centroid_interaction"):
+        raise RuntimeError("colbert_engine._cuda was built without the PLAID kernels (csrc/cuda/plaid.cu); "
+                           "move the inputs to the CPU or rebuild")
+    return module
+
+
 def _to_numpy(x):
     if isinstance(x, tuple):
         return tuple(_to_numpy(t) for t in x)
@@ -222,7 +231,7 @@ def _candidates_group(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset
                  bitmap.data_ptr(), counts.data_ptr(), nq, n_centroids, query_len, nprobe,
                  n_docs, bitmap_words)
     if device.type == "cuda":
-        module = _native.cuda()
+        module = _cuda_module()
         with torch.cuda.device(device):
             module.candidates_mark(*mark_args, V.stream_of(device))
     else:
@@ -345,7 +354,7 @@ def centroid_interaction_launch(scores, doc_codes, doc_offsets, candidates, cand
             query_len, n_docs, ndocs, float(threshold) if prune else 0.0, int(prune))
     if device.type == "cuda":
         with torch.cuda.device(device):
-            _native.cuda().centroid_interaction(*args, V.stream_of(device))
+            _cuda_module().centroid_interaction(*args, V.stream_of(device))
     else:
         _native.cpu().centroid_interaction(*args)
     return out_scores, out_ids, out_offsets
