@@ -269,7 +269,9 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     code's max is a no-op.
 
     Selection is bounded (nth_element over the m scores, then a sort of the kept ndocs), with
-    a deterministic order: higher score first, then lower doc id.
+    a deterministic order: higher score first, then lower doc id (PLAID's
+    ``std::priority_queue<std::pair<float, int>>`` broke ties towards the higher pid, and kept
+    every candidate in unbounded per-thread heaps over static slices).
 
     Args:
         scores: ``(K, Lq)`` float32 centroid scores of one query, or ``(nq, K, Lq)`` for a batch
