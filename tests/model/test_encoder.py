@@ -113,6 +113,9 @@ def test_order_restored_and_batch_size_invariance(jina):
         emb, off = jina.encode_documents(TEXTS, batch_size=bs)
         assert torch.equal(off, ref_off)
         torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
+    emb, off = jina.encode_documents(TEXTS, batch_size=4, show_progress=True)
+    assert torch.equal(off, ref_off)
+    torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
     # documents one by one, concatenated, equal the batched packed output
     singles = [jina.encode_documents([t])[0] for t in TEXTS]
     torch.testing.assert_close(torch.cat(singles), ref_emb, atol=1e-5, rtol=0)
