@@ -290,3 +290,11 @@ def test_plain_encoder_has_no_head_and_no_markers(tmp_path):
         Encoder.from_pretrained(tmp_path, device="cpu", dim=16)
     marked = Encoder.from_pretrained(tmp_path, device="cpu", query_marker="[unused0]", document_marker="[unused1]")
     assert marked.colbert_tokenizer.documents(["hello"])[0][1] == vocab["[unused1]"]
+
+
+def test_lengths_and_truncate_dim_from_config_json(tmp_path):
+    write_checkpoint(tmp_path, layout="jina", head_dim=128, query_maxlen=16, doc_maxlen=100, truncate_dim=96)
+    enc = Encoder.from_pretrained(tmp_path, device="cpu")
+    assert (enc.settings.query_length, enc.settings.document_length, enc.dim) == (16, 100, 96)
+    other = Encoder.from_pretrained(tmp_path, device="cpu", dim=128, query_length=20)
+    assert other.encode_queries(["a"]).shape == (1, 20, 128)
