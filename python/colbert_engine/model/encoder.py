@@ -193,6 +193,8 @@ class Encoder:
         colbert_tokenizer = ColBERTTokenizer(tokenizer, colbert_settings, files.folder,
                                              pad_token_id=raw_config.get("pad_token_id"))
         matryoshka = tuple(raw_config.get("matryoshka_dimensions") or ())
+        if dim is None and isinstance(raw_config.get("truncate_dim"), int) and head is not None:
+            dim = raw_config["truncate_dim"]  # the checkpoint's own default output size
         encoder = cls(model, tokenizer, colbert_tokenizer, head, dim=dim, device=device, dtype=dtype,
                       matryoshka_dims=matryoshka)
         encoder.family = family
