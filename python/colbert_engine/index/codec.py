@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-# Scores matrix budget for one assignment chunk (floats): 2^24 = 64 MB of fp32.
-_ASSIGN_BUDGET = 1 << 24
+# Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
+_ASSIGN_BUDGET = 1 << 22
 _MAX_HELDOUT_VALUES = 1 << 23
 HELDOUT_TOKENS = 50_000  # ColBERTv2 holds out 5% of the sample, at most 50k tokens
 
@@ -58,7 +58,7 @@ def _assign(points: torch.Tensor, centroids: torch.Tensor):
 
 
 def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
-           max_points_per_centroid: int = 32) -> torch.Tensor:
+           max_points_per_centroid: int = 32, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Seeded spherical k-means (assign by inner product, centroid = normalized mean).
 
     Args:
@@ -66,24 +66,27 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
             by chunk so no fp32 copy of all points and no ``n x K`` matrix is made), unit rows.
         k: number of centroids, ``1 <= k <= n``.
         max_points_per_centroid: train on at most this many random points per centroid.
+        rows: optional int64 ``(m,)`` row indices of ``points`` to train on (default: all).
     Returns:
         float32 ``(k, dim)`` L2-normalized centroids on ``points.device``.
     """
-    n = points.shape[0]
+    n = points.shape[0] if rows is None else rows.numel()
     if not 1 <= k <= n:
         raise ValueError(f"kmeans: k must lie in [1, {n}] (number of points), got {k}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    # rows to train on, gathered chunk by chunk (no copy of the subsample)
     if n > max_points_per_centroid * k:
-        keep = torch.randperm(n, generator=gen)[: max_points_per_centroid * k].to(points.device)
-        points = points[keep]
-        n = points.shape[0]
-    centroids = points[torch.randperm(n, generator=gen)[:k].to(points.device)].float()
+        pick = torch.randperm(n, generator=gen)[: max_points_per_centroid * k].to(points.device)
+        rows = pick if rows is None else rows[pick]
+    n = n if rows is None else rows.numel()
+    centroids = points[torch.randperm(n, generator=gen)[:k].to(points.device) if rows is None
+                       else rows[torch.randperm(n, generator=gen)[:k].to(points.device)]].float()
     chunk = max(1, _ASSIGN_BUDGET // k)
     for _ in range(niters):
         sums = torch.zeros_like(centroids)
         counts = torch.zeros(k, dtype=torch.int64, device=points.device)
         for start in range(0, n, chunk):
-            block = points[start:start + chunk].float()
+            block = (points[start:start + chunk] if rows is None else points[rows[start:start + chunk]]).float()
             codes = (block @ centroids.T).argmax(dim=1)
             sums.index_add_(0, codes, block)
             counts += torch.bincount(codes, minlength=k)
@@ -91,7 +94,7 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
         if bool(empty.any()):
             # re-seed empty cells with random points so every centroid stays in use
             refill = torch.randint(0, n, (int(empty.sum()),), generator=gen).to(points.device)
-            sums[empty] = points[refill].float()
+            sums[empty] = points[refill if rows is None else rows[refill]].float()
         centroids = torch.nn.functional.normalize(sums, dim=1)
     return centroids
 
@@ -163,10 +166,11 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     # ColBERTv2 holds out 5% (at most 50k tokens) for the bucket statistics
     n_heldout = min(int(0.05 * n), HELDOUT_TOKENS) if n >= 40 else 0
     heldout = sample[order[:n_heldout]] if n_heldout else sample
-    train = sample[order[n_heldout:]]
-    k = n_centroids if n_centroids is not None else num_centroids(n_tokens, train.shape[0])
-    k = min(k, train.shape[0])
-    centroids = kmeans(train, k, niters=niters, seed=seed, max_points_per_centroid=max_points_per_centroid)
+    train_rows = order[n_heldout:]
+    k = n_centroids if n_centroids is not None else num_centroids(n_tokens, train_rows.numel())
+    k = min(k, train_rows.numel())
+    centroids = kmeans(sample, k, niters=niters, seed=seed, max_points_per_centroid=max_points_per_centroid,
+                       rows=train_rows)
     heldout = heldout.float()
     codes, _ = _assign(heldout, centroids)
     cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)

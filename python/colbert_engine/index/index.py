@@ -110,7 +110,7 @@ def _sample_tokens(batches: list, seed: int, max_tokens: int) -> torch.Tensor:
     """Tokens of randomly chosen documents, ColBERT's min(1 + 16 sqrt(120 n), n) of them,
     taken in random order until ``max_tokens`` (what k-means and the bucket statistics
     will use) are reached: the sample never grows with the collection beyond that.
-    Kept in the input's dtype."""
+    Returned as float16 ``(n_sample, dim)``."""
     lengths = torch.cat([torch.diff(b[1]) for b in batches])
     n_docs = lengths.numel()
     gen = torch.Generator().manual_seed(seed)
@@ -122,7 +122,7 @@ def _sample_tokens(batches: list, seed: int, max_tokens: int) -> torch.Tensor:
     for emb, offsets, *_ in batches:
         n = offsets.numel() - 1
         token_mask = torch.repeat_interleave(chosen[doc:doc + n], torch.diff(offsets), output_size=emb.shape[0])
-        parts.append(emb[token_mask])
+        parts.append(emb[token_mask].to(torch.float16))  # fp16 halves the sample; k-means computes in fp32
         doc += n
     return torch.cat(parts)
 
