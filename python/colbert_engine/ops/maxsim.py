@@ -19,7 +19,9 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
     the max starting at -inf: an empty document scores -inf.
 
     Args:
-        queries: ``(nq, Lq, dim)`` or ``(Lq, dim)`` float32/float16/bfloat16 (computed in fp32).
+        queries: ``(nq, Lq, dim)`` or ``(Lq, dim)`` float32/float16/bfloat16 (computed in fp32;
+            on CUDA with float16/bfloat16 documents the queries are rounded to the documents'
+            dtype for the tensor-core products, which accumulate in fp32).
         doc_emb: ``(T, dim)`` float32/float16/bfloat16, all documents' tokens back to back.
         doc_offsets: ``(n_docs + 1,)`` int64, ``doc_offsets[0] == 0``, non-decreasing,
             ``doc_offsets[-1] == T``.

@@ -1,0 +1,140 @@
+"""CUDA kernels against the CPU kernels and the references, on shapes that pick each CUDA
+path (csrc/cuda/*.cu say which shapes go where).
+
+Everything marked ``gpu`` skips without a CUDA device; the introspection test at the top
+runs everywhere the CUDA module was built (it needs no device).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+from colbert_engine import ops
+from colbert_engine.ops import reference
+
+# Functions of colbert_engine._C that are not kernels (CPU thread / ISA control).
+CPU_ONLY_UTILITIES = {"isa", "max_threads", "set_num_threads"}
+# CPU kernels whose CUDA path is composed on the caller side from other CUDA kernels and
+# torch ops that queue on the stream without syncing (see the op's module for how).
+COMPOSED_ON_CUDA = {"maxsim_topk"}
+# Functions of colbert_engine._cuda that are not kernels.
+CUDA_ONLY_UTILITIES = {"device_count", "error_string"}
+
+
+def _functions(module) -> set[str]:
+    return {name for name in dir(module) if not name.startswith("_") and callable(getattr(module, name))}
+
+
+def test_every_cpu_kernel_has_a_cuda_twin():
+    """Introspection only (no GPU needed): the two modules expose the same kernel names."""
+    try:
+        cuda = importlib.import_module("colbert_engine._cuda")
+    except ImportError:
+        pytest.skip("colbert_engine._cuda was not built (test_build checks when it must be)")
+    cpu = importlib.import_module("colbert_engine._C")
+    cpu_kernels = _functions(cpu) - CPU_ONLY_UTILITIES - COMPOSED_ON_CUDA
+    cuda_kernels = _functions(cuda) - CUDA_ONLY_UTILITIES
+    assert cpu_kernels == cuda_kernels, (
+        f"only in _C: {sorted(cpu_kernels - cuda_kernels)}; only in _cuda: {sorted(cuda_kernels - cpu_kernels)}")
+    for name in cpu_kernels:
+        assert getattr(cuda, name).__doc__, name
+
+
+# --------------------------------------------------------------------------- maxsim
+
+
+def _packed(lengths, dim, dtype, seed, device="cuda"):
+    gen = torch.Generator().manual_seed(seed)
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0)
+    emb = torch.nn.functional.normalize(torch.randn(int(offsets[-1]), dim, generator=gen), dim=-1)
+    return emb.to(device=device, dtype=dtype), offsets.to(device)
+
+
+def _queries(nq, lq, dim, seed, device="cuda"):
+    gen = torch.Generator().manual_seed(seed + 1000)
+    return torch.nn.functional.normalize(torch.randn(nq, lq, dim, generator=gen), dim=-1).to(device)
+
+
+def _want(queries, emb, offsets, doc_subset=None):
+    """Reference with the CUDA kernel's rounding: 16-bit documents get 16-bit queries."""
+    if emb.dtype != torch.float32:
+        queries = queries.to(emb.dtype).float()
+    return reference.maxsim(queries.cpu(), emb.float().cpu(), offsets.cpu(),
+                            doc_subset=None if doc_subset is None else doc_subset.cpu())
+
+
+# Lengths straddling the 32-token document tile, plus empty documents.
+LENGTHS = [31, 0, 32, 33, 1, 64, 65, 0, 300, 7]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dim, query_len, n_queries", [
+    (128, 32, 1),    # fast path, 2 queries per block, one half-empty group
+    (128, 32, 37),   # fast path, many groups
+    (96, 20, 7),     # fast path, 3 queries per block
+    (64, 64, 3),     # fast path, exactly one query per block
+    (16, 1, 130),    # fast path, 64 queries per block
+    (256, 33, 2),    # fast path, largest dim (fp32 needs > 48 KB shared memory)
+    (272, 32, 2),    # fallback: dim too large
+    (100, 32, 2),    # fallback: dim % 16 != 0
+    (7, 5, 3),       # fallback
+    (128, 65, 2),    # fallback: query_len > 64
+    (64, 512, 1),    # fallback: largest query_len
+])
+def test_maxsim_cuda_matches_reference(dtype, dim, query_len, n_queries):
+    emb, offsets = _packed(LENGTHS, dim, dtype, seed=dim + query_len)
+    queries = _queries(n_queries, query_len, dim, seed=dim)
+    got = ops.maxsim(queries, emb, offsets)
+    assert got.device.type == "cuda" and got.shape == (n_queries, len(LENGTHS)) and got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu(), _want(queries, emb, offsets), atol=1e-4 * query_len, rtol=1e-5)
+    assert torch.isneginf(got[:, 1]).all() and torch.isneginf(got[:, 7]).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_maxsim_cuda_subset_with_repeats(dtype):
+    emb, offsets = _packed(LENGTHS, 128, dtype, seed=3)
+    queries = _queries(5, 32, 128, seed=3)
+    subset = torch.tensor([8, 1, 8, 0, 9, 2], device="cuda")
+    got = ops.maxsim(queries, emb, offsets, doc_subset=subset)
+    torch.testing.assert_close(got.cpu(), _want(queries, emb, offsets, subset), atol=3e-3, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_maxsim_cuda_unaligned_documents_take_the_fallback(dtype):
+    # A contiguous view starting one element into its storage: not 16-byte aligned.
+    emb, offsets = _packed([5, 40, 3], 64, dtype, seed=5)
+    flat = torch.empty(emb.numel() + 1, dtype=dtype, device="cuda")
+    flat[1:] = emb.reshape(-1)
+    shifted = flat[1:].view(emb.shape)
+    assert shifted.data_ptr() % 16 != 0
+    queries = _queries(3, 32, 64, seed=5)
+    got = ops.maxsim(queries, shifted, offsets)
+    torch.testing.assert_close(got, ops.maxsim(queries, emb, offsets), atol=1e-4 * 32, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_maxsim_cpu_cuda_parity_fp32():
+    emb, offsets = _packed([3, 0, 50, 17, 129], 128, torch.float32, seed=7, device="cpu")
+    queries = _queries(4, 32, 128, seed=7, device="cpu")
+    cpu = ops.maxsim(queries, emb, offsets)
+    gpu = ops.maxsim(queries.cuda(), emb.cuda(), offsets.cuda())
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4 * 32, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_maxsim_cuda_uses_the_current_stream():
+    emb, offsets = _packed([10, 20], 64, torch.float16, seed=9)
+    queries = _queries(2, 32, 64, seed=9)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = ops.maxsim(queries, emb, offsets)
+    stream.synchronize()
+    torch.testing.assert_close(got.cpu(), _want(queries, emb, offsets), atol=3e-3, rtol=1e-5)
