@@ -6,6 +6,7 @@
 namespace py = pybind11;
 
 void bind_maxsim(py::module_& m);
+void bind_plaid(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "colbert_engine CPU kernels (pure functions over caller-owned buffers)";
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("openmp") = false;
 #endif
   bind_maxsim(m);
+  bind_plaid(m);
 }

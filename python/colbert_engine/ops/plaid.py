@@ -1,0 +1,323 @@
+"""The PLAID funnel's centroid stages (DESIGN.md section 5, stages 1-3).
+
+- :func:`centroid_scores`: ``S = C @ q.T`` in the centroid-major ``(K, Lq)`` layout.
+- :func:`candidates`: top-``nprobe`` cells per query token, union of their inverted lists
+  deduplicated with a bitmap, optional subset mask (stage 1).
+- :func:`centroid_interaction`: centroid-only late interaction with optional t_cs pruning and
+  bounded top-``ndocs`` selection (stage 2 with ``threshold``, stage 3 without).
+
+Kernels: ``csrc/cpu/plaid.cpp`` (contract in ``csrc/common/plaid.h``); references in
+:mod:`colbert_engine.ops.reference`. The ``*_launch`` functions skip the checks, for the
+search path whose index arrays were validated once when the index was opened.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from colbert_engine import _native
+from colbert_engine.ops import _validate as V
+
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _positive_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_scores(scores, name: str = "scores") -> torch.Tensor:
+    """(K, Lq) or (nq, K, Lq) finite float centroid scores -> contiguous fp32."""
+    scores = V.as_tensor(scores, name)
+    V.check_device_supported(scores.device, name)
+    V.check_dtype(scores, name, V.FLOAT_DTYPES)
+    V.check_ndim(scores, name, (2, 3))
+    if scores.shape[-2] == 0 or scores.shape[-1] == 0:
+        raise ValueError(f"{name}: needs at least one centroid and one query token, got shape {tuple(scores.shape)}")
+    V.check_finite(scores, name)
+    return scores.to(torch.float32).contiguous()
+
+
+def _check_ids(ids, name: str, upper: int, device) -> torch.Tensor:
+    """1-D int32/int64 ids in [0, upper) -> contiguous int32 on `device`."""
+    ids = V.as_tensor(ids, name)
+    V.check_dtype(ids, name, INDEX_DTYPES)
+    V.check_ndim(ids, name, (1,))
+    V.check_same_device(device, **{name: ids})
+    if ids.numel():
+        low, high = torch.aminmax(ids)
+        if int(low) < 0 or int(high) >= upper:
+            raise ValueError(f"{name}: values must lie in [0, {upper}), got range [{int(low)}, {int(high)}]")
+    return ids.to(torch.int32).contiguous()
+
+
+def _check_ivf(ivf, ivf_offsets, n_centroids: int, n_docs: int, device):
+    ivf = _check_ids(ivf, "ivf", n_docs, device)
+    ivf_offsets = V.as_tensor(ivf_offsets, "ivf_offsets")
+    V.check_same_device(device, ivf_offsets=ivf_offsets)
+    V.check_dtype(ivf_offsets, "ivf_offsets", INDEX_DTYPES)
+    V.check_ndim(ivf_offsets, "ivf_offsets", (1,))
+    if ivf_offsets.numel() != n_centroids + 1:
+        raise ValueError(f"ivf_offsets: expected n_centroids + 1 = {n_centroids + 1} entries, got {ivf_offsets.numel()}")
+    ivf_offsets = V.check_offsets(ivf_offsets, "ivf_offsets", ivf.numel())
+    return ivf, ivf_offsets
+
+
+def _check_subset(subset, n_docs: int, device):
+    if subset is None:
+        return None
+    subset = V.as_tensor(subset, "subset")
+    V.check_dtype(subset, "subset", (torch.bool, torch.uint8))
+    V.check_ndim(subset, "subset", (1,))
+    V.check_same_device(device, subset=subset)
+    if subset.numel() != n_docs:
+        raise ValueError(f"subset: expected one entry per document ({n_docs}), got {subset.numel()}")
+    return subset.to(torch.bool).contiguous()
+
+
+def _to_numpy(x):
+    if isinstance(x, tuple):
+        return tuple(_to_numpy(t) for t in x)
+    if isinstance(x, list):
+        return [_to_numpy(t) for t in x]
+    return x.cpu().numpy()
+
+
+# --------------------------------------------------------------------------- centroid scores
+
+
+def centroid_scores(queries, centroids):
+    """Centroid scores ``S[c, i] = <centroids[c], queries[i]>`` laid out centroid-major.
+
+    Args:
+        queries: ``(Lq, dim)`` or ``(nq, Lq, dim)`` float32/float16/bfloat16.
+        centroids: ``(K, dim)`` float32/float16/bfloat16.
+
+    Returns:
+        float32 ``(K, Lq)`` for 2-D queries, ``(nq, K, Lq)`` for 3-D, contiguous, on the
+        inputs' device (a GEMM in fp32): one centroid's scores over the query tokens are
+        contiguous, as :func:`candidates` and :func:`centroid_interaction` read them.
+        numpy in, numpy out.
+    """
+    return_numpy = not isinstance(queries, torch.Tensor) and not isinstance(centroids, torch.Tensor)
+    queries = V.as_tensor(queries, "queries")
+    centroids = V.as_tensor(centroids, "centroids")
+    device = centroids.device
+    V.check_device_supported(device, "centroids")
+    V.check_same_device(device, queries=queries)
+    V.check_dtype(queries, "queries", V.FLOAT_DTYPES)
+    V.check_dtype(centroids, "centroids", V.FLOAT_DTYPES)
+    V.check_ndim(queries, "queries", (2, 3))
+    V.check_ndim(centroids, "centroids", (2,))
+    V.check_size(queries, "queries", -1, centroids.shape[1], "centroids' dim")
+    if centroids.shape[0] == 0:
+        raise ValueError("centroids: needs at least one centroid, got shape (0, dim)")
+    if queries.shape[-2] == 0:
+        raise ValueError(f"queries: needs at least one query token, got shape {tuple(queries.shape)}")
+    V.check_finite(queries, "queries")
+    V.check_finite(centroids, "centroids")
+    c = centroids.to(torch.float32)
+    q = queries.to(torch.float32)
+    scores = (c @ q.T if q.dim() == 2 else torch.matmul(c, q.transpose(1, 2))).contiguous()
+    return scores.numpy() if return_numpy else scores
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+def candidates(scores, ivf, ivf_offsets, nprobe, n_docs, subset=None):
+    """Candidate documents: the union of the inverted lists of every query token's
+    top-``nprobe`` centroids.
+
+    For each query token i, the ``nprobe`` centroids with the highest ``scores[:, i]`` (ties:
+    the lower centroid id); ``nprobe >= K`` probes every cell. Their inverted lists are
+    merged with a bitmap over ``n_docs`` (no hash set, no sort of the concatenation) and
+    documents the ``subset`` mask excludes are dropped here, before any scoring.
+
+    Args:
+        scores: ``(K, Lq)`` float32 centroid scores of one query (:func:`centroid_scores`), or
+            ``(nq, K, Lq)`` for a batch (one C++ call, threads over queries and cells).
+        ivf: ``(ivf_size,)`` int32 (int64 accepted) inverted lists back to back, doc ids in
+            ``[0, n_docs)``; each list should hold sorted unique ids, but neither is required.
+        ivf_offsets: ``(K + 1,)`` int64, list c is ``ivf[ivf_offsets[c]:ivf_offsets[c + 1]]``.
+        nprobe: cells per query token, >= 1.
+        n_docs: number of documents in the index, >= 0.
+        subset: optional ``(n_docs,)`` bool/uint8 mask, True = allowed (deleted documents and
+            metadata filters).
+
+    Returns:
+        int32 ``(m,)`` ascending unique document ids for 2-D scores; for 3-D scores a list of
+        nq such tensors. numpy in, numpy out.
+    """
+    return_numpy = not isinstance(scores, torch.Tensor)
+    scores = _check_scores(scores)
+    device = scores.device
+    nprobe = _positive_int(nprobe, "nprobe", 1)
+    n_docs = _positive_int(n_docs, "n_docs", 0)
+    if n_docs >= 2**31:
+        raise ValueError(f"n_docs: at most 2^31 - 1 documents (int32 ids), got {n_docs}")
+    ivf, ivf_offsets = _check_ivf(ivf, ivf_offsets, scores.shape[-2], n_docs, device)
+    subset = _check_subset(subset, n_docs, device)
+    batched = scores.dim() == 3
+    ids, offsets = candidates_launch(scores if batched else scores.unsqueeze(0), ivf, ivf_offsets,
+                                     nprobe, n_docs, subset)
+    if batched:
+        result = list(torch.split(ids, torch.diff(offsets).tolist()))
+    else:
+        result = ids
+    return _to_numpy(result) if return_numpy else result
+
+
+def candidates_launch(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset=None):
+    """Unchecked stage 1 for a batch: scores fp32 ``(nq, K, Lq)``, ivf int32, ivf_offsets
+    int64, subset bool or None, all contiguous on one device.
+
+    Returns ``(ids, offsets)``: int32 ids of every query back to back, query q's at
+    ``ids[offsets[q]:offsets[q + 1]]`` (int64 offsets ``(nq + 1,)``, on the CPU).
+    """
+    device = scores.device
+    nq, n_centroids, query_len = scores.shape
+    bitmap_words = (n_docs + 63) // 64
+    bitmap = torch.zeros((nq, bitmap_words), dtype=torch.int64, device=device)
+    counts = torch.empty(nq, dtype=torch.int64, device=device)
+    subset_ptr = 0 if subset is None else subset.data_ptr()
+    mark_args = (scores.data_ptr(), ivf.data_ptr(), ivf_offsets.data_ptr(), subset_ptr,
+                 bitmap.data_ptr(), counts.data_ptr(), nq, n_centroids, query_len, nprobe,
+                 n_docs, bitmap_words)
+    if device.type == "cuda":
+        module = _native.cuda()
+        with torch.cuda.device(device):
+            module.candidates_mark(*mark_args, V.stream_of(device))
+    else:
+        module = _native.cpu()
+        module.candidates_mark(*mark_args)
+    offsets = torch.zeros(nq + 1, dtype=torch.int64, device=device)
+    torch.cumsum(counts, 0, out=offsets[1:])
+    total = int(offsets[-1])  # the one host synchronisation: sizes the output
+    ids = torch.empty(total, dtype=torch.int32, device=device)
+    collect_args = (bitmap.data_ptr(), offsets.data_ptr(), ids.data_ptr(), nq, n_docs, bitmap_words)
+    if total:
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                module.candidates_collect(*collect_args, V.stream_of(device))
+        else:
+            module.candidates_collect(*collect_args)
+    return ids, offsets.cpu()
+
+
+# --------------------------------------------------------------------------- stages 2-3
+
+
+def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, threshold=None):
+    """Approximate late-interaction scores from centroid ids only, and the best ``ndocs``.
+
+    Per candidate d: ``sum_i max_{t in d} scores[doc_codes[t], i]``, the max starting at
+    -inf. With ``threshold`` (PLAID's t_cs), tokens whose centroid has
+    ``max_i scores[c, i] < threshold`` are skipped (a per-centroid keep mask built once per
+    query). A document with no remaining token -- empty, or all its tokens pruned -- scores
+    -inf and ranks last, ties by doc id. PLAID's C++ (``filter_pids.cpp``) started each max at
+    the finite sentinel -9999, so such documents got ``-9999 * Lq`` and also ranked last;
+    -inf says the same without a magic number, and stage 3 (no threshold) rescoring the
+    survivors gives them their real score. Documents are still returned (m' below), as in
+    PLAID. Unlike PLAID we do not deduplicate a document's codes with a hash set: a repeated
+    code's max is a no-op.
+
+    Selection is bounded (nth_element over the m scores, then a sort of the kept ndocs), with
+    a deterministic order: higher score first, then lower doc id.
+
+    Args:
+        scores: ``(K, Lq)`` float32 centroid scores of one query, or ``(nq, K, Lq)`` for a batch
+            (then ``candidates`` is a sequence of nq tensors; one C++ call for all).
+        doc_codes: ``(T,)`` int32 (int64 accepted) centroid id in ``[0, K)`` of every packed
+            token.
+        doc_offsets: ``(n_docs + 1,)`` int64 packed-layout offsets into ``doc_codes``.
+        candidates: ``(m,)`` int32/int64 doc ids in ``[0, n_docs)`` (e.g. from
+            :func:`candidates`).
+        ndocs: documents to keep, >= 1.
+        threshold: optional finite float t_cs; None disables pruning (stage 3).
+
+    Returns:
+        ``(approx_scores, doc_ids)``: float32 ``(m',)`` and int32 ``(m',)``, best first,
+        ``m' = min(ndocs, m)``. For 3-D scores a list of nq such pairs. numpy in, numpy out.
+    """
+    return_numpy = not isinstance(scores, torch.Tensor)
+    scores = _check_scores(scores)
+    device = scores.device
+    n_centroids = scores.shape[-2]
+    ndocs = _positive_int(ndocs, "ndocs", 1)
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+            raise ValueError(f"threshold: expected a finite float or None, got {threshold!r}")
+        threshold = float(threshold)
+    doc_codes = _check_ids(doc_codes, "doc_codes", n_centroids, device)
+    doc_offsets = V.as_tensor(doc_offsets, "doc_offsets")
+    V.check_same_device(device, doc_offsets=doc_offsets)
+    doc_offsets = V.check_offsets(doc_offsets, "doc_offsets", doc_codes.numel())
+    n_docs = doc_offsets.numel() - 1
+    batched = scores.dim() == 3
+    if batched:
+        if isinstance(candidates, (torch.Tensor,)) or not hasattr(candidates, "__len__") \
+                or len(candidates) != scores.shape[0]:
+            raise ValueError(f"candidates: with 3-D scores expected a sequence of {scores.shape[0]} tensors, "
+                             f"one per query, got {type(candidates).__name__}")
+        per_query = [_check_ids(c, "candidates", n_docs, device) for c in candidates]
+    else:
+        per_query = [_check_ids(candidates, "candidates", n_docs, device)]
+    cand_offsets = torch.zeros(len(per_query) + 1, dtype=torch.int64)
+    cand_offsets[1:] = torch.cumsum(torch.tensor([c.numel() for c in per_query], dtype=torch.int64), 0)
+    flat = torch.cat(per_query) if per_query else torch.empty(0, dtype=torch.int32, device=device)
+    approx, ids, out_offsets = centroid_interaction_launch(
+        scores if batched else scores.unsqueeze(0), doc_codes, doc_offsets, flat,
+        cand_offsets.to(device), ndocs, threshold)
+    if batched:
+        sizes = torch.diff(out_offsets).tolist()
+        result = list(zip(torch.split(approx, sizes), torch.split(ids, sizes)))
+    else:
+        result = (approx, ids)
+    return _to_numpy(result) if return_numpy else result
+
+
+def centroid_interaction_launch(scores, doc_codes, doc_offsets, candidates, cand_offsets,
+                                ndocs: int, threshold=None):
+    """Unchecked stages 2-3 for a batch: scores fp32 ``(nq, K, Lq)``, doc_codes int32,
+    doc_offsets int64, candidates int32 ``(M,)`` of all queries back to back with int64
+    ``cand_offsets (nq + 1,)``; all contiguous on one device.
+
+    Returns ``(approx_scores, doc_ids, offsets)``: float32 and int32 of all queries back to
+    back, best first per query, query q's at ``[offsets[q]:offsets[q + 1]]`` (int64, CPU).
+    """
+    device = scores.device
+    nq, n_centroids, query_len = scores.shape
+    n_docs = doc_offsets.numel() - 1
+    cand_offsets_host = cand_offsets.cpu()
+    out_offsets = torch.zeros(nq + 1, dtype=torch.int64)
+    torch.cumsum(torch.diff(cand_offsets_host).clamp(max=ndocs), 0, out=out_offsets[1:])
+    total = int(out_offsets[-1])
+    out_scores = torch.empty(total, dtype=torch.float32, device=device)
+    out_ids = torch.empty(total, dtype=torch.int32, device=device)
+    if total == 0:
+        return out_scores, out_ids, out_offsets
+    prune = threshold is not None
+    keep = torch.empty((nq, n_centroids) if prune else (0,), dtype=torch.uint8, device=device)
+    approx = torch.empty(candidates.numel(), dtype=torch.float32, device=device)
+    out_offsets_dev = out_offsets.to(device)
+    cand_offsets = cand_offsets.to(device)
+    args = (scores.data_ptr(), doc_codes.data_ptr(), doc_offsets.data_ptr(), candidates.data_ptr(),
+            cand_offsets.data_ptr(), keep.data_ptr() if prune else 0, approx.data_ptr(),
+            out_offsets_dev.data_ptr(), out_scores.data_ptr(), out_ids.data_ptr(), nq, n_centroids,
+            query_len, n_docs, ndocs, float(threshold) if prune else 0.0, int(prune))
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            _native.cuda().centroid_interaction(*args, V.stream_of(device))
+    else:
+        _native.cpu().centroid_interaction(*args)
+    return out_scores, out_ids, out_offsets
