@@ -27,7 +27,6 @@
 #include <cuda_pipeline.h>
 #include <mma.h>
 
-#include <climits>
 #include <cstdint>
 
 #include "common/maxsim.h"
@@ -386,42 +385,12 @@ maxsim_fallback_kernel(MaxSimParams p, int64_t n_out, int tile_tokens) {
   }
 }
 
-// Blocks to launch for `n_work` items: enough resident blocks to fill the device a few
-// times over, rounded down to a multiple of `multiple`, never more than n_work or INT_MAX.
-cudaError_t grid_size(const void* kernel, int threads, size_t smem, int64_t n_work,
-                      int64_t multiple, unsigned* blocks) {
-  int device = 0, sms = 0, per_sm = 0;
-  CE_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  CE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  CE_CUDA_RETURN_IF_ERROR(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  if (per_sm < 1) return cudaErrorInvalidConfiguration;
-  const int64_t target = static_cast<int64_t>(sms) * per_sm * 4;  // 4 waves: ragged docs balance
-  int64_t n = target < n_work ? target : n_work;
-  if (n < multiple) n = multiple;  // n_work is a multiple of `multiple`, so this fits
-  n = (n / multiple) * multiple;
-  const int64_t cap = (static_cast<int64_t>(INT_MAX) / multiple) * multiple;
-  if (cap == 0) return cudaErrorInvalidConfiguration;
-  *blocks = static_cast<unsigned>(n < cap ? n : cap);
-  return cudaSuccess;
-}
-
-// Raises the kernel's dynamic shared-memory limit when it needs more than the default 48 KB;
-// fails (so the caller falls back) when the device cannot give that much.
-cudaError_t allow_smem(const void* kernel, size_t smem) {
-  if (smem <= 48 * 1024) return cudaSuccess;
-  int device = 0, optin = 0;
-  CE_CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  CE_CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (smem > static_cast<size_t>(optin)) return cudaErrorInvalidValue;
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-}
-
 template <typename Kernel>
 cudaError_t launch_fast(Kernel kernel, size_t smem, const MaxSimParams& p, int64_t n_out,
                         Stream stream, bool* launched) {
   *launched = false;
   const void* fn = reinterpret_cast<const void*>(kernel);
-  if (allow_smem(fn, smem) != cudaSuccess) {
+  if (allow_dynamic_smem(fn, smem) != cudaSuccess) {
     (void)cudaGetLastError();  // clear a failed cudaFuncSetAttribute; the fallback runs instead
     return cudaSuccess;
   }
@@ -431,7 +400,8 @@ cudaError_t launch_fast(Kernel kernel, size_t smem, const MaxSimParams& p, int64
   g.n_groups = (p.n_queries + g.queries_per_block - 1) / g.queries_per_block;
   g.n_work = n_out * g.n_groups;
   unsigned blocks = 0;
-  CE_CUDA_RETURN_IF_ERROR(grid_size(fn, kThreads, smem, g.n_work, g.n_groups, &blocks));
+  // 4 waves: documents of different lengths even out.
+  CE_CUDA_RETURN_IF_ERROR(grid_for(fn, kThreads, smem, g.n_work, g.n_groups, 4, &blocks));
   kernel<<<blocks, kThreads, smem, stream>>>(p, g);
   *launched = true;
   return cudaGetLastError();
@@ -471,9 +441,9 @@ int maxsim_cuda(const MaxSimParams& p, Stream stream) {
   if (tile_tokens < 1) tile_tokens = 1;
   const size_t smem = sizeof(float) * tile_tokens * p.dim;
   const void* fn = reinterpret_cast<const void*>(maxsim_fallback_kernel);
-  CE_CUDA_RETURN_IF_ERROR(allow_smem(fn, smem));
+  CE_CUDA_RETURN_IF_ERROR(allow_dynamic_smem(fn, smem));
   unsigned blocks = 0;
-  CE_CUDA_RETURN_IF_ERROR(grid_size(fn, kFallbackThreads, smem, n_out * p.n_queries, 1, &blocks));
+  CE_CUDA_RETURN_IF_ERROR(grid_for(fn, kFallbackThreads, smem, n_out * p.n_queries, 1, 4, &blocks));
   maxsim_fallback_kernel<<<blocks, kFallbackThreads, smem, stream>>>(p, n_out, static_cast<int>(tile_tokens));
   CE_CUDA_RETURN_LAUNCH_ERROR();
 }

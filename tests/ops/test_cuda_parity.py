@@ -138,3 +138,86 @@ def test_maxsim_cuda_uses_the_current_stream():
         got = ops.maxsim(queries, emb, offsets)
     stream.synchronize()
     torch.testing.assert_close(got.cpu(), _want(queries, emb, offsets), atol=3e-3, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- plaid
+# CPU and CUDA must agree exactly: same picks (ties by lower centroid id), same candidate
+# sets, same approximate scores (max is exact, sums run in token order) and the same order.
+
+
+def _index(n_docs, n_centroids, max_len, seed):
+    """Packed doc codes (every 5th document empty) and their inverted lists (sorted unique
+    docs per centroid), like tests/ops/test_plaid.py's make_index."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, max_len + 1, (n_docs,), generator=gen)
+    lengths[::5] = 0
+    doc_offsets = torch.zeros(n_docs + 1, dtype=torch.int64)
+    doc_offsets[1:] = torch.cumsum(lengths, 0)
+    doc_codes = torch.randint(0, n_centroids, (int(doc_offsets[-1]),), generator=gen, dtype=torch.int32)
+    owner = torch.repeat_interleave(torch.arange(n_docs), lengths)
+    pairs = torch.unique(doc_codes.long() * n_docs + owner)
+    cells, docs = pairs // n_docs, pairs % n_docs
+    ivf_offsets = torch.zeros(n_centroids + 1, dtype=torch.int64)
+    ivf_offsets[1:] = torch.cumsum(torch.bincount(cells, minlength=n_centroids), 0)
+    return doc_codes, doc_offsets, docs.to(torch.int32), ivf_offsets
+
+
+def _scores(shape, seed, dyadic):
+    gen = torch.Generator().manual_seed(seed)
+    if dyadic:  # many exact ties
+        return torch.randint(-16, 17, shape, generator=gen).float() / 8
+    return torch.randn(shape, generator=gen)
+
+
+def _cuda(x):
+    return None if x is None else x.cuda()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_centroids, query_len, nprobe, n_docs", [
+    (64, 32, 1, 500), (64, 32, 4, 500), (1000, 7, 3, 2000), (33, 40, 2, 100),
+    (16, 5, 16, 70), (16, 5, 40, 70), (300, 32, 100, 1000), (8, 1, 1, 1),
+])
+@pytest.mark.parametrize("dyadic", [False, True])
+@pytest.mark.parametrize("use_subset", [False, True])
+def test_candidates_cpu_cuda_parity(n_centroids, query_len, nprobe, n_docs, dyadic, use_subset):
+    _, _, ivf, ivf_offsets = _index(n_docs, n_centroids, 12, seed=n_centroids)
+    scores = _scores((3, n_centroids, query_len), seed=nprobe, dyadic=dyadic)
+    subset = (torch.rand(n_docs, generator=torch.Generator().manual_seed(2)) < 0.5) if use_subset else None
+    cpu = ops.candidates(scores, ivf, ivf_offsets, nprobe, n_docs, subset=subset)
+    gpu = ops.candidates(scores.cuda(), ivf.cuda(), ivf_offsets.cuda(), nprobe, n_docs, subset=_cuda(subset))
+    assert len(gpu) == len(cpu)
+    for got, want in zip(gpu, cpu):
+        assert got.device.type == "cuda" and got.dtype == torch.int32
+        assert torch.equal(got.cpu(), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n_docs, ndocs, threshold", [
+    (300, 64, None), (300, 64, 0.0), (300, 1000, None), (20000, 256, None), (20000, 8192, 0.5),
+    (20000, 3, None), (1, 1, None),
+])
+@pytest.mark.parametrize("query_len", [32, 7, 45])
+@pytest.mark.parametrize("dyadic", [False, True])
+def test_centroid_interaction_cpu_cuda_parity(n_docs, ndocs, threshold, query_len, dyadic):
+    n_centroids = 128
+    doc_codes, doc_offsets, ivf, ivf_offsets = _index(n_docs, n_centroids, 12, seed=n_docs)
+    scores = _scores((2, n_centroids, query_len), seed=ndocs, dyadic=dyadic)
+    cands = ops.candidates(scores, ivf, ivf_offsets, 8, n_docs)
+    # A repeated candidate and a reordered list: the kernels must not assume sorted unique ids.
+    cands[0] = torch.cat([cands[0].flip(0), cands[0][:3]])
+    cpu = ops.centroid_interaction(scores, doc_codes, doc_offsets, cands, ndocs, threshold)
+    gpu = ops.centroid_interaction(scores.cuda(), doc_codes.cuda(), doc_offsets.cuda(),
+                                   [c.cuda() for c in cands], ndocs, threshold)
+    for (g_scores, g_ids), (c_scores, c_ids) in zip(gpu, cpu):
+        assert torch.equal(g_ids.cpu(), c_ids)
+        assert torch.equal(g_scores.cpu(), c_scores)
+
+
+@pytest.mark.gpu
+def test_centroid_interaction_cuda_rejects_huge_ndocs():
+    doc_codes, doc_offsets, ivf, ivf_offsets = _index(9000, 16, 4, seed=1)
+    scores = _scores((16, 32), seed=1, dyadic=False).cuda()
+    cands = torch.arange(9000, dtype=torch.int32, device="cuda")
+    with pytest.raises(ValueError, match="ndocs"):
+        ops.centroid_interaction(scores, doc_codes.cuda(), doc_offsets.cuda(), cands, 8500)
