@@ -28,8 +28,28 @@ struct MaxSimParams {
   DType doc_dtype;
 };
 
-// Writes every score[q, d]. CPU: OpenMP over documents, dynamic schedule.
-void maxsim_cpu(const MaxSimParams& p);
+// Status of the CPU kernels: a similarity was NaN or infinite. With finite queries this
+// means a scored document holds NaN/inf; the kernels detect it on the fly so that the
+// caller needs no separate validation pass over doc_emb (the outputs are then unspecified).
+constexpr int kMaxSimNonFinite = 1;
+
+// Writes every score[q, d]. CPU: OpenMP over documents, dynamic schedule; SIMD path chosen
+// once by cpu_isa() (common/isa.h). Per-document work is independent, so the result does not
+// depend on the number of threads. Returns 0 or kMaxSimNonFinite.
+int maxsim_cpu(const MaxSimParams& p);
+
+// The best k documents per query without materialising the (n_queries, n_out) scores:
+// per-thread bounded heaps merged at the end. Order (and tie rule): higher score first, then
+// the lower document id. Document ids are doc_subset entries when a subset is given (a
+// repeated entry may come back repeatedly). Empty documents (-inf) are never returned: when
+// fewer than k documents are non-empty the tail of a row is index -1, score -inf.
+struct MaxSimTopkParams {
+  MaxSimParams scoring;   // scoring.scores is not used (may be nullptr)
+  int64_t k;              // 1 <= k <= n_out (the op passes min(k, n_out))
+  float* top_scores;      // [n_queries, k] output, best first
+  int64_t* top_indices;   // [n_queries, k] output, document ids or -1
+};
+int maxsim_topk_cpu(const MaxSimTopkParams& p);  // 0 or kMaxSimNonFinite
 
 }  // namespace ce
 

@@ -1,45 +1,65 @@
-// Fused MaxSim on CPU: scalar reference path. One document per OpenMP task (dynamic
-// schedule: document lengths vary a lot, static partitioning left threads idle in PLAID).
-#include <algorithm>
-#include <limits>
-#include <vector>
-
-#include "common/maxsim.h"
+// Fused MaxSim on CPU: the run-time dispatch and the portable (scalar) path. The SIMD paths
+// are maxsim_avx2.cpp and maxsim_avx512.cpp; the blocking shared by all is maxsim_impl.h.
+// One document per OpenMP iteration, dynamic schedule: document lengths vary a lot, and
+// static partitioning left threads idle in PLAID.
+#include "common/isa.h"
+#include "cpu/maxsim_impl.h"
 
 namespace ce {
+namespace {
 
-void maxsim_cpu(const MaxSimParams& p) {
-  const int64_t n_out = p.doc_subset ? p.n_subset : p.n_docs;
-  const int64_t lq = p.query_len, dim = p.dim;
-  const int64_t row_bytes = dim * dtype_size(p.doc_dtype);
-#pragma omp parallel
-  {
-    std::vector<float> token(dim);
-    std::vector<float> best(lq);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t out = 0; out < n_out; ++out) {
-      const int64_t d = p.doc_subset ? p.doc_subset[out] : out;
-      const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
-      for (int64_t q = 0; q < p.n_queries; ++q) {
-        const float* query = p.queries + q * lq * dim;
-        std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
-        for (int64_t t = begin; t < end; ++t) {
-          const void* row = static_cast<const char*>(p.doc_emb) + t * row_bytes;
-          for (int64_t k = 0; k < dim; ++k) token[k] = load_as_float(row, k, p.doc_dtype);
-          for (int64_t i = 0; i < lq; ++i) {
-            const float* qi = query + i * dim;
-            float dot = 0.f;
-            for (int64_t k = 0; k < dim; ++k) dot += qi[k] * token[k];
-            best[i] = std::max(best[i], dot);
-          }
-        }
-        float total = 0.f;
-        for (int64_t i = 0; i < lq; ++i) total += best[i];
-        // lq == 0 would give 0; an empty document gives -inf through the sum.
-        p.scores[q * n_out + out] = (end == begin) ? -std::numeric_limits<float>::infinity() : total;
+// Plain C++ in the same shape as the SIMD kernels: 8 "lanes" of query rows per vector, 4
+// tokens per block. The compiler may vectorise it with the baseline ISA (SSE2 on x86-64).
+struct ScalarKernel {
+  static constexpr int kLanes = 8;
+  static constexpr int kMaxQv = 2;
+  static constexpr int kTokens = 4;
+
+  template <int QV>
+  static void block(const float* qt, const float* rows, int64_t stride, int64_t dim,
+                    float* best, float* check) {
+    constexpr int width = QV * kLanes;
+    float acc[kTokens][width] = {};
+    for (int64_t k = 0; k < dim; ++k) {
+      const float* q = qt + k * width;
+      for (int j = 0; j < kTokens; ++j) {
+        const float x = rows[j * stride + k];
+        for (int l = 0; l < width; ++l) acc[j][l] += q[l] * x;
       }
     }
+    for (int l = 0; l < width; ++l) {
+      float m = acc[0][l];
+      for (int j = 1; j < kTokens; ++j) m = acc[j][l] > m ? acc[j][l] : m;
+      best[l] = m > best[l] ? m : best[l];
+      for (int j = 0; j < kTokens; ++j) check[l % kLanes] += acc[j][l] - acc[j][l];
+    }
   }
+
+  // n_rows rows of dim 16-bit floats -> fp32, row-major with stride dim.
+  static void convert_rows(const uint16_t* src, DType dtype, int64_t n_rows, int64_t dim,
+                           float* dst) {
+    for (int64_t e = 0; e < n_rows * dim; ++e) dst[e] = load_as_float(src, e, dtype);
+  }
+};
+
+}  // namespace
+
+int maxsim_cpu(const MaxSimParams& p) {
+  switch (cpu_isa()) {
+    case Isa::AVX512: return maxsim_avx512(p);
+    case Isa::AVX2: return maxsim_avx2(p);
+    case Isa::Scalar: break;
+  }
+  return run_maxsim<ScalarKernel>(p);
+}
+
+int maxsim_topk_cpu(const MaxSimTopkParams& p) {
+  switch (cpu_isa()) {
+    case Isa::AVX512: return maxsim_topk_avx512(p);
+    case Isa::AVX2: return maxsim_topk_avx2(p);
+    case Isa::Scalar: break;
+  }
+  return run_maxsim_topk<ScalarKernel>(p);
 }
 
 }  // namespace ce

@@ -7,8 +7,8 @@ pure-torch reference of every op is in :mod:`colbert_engine.ops.reference`.
 
 from colbert_engine.ops import reference
 from colbert_engine.ops._info import get_num_threads, info, set_num_threads
-from colbert_engine.ops.maxsim import maxsim
+from colbert_engine.ops.maxsim import maxsim, maxsim_topk
 from colbert_engine.ops.plaid import candidates, centroid_interaction, centroid_scores
 
-__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "reference",
+__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "maxsim_topk", "reference",
            "centroid_scores", "candidates", "centroid_interaction"]

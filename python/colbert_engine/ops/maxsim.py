@@ -1,7 +1,8 @@
 """Fused late-interaction (MaxSim) scoring over packed variable-length documents.
 
-Kernels: ``csrc/cpu/maxsim.cpp`` and ``csrc/cuda/maxsim.cu`` (contract in
-``csrc/common/maxsim.h``); reference: :func:`colbert_engine.ops.reference.maxsim`.
+Kernels: ``csrc/cpu/maxsim.cpp`` (+ ``maxsim_avx2.cpp``, ``maxsim_avx512.cpp``, chosen at run
+time) and ``csrc/cuda/maxsim.cu`` (contract in ``csrc/common/maxsim.h``); references:
+:func:`colbert_engine.ops.reference.maxsim` and :func:`colbert_engine.ops.reference.maxsim_topk`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,53 @@ import torch
 
 from colbert_engine import _native
 from colbert_engine.ops import _validate as V
+
+# ce::kMaxSimNonFinite (csrc/common/maxsim.h): a similarity came out NaN or infinite.
+_NON_FINITE = 1
+# Documents scored per CUDA call in maxsim_topk (bounds the (nq, chunk) score buffer).
+_CUDA_TOPK_CHUNK = 1 << 16
+
+
+def _prepare(queries, doc_emb, doc_offsets, doc_subset):
+    """Shared checks of maxsim and maxsim_topk. Returns (queries fp32 (nq, Lq, dim)
+    contiguous, doc_emb contiguous, doc_offsets int64, doc_subset int64 or None, squeeze,
+    return_numpy)."""
+    return_numpy = not isinstance(queries, torch.Tensor) and not isinstance(doc_emb, torch.Tensor)
+    queries = V.as_tensor(queries, "queries")
+    doc_emb = V.as_tensor(doc_emb, "doc_emb")
+    doc_offsets = V.as_tensor(doc_offsets, "doc_offsets")
+    device = doc_emb.device
+    V.check_device_supported(device, "doc_emb")
+    V.check_same_device(device, queries=queries, doc_offsets=doc_offsets)
+    V.check_dtype(queries, "queries", V.FLOAT_DTYPES)
+    V.check_dtype(doc_emb, "doc_emb", V.FLOAT_DTYPES)
+    V.check_ndim(queries, "queries", (2, 3))
+    V.check_ndim(doc_emb, "doc_emb", (2,))
+    squeeze = queries.dim() == 2
+    if squeeze:
+        queries = queries.unsqueeze(0)
+    V.check_size(queries, "queries", 2, doc_emb.shape[1], "doc_emb's dim")
+    if queries.shape[1] == 0:
+        raise ValueError(f"queries: needs at least one query token, got shape {tuple(queries.shape)}")
+    if device.type == "cuda" and queries.shape[1] > 512:
+        raise ValueError(f"queries: at most 512 query tokens on CUDA, got {queries.shape[1]}")
+    V.check_finite(queries, "queries")
+    # On CPU the kernels detect NaN/inf in the documents they score on the fly (see
+    # csrc/cpu/maxsim_impl.h): a separate pass over doc_emb would cost more than scoring.
+    if device.type == "cuda":
+        V.check_finite(doc_emb, "doc_emb")
+    doc_offsets = V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
+    n_docs = doc_offsets.numel() - 1
+    if doc_subset is not None:
+        doc_subset = V.check_index_range(V.as_tensor(doc_subset, "doc_subset"), "doc_subset", n_docs)
+        V.check_same_device(device, doc_subset=doc_subset)
+    return (queries.to(torch.float32).contiguous(), doc_emb.contiguous(), doc_offsets, doc_subset,
+            squeeze, return_numpy)
+
+
+def _raise_non_finite() -> None:
+    raise ValueError("doc_emb: contains NaN or infinite values (in the documents scored), "
+                     "or a similarity overflows float32")
 
 
 def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
@@ -32,33 +80,15 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
     Returns:
         float32 ``(nq, n_docs)`` (or ``(nq, m)`` with ``doc_subset``; ``(n_docs,)`` /
         ``(m,)`` for 2-D queries), on the inputs' device. numpy in, numpy out.
+
+    Raises:
+        ValueError / TypeError naming the argument. NaN or inf in doc_emb is reported for
+        the documents scored (on CPU it is detected while scoring; ``out`` is then garbage).
     """
-    return_numpy = not isinstance(queries, torch.Tensor) and not isinstance(doc_emb, torch.Tensor)
-    queries = V.as_tensor(queries, "queries")
-    doc_emb = V.as_tensor(doc_emb, "doc_emb")
-    doc_offsets = V.as_tensor(doc_offsets, "doc_offsets")
+    queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy = _prepare(
+        queries, doc_emb, doc_offsets, doc_subset)
     device = doc_emb.device
-    V.check_device_supported(device, "doc_emb")
-    V.check_same_device(device, queries=queries, doc_offsets=doc_offsets)
-    V.check_dtype(queries, "queries", V.FLOAT_DTYPES)
-    V.check_dtype(doc_emb, "doc_emb", V.FLOAT_DTYPES)
-    V.check_ndim(queries, "queries", (2, 3))
-    V.check_ndim(doc_emb, "doc_emb", (2,))
-    squeeze = queries.dim() == 2
-    if squeeze:
-        queries = queries.unsqueeze(0)
-    V.check_size(queries, "queries", 2, doc_emb.shape[1], "doc_emb's dim")
-    if queries.shape[1] == 0:
-        raise ValueError(f"queries: needs at least one query token, got shape {tuple(queries.shape)}")
-    if device.type == "cuda" and queries.shape[1] > 512:
-        raise ValueError(f"queries: at most 512 query tokens on CUDA, got {queries.shape[1]}")
-    V.check_finite(queries, "queries")
-    V.check_finite(doc_emb, "doc_emb")
-    doc_offsets = V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
     n_docs = doc_offsets.numel() - 1
-    if doc_subset is not None:
-        doc_subset = V.check_index_range(V.as_tensor(doc_subset, "doc_subset"), "doc_subset", n_docs)
-        V.check_same_device(device, doc_subset=doc_subset)
     n_out = n_docs if doc_subset is None else doc_subset.numel()
     shape = (queries.shape[0], n_out)
     if out is None:
@@ -67,7 +97,7 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
         if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != shape \
                 or out.device != device or not out.is_contiguous():
             raise ValueError(f"out: expected a contiguous float32 tensor of shape {shape} on {device}")
-    maxsim_launch(queries.to(torch.float32).contiguous(), doc_emb.contiguous(), doc_offsets, doc_subset, out)
+    maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out)
     result = out[0] if squeeze else out
     return result.numpy() if return_numpy else result
 
@@ -76,7 +106,8 @@ def maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out) -> None:
     """Unchecked launch for callers that already validated (the index's search path).
 
     queries fp32 ``(nq, Lq, dim)``, doc_emb ``(T, dim)``, doc_offsets int64, doc_subset
-    int64 or None, out fp32 ``(nq, n_out)``; all contiguous and on one device.
+    int64 or None, out fp32 ``(nq, n_out)``; all contiguous and on one device. On CPU a NaN
+    or inf met in a scored document still raises ValueError (the check is free there).
     """
     n_docs = doc_offsets.numel() - 1
     args = (
@@ -90,5 +121,85 @@ def maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out) -> None:
     if doc_emb.device.type == "cuda":
         with torch.cuda.device(doc_emb.device):
             _native.cuda().maxsim(*args, V.stream_of(doc_emb.device))
-    else:
-        _native.cpu().maxsim(*args)
+    elif _native.cpu().maxsim(*args) == _NON_FINITE:
+        _raise_non_finite()
+
+
+def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
+    """The k best documents per query by late-interaction score, best first.
+
+    Same scoring as :func:`maxsim`, without materialising the ``(nq, n_docs)`` scores on
+    CPU (per-thread bounded heaps merged at the end; memory O(threads * nq * k)). On CUDA
+    the documents are scored in chunks of 65,536 and a running top-k is kept.
+
+    Order and ties: higher score first; equal scores by lower document id. Empty documents
+    (-inf) are never returned: when fewer than k' documents are non-empty, the remaining
+    slots hold index -1 and score -inf.
+
+    Args:
+        queries: ``(nq, Lq, dim)`` or ``(Lq, dim)`` float32/float16/bfloat16.
+        doc_emb: ``(T, dim)`` float32/float16/bfloat16, packed documents.
+        doc_offsets: ``(n_docs + 1,)`` int64 offsets into doc_emb.
+        k: number of documents to keep, a positive int; ``k' = min(k, n_out)`` are returned.
+        doc_subset: optional ``(m,)`` integer document ids to consider (rerank candidates);
+            the returned indices are document ids (entries of doc_subset), and an id repeated
+            in doc_subset may come back repeatedly.
+
+    Returns:
+        ``(scores, indices)``: float32 ``(nq, k')`` and int64 ``(nq, k')`` (``(k',)`` each
+        for 2-D queries), on the inputs' device. numpy in, numpy out.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k: expected a positive int, got {k!r}")
+    queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy = _prepare(
+        queries, doc_emb, doc_offsets, doc_subset)
+    device = doc_emb.device
+    n_docs = doc_offsets.numel() - 1
+    n_out = n_docs if doc_subset is None else doc_subset.numel()
+    nq = queries.shape[0]
+    k_out = min(k, n_out)
+    top_scores = torch.empty((nq, k_out), dtype=torch.float32, device=device)
+    top_indices = torch.empty((nq, k_out), dtype=torch.int64, device=device)
+    if nq and k_out:
+        if device.type == "cuda":
+            _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k_out, top_scores, top_indices)
+        else:
+            status = _native.cpu().maxsim_topk(
+                queries.data_ptr(), doc_emb.data_ptr(), doc_offsets.data_ptr(),
+                0 if doc_subset is None else doc_subset.data_ptr(),
+                nq, queries.shape[1], queries.shape[2], n_docs,
+                0 if doc_subset is None else doc_subset.numel(), V.DTYPE_CODE[doc_emb.dtype],
+                k_out, top_scores.data_ptr(), top_indices.data_ptr())
+            if status == _NON_FINITE:
+                _raise_non_finite()
+    if squeeze:
+        top_scores, top_indices = top_scores[0], top_indices[0]
+    if return_numpy:
+        return top_scores.numpy(), top_indices.numpy()
+    return top_scores, top_indices
+
+
+def _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k, top_scores, top_indices):
+    """Chunks of documents through the CUDA maxsim kernel, merged into a running top-k."""
+    device = doc_emb.device
+    n_docs = doc_offsets.numel() - 1
+    ids_all = doc_subset if doc_subset is not None else torch.arange(n_docs, device=device)
+    nq = queries.shape[0]
+    best_scores = torch.empty((nq, 0), dtype=torch.float32, device=device)
+    best_ids = torch.empty((nq, 0), dtype=torch.int64, device=device)
+    for start in range(0, ids_all.numel(), _CUDA_TOPK_CHUNK):
+        chunk = ids_all[start:start + _CUDA_TOPK_CHUNK].contiguous()
+        scores = torch.empty((nq, chunk.numel()), dtype=torch.float32, device=device)
+        maxsim_launch(queries, doc_emb, doc_offsets, chunk, scores)
+        merged_scores = torch.cat([best_scores, scores], dim=1)
+        merged_ids = torch.cat([best_ids, chunk.expand(nq, -1)], dim=1)
+        # Order each row by (score desc, id asc): two stable sorts along the row.
+        by_id = torch.argsort(merged_ids, dim=1, stable=True)
+        merged_scores = torch.gather(merged_scores, 1, by_id)
+        merged_ids = torch.gather(merged_ids, 1, by_id)
+        order = torch.argsort(merged_scores, dim=1, descending=True, stable=True)[:, :k]
+        best_scores = torch.gather(merged_scores, 1, order)
+        best_ids = torch.gather(merged_ids, 1, order)
+    best_ids = torch.where(torch.isneginf(best_scores), torch.full_like(best_ids, -1), best_ids)
+    top_scores.copy_(best_scores)
+    top_indices.copy_(best_ids)
