@@ -140,6 +140,24 @@ def test_maxsim_cuda_uses_the_current_stream():
     torch.testing.assert_close(got.cpu(), _want(queries, emb, offsets), atol=3e-3, rtol=1e-5)
 
 
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k", [1, 5, 100])
+def test_maxsim_topk_cuda_matches_reference(k):
+    # Integer-valued vectors: every path sums exactly, so ties are real ties and the
+    # (score desc, id asc) order must match the reference exactly.
+    gen = torch.Generator().manual_seed(k)
+    lengths = [3, 0, 5, 5, 1, 0, 9, 2] * 4
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(torch.tensor(lengths), 0)
+    emb = torch.randint(-2, 3, (int(offsets[-1]), 32), generator=gen).float()
+    queries = torch.randint(-2, 3, (3, 8, 32), generator=gen).float()
+    for dtype in (torch.float32, torch.float16):
+        got_scores, got_ids = ops.maxsim_topk(queries.cuda(), emb.to(dtype).cuda(), offsets.cuda(), k)
+        want_scores, want_ids = reference.maxsim_topk(queries, emb, offsets, k)
+        assert torch.equal(got_ids.cpu(), want_ids)
+        assert torch.equal(got_scores.cpu(), want_scores)
+
 # --------------------------------------------------------------------------- plaid
 # CPU and CUDA must agree exactly: same picks (ties by lower centroid id), same candidate
 # sets, same approximate scores (max is exact, sums run in token order) and the same order.
