@@ -103,3 +103,87 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     by_id = torch.argsort(cand, stable=True)
     order = by_id[torch.argsort(approx[by_id], descending=True, stable=True)][:min(ndocs, m)]
     return approx[order], cand[order].to(torch.int32)
+
+
+# --------------------------------------------------------------------------- codec
+# Residual codec (csrc/common/codec.h): ColBERT's bucket rule and bit layout.
+
+
+def _pack_buckets(buckets, nbits):
+    """(T, dim) bucket indices -> (T, dim*nbits/8) uint8: each dimension's bits least
+    significant first, dimensions in order, bytes filled most-significant bit first."""
+    shifts = torch.arange(nbits, device=buckets.device)
+    bits = (buckets.unsqueeze(-1) >> shifts) & 1                       # (T, dim, nbits)
+    bits = bits.reshape(buckets.shape[0], -1, 8)                       # (T, bytes, 8)
+    place = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], device=buckets.device)
+    return (bits * place).sum(dim=-1).to(torch.uint8)
+
+
+def _unpack_buckets(residuals, nbits):
+    """Inverse of :func:`_pack_buckets`: (T, dim*nbits/8) uint8 -> (T, dim) int64."""
+    shifts = torch.arange(7, -1, -1, device=residuals.device)
+    bits = (residuals.long().unsqueeze(-1) >> shifts) & 1             # (T, bytes, 8), MSB first
+    bits = bits.reshape(residuals.shape[0], -1, nbits)                 # (T, dim, nbits), LSB first
+    return (bits << torch.arange(nbits, device=residuals.device)).sum(dim=-1)
+
+
+def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
+    """Reference of :func:`colbert_engine.ops.compress_residuals` (fp32 math).
+
+    code = argmax_k <x, C_k> (first maximum), r = x - C[code],
+    bucket = torch.bucketize(r, cutoffs) (right=False: the count of cutoffs strictly below r,
+    as ColBERT), inv_norm = 1/||C[code] + weights[bucket]|| in fp16 (0 for a zero vector).
+    """
+    x = torch.as_tensor(emb).float()
+    cents = torch.as_tensor(centroids).float()
+    cutoffs = torch.as_tensor(bucket_cutoffs).float()
+    weights = torch.as_tensor(bucket_weights).float()
+    codes = (x @ cents.T).argmax(dim=1) if x.shape[0] else torch.zeros(0, dtype=torch.int64)
+    nearest = cents[codes]
+    buckets = torch.bucketize(x - nearest, cutoffs)
+    norms = torch.linalg.vector_norm(nearest + weights[buckets], dim=1)
+    inv_norms = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms)).clamp(max=65504.0)
+    return codes.to(torch.int32), _pack_buckets(buckets, nbits), inv_norms.half()
+
+
+def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
+                         out_dtype=torch.float32, *, inv_norms=None):
+    """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + weights[bucket],
+    scaled by the stored ``inv_norms`` when given, else L2-normalised (when ``normalize``)."""
+    codes = torch.as_tensor(codes).long()
+    cents = torch.as_tensor(centroids).float()
+    weights = torch.as_tensor(bucket_weights).float()
+    buckets = _unpack_buckets(torch.as_tensor(residuals), nbits)
+    x = cents[codes] + weights[buckets]
+    if normalize:
+        if inv_norms is not None:
+            x = x * torch.as_tensor(inv_norms).float().unsqueeze(1)
+        else:
+            x = torch.nn.functional.normalize(x, p=2, dim=-1)
+    return x.to(out_dtype)
+
+
+# --------------------------------------------------------------------------- lut_maxsim
+
+
+def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, bucket_weights, nbits):
+    """Reference of :func:`colbert_engine.ops.lut_maxsim`, densely:
+    <q_i, x_t> = (S[c_t, i] + <q_i, weights[bucket_t]>) * inv_norm_t, then MaxSim."""
+    queries = torch.as_tensor(queries)
+    squeeze = queries.dim() == 2
+    q = (queries.unsqueeze(0) if squeeze else queries).float()             # (nq, Lq, dim)
+    s = torch.as_tensor(scores).float()
+    s = s.unsqueeze(0) if squeeze else s                                   # (nq, K, Lq)
+    codes = torch.as_tensor(codes).long()
+    decoded = torch.as_tensor(bucket_weights).float()[_unpack_buckets(torch.as_tensor(residuals), nbits)]
+    inv = torch.as_tensor(inv_norms).float()
+    offsets = torch.as_tensor(doc_offsets).long()
+    docs = [int(d) for d in torch.as_tensor(candidates)]
+    out = torch.full((q.shape[0], len(docs)), float("-inf"), dtype=torch.float32)
+    for col, d in enumerate(docs):
+        begin, end = int(offsets[d]), int(offsets[d + 1])
+        if end > begin:
+            centroid_part = s[:, codes[begin:end], :].transpose(1, 2)     # (nq, Lq, len)
+            sim = (centroid_part + q @ decoded[begin:end].T) * inv[begin:end]
+            out[:, col] = sim.amax(dim=2).sum(dim=1)
+    return out[0] if squeeze else out

@@ -1,0 +1,103 @@
+// Residual codec contract (ColBERTv2 / PLAID layout), shared by csrc/cpu/codec.cpp and
+// csrc/cuda/codec.cu.
+//
+// A token x (dim floats) is stored as
+//   code      int32   nearest centroid by inner product (computed by the caller, see
+//                     ops/codec.py: a blocked GEMM + argmax in torch),
+//   residual  uint8   [dim * nbits / 8] bucket indices of r = x - C[code], and
+//   inv_norm  fp16    1 / ||C[code] + weights[bucket]||.
+//
+// Bucket rule (ColBERT's `torch.bucketize(r, cutoffs)`, right=False): the bucket of r is
+// the number of cutoffs strictly below r, so a value equal to a cutoff falls in the lower
+// bucket. cutoffs has 2^nbits - 1 non-decreasing entries, weights 2^nbits.
+//
+// Bit layout (ColBERT's, so existing indexes decode identically): each dimension
+// contributes its bucket's nbits bits least-significant bit first, dimensions in order;
+// that bit stream is packed most-significant bit first into bytes (numpy `packbits`).
+// Byte p therefore holds dimensions p*k .. p*k + k - 1, k = 8 / nbits; bit k*j + b of the
+// stream inside the byte (counting from the MSB) is bit b of dimension j's bucket.
+//
+// All pointers are caller-owned; sizes were validated in Python (ops/codec.py).
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "common/dtype.h"
+
+#if defined(__CUDACC__)
+#define CE_HOST_DEVICE __host__ __device__
+#else
+#define CE_HOST_DEVICE
+#endif
+
+namespace ce {
+
+// Bucket of residual value r: count of cutoffs strictly below r (== torch.bucketize, right=False).
+CE_HOST_DEVICE inline int codec_bucket(float r, const float* cutoffs, int n_cutoffs) {
+  int bucket = 0;
+  for (int j = 0; j < n_cutoffs; ++j) bucket += (r > cutoffs[j]) ? 1 : 0;
+  return bucket;
+}
+
+// Bit position (7 = MSB) inside a packed byte of bit `bit` of the j-th dimension it holds.
+CE_HOST_DEVICE inline int codec_bit_shift(int j, int bit, int nbits) { return 7 - (j * nbits + bit); }
+
+// Bucket of the j-th dimension held in `byte` (inverse of the packing above).
+CE_HOST_DEVICE inline int codec_unpack(uint8_t byte, int j, int nbits) {
+  int bucket = 0;
+  for (int b = 0; b < nbits; ++b) bucket |= ((byte >> codec_bit_shift(j, b, nbits)) & 1) << b;
+  return bucket;
+}
+
+// Stored inverse norm: 1/norm rounded to fp16, 0 for a zero vector (its normalised form is
+// the zero vector, as torch.nn.functional.normalize gives), saturated at the fp16 maximum.
+CE_HOST_DEVICE inline float codec_inv_norm(float norm_sq) {
+  if (!(norm_sq > 0.f)) return 0.f;
+  const float inv = 1.f / sqrtf(norm_sq);
+  return inv < 65504.f ? inv : 65504.f;
+}
+
+struct QuantizeParams {
+  const void* emb;             // [n_tokens, dim] in emb_dtype, contiguous
+  const float* centroids;      // [n_centroids, dim] fp32, contiguous
+  const int32_t* codes;        // [n_tokens] in [0, n_centroids) (caller's argmax)
+  const float* bucket_cutoffs; // [2^nbits - 1] non-decreasing
+  const float* bucket_weights; // [2^nbits]
+  uint8_t* residuals;          // [n_tokens, dim * nbits / 8] output
+  uint16_t* inv_norms;         // [n_tokens] fp16 bits, output
+  int64_t n_tokens;
+  int64_t dim;                 // dim * nbits % 8 == 0
+  int64_t n_centroids;
+  int32_t nbits;               // 1, 2 or 4
+  DType emb_dtype;
+};
+
+struct DecompressParams {
+  const int32_t* codes;        // [n_tokens] in [0, n_centroids)
+  const uint8_t* residuals;    // [n_tokens, dim * nbits / 8]
+  const float* centroids;      // [n_centroids, dim] fp32, contiguous
+  const float* bucket_weights; // [2^nbits]
+  const uint16_t* inv_norms;   // [n_tokens] fp16 bits, or nullptr: recompute the norm
+  void* out;                   // [n_tokens, dim] in out_dtype, output
+  int64_t n_tokens;
+  int64_t dim;
+  int64_t n_centroids;
+  int32_t nbits;
+  bool normalize;              // scale to unit norm (by inv_norms when given)
+  DType out_dtype;
+};
+
+// Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
+void quantize_residuals_cpu(const QuantizeParams& p);
+// out[t] = C[codes[t]] + weights[bucket(t, d)], then (normalize) scaled to unit norm.
+void decompress_residuals_cpu(const DecompressParams& p);
+
+}  // namespace ce
+
+#include "common/cuda_stream.h"
+namespace ce {
+// Same contracts on device pointers; queued on `stream`, no host synchronisation.
+// Return a cudaError_t value (0 on success): no exceptions cross the CUDA boundary.
+int quantize_residuals_cuda(const QuantizeParams& p, Stream stream);
+int decompress_residuals_cuda(const DecompressParams& p, Stream stream);
+}  // namespace ce

@@ -1,0 +1,53 @@
+// Late interaction on compressed tokens without decompressing them (PLAID's stage 4 /
+// WARP's idea), shared by csrc/cpu/lut_maxsim.cpp and csrc/cuda/lut_maxsim.cu.
+//
+// A stored token is (code c, residual bytes, inv_norm); its decoded vector is
+// x = (C[c] + r~) * inv_norm with r~[d] = weights[bucket(d)] (layout in common/codec.h).
+// So for query token i
+//   <q_i, x> = (S[c, i] + sum_p LUT_i[p][byte_p]) * inv_norm,
+//   S[c, i] = <C[c], q_i>                      (scores, from ops.centroid_scores),
+//   LUT_i[p][b] = sum_j q_i[p*k + j] * weights[bucket_j(b)],  k = 8 / nbits dims per byte.
+// score[q, m] = sum_i max_t <q_i, x_t> over the tokens t of document candidates[m], the max
+// starting at -inf: an empty document scores -inf.
+//
+// Using the stored fp16 inv_norm makes this equal, to float rounding, to MaxSim over
+// ops.decompress_residuals(..., inv_norms=inv_norms); decompressing with the recomputed
+// fp32 norm differs by the fp16 rounding of inv_norm (relative 2^-11 at most).
+#pragma once
+#include <cstdint>
+
+namespace ce {
+
+struct LutMaxSimParams {
+  const float* queries;         // [n_queries, query_len, dim] fp32, contiguous
+  const float* scores;          // [n_queries, n_centroids, query_len] fp32: S = C @ q.T
+  const int32_t* codes;         // [n_tokens] in [0, n_centroids)
+  const uint8_t* residuals;     // [n_tokens, dim * nbits / 8]
+  const uint16_t* inv_norms;    // [n_tokens] fp16 bits
+  const int64_t* doc_offsets;   // [n_docs + 1], non-decreasing, doc_offsets[0] == 0
+  const int64_t* candidates;    // [n_candidates] document ids in [0, n_docs)
+  const float* bucket_weights;  // [2^nbits]
+  float* lut;                   // [n_queries, dim * nbits / 8, 256, query_len] fp32 workspace
+  float* out;                   // [n_queries, n_candidates] output
+  int64_t n_queries;
+  int64_t query_len;
+  int64_t dim;
+  int64_t n_centroids;
+  int64_t n_tokens;
+  int64_t n_docs;
+  int64_t n_candidates;
+  int32_t nbits;                // 1, 2 or 4; dim * nbits % 8 == 0
+};
+
+// Builds the lookup tables into p.lut, then scores every (query, candidate). CPU: OpenMP
+// over candidates, dynamic schedule; SIMD variant chosen at run time (common/isa.h).
+void lut_maxsim_cpu(const LutMaxSimParams& p);
+
+}  // namespace ce
+
+#include "common/cuda_stream.h"
+namespace ce {
+// Same contract on device pointers; queued on `stream`, no host synchronisation.
+// Returns a cudaError_t value (0 on success).
+int lut_maxsim_cuda(const LutMaxSimParams& p, Stream stream);
+}  // namespace ce

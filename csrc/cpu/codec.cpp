@@ -1,0 +1,131 @@
+// Residual codec on CPU: quantisation of residuals against given codes, and decompression.
+// Both are memory-bound single passes over the tokens; OpenMP over blocks of tokens.
+#include "common/codec.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace ce {
+
+namespace {
+
+constexpr int64_t kTokenBlock = 256;  // tokens per OpenMP task: amortises scheduling
+
+// float -> bf16 bits, round to nearest even (NaN kept quiet).
+inline uint16_t float_to_bf16_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+inline void store_row(const float* row, void* out, int64_t t, int64_t dim, DType dtype) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(static_cast<float*>(out) + t * dim, row, dim * sizeof(float));
+      break;
+    case DType::F16: {
+      uint16_t* dst = static_cast<uint16_t*>(out) + t * dim;
+      for (int64_t d = 0; d < dim; ++d) dst[d] = float_to_half(row[d]);
+      break;
+    }
+    case DType::BF16: {
+      uint16_t* dst = static_cast<uint16_t*>(out) + t * dim;
+      for (int64_t d = 0; d < dim; ++d) dst[d] = float_to_bf16_bits(row[d]);
+      break;
+    }
+  }
+}
+
+}  // namespace
+
+void quantize_residuals_cpu(const QuantizeParams& p) {
+  const int64_t dim = p.dim;
+  const int nbits = p.nbits;
+  const int per_byte = 8 / nbits;
+  const int64_t row_bytes = dim * nbits / 8;
+  const int n_cutoffs = (1 << nbits) - 1;
+  const int64_t emb_row_bytes = dim * dtype_size(p.emb_dtype);
+  const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
+#pragma omp parallel
+  {
+    std::vector<uint8_t> bucket(dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t block = 0; block < n_blocks; ++block) {
+      const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
+      for (int64_t t = block * kTokenBlock; t < end; ++t) {
+        const void* row = static_cast<const char*>(p.emb) + t * emb_row_bytes;
+        const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
+        float norm_sq = 0.f;
+        for (int64_t d = 0; d < dim; ++d) {
+          const float c = centroid[d];
+          const int b = codec_bucket(load_as_float(row, d, p.emb_dtype) - c, p.bucket_cutoffs, n_cutoffs);
+          bucket[d] = static_cast<uint8_t>(b);
+          const float decoded = c + p.bucket_weights[b];
+          norm_sq += decoded * decoded;
+        }
+        uint8_t* packed = p.residuals + t * row_bytes;
+        for (int64_t byte = 0; byte < row_bytes; ++byte) {
+          unsigned value = 0;
+          for (int j = 0; j < per_byte; ++j) {
+            const unsigned b = bucket[byte * per_byte + j];
+            for (int bit = 0; bit < nbits; ++bit) value |= ((b >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
+          }
+          packed[byte] = static_cast<uint8_t>(value);
+        }
+        p.inv_norms[t] = float_to_half(codec_inv_norm(norm_sq));
+      }
+    }
+  }
+}
+
+void decompress_residuals_cpu(const DecompressParams& p) {
+  const int64_t dim = p.dim;
+  const int nbits = p.nbits;
+  const int per_byte = 8 / nbits;
+  const int64_t row_bytes = dim * nbits / 8;
+  // Decoded weights of every byte value: table[byte * per_byte + j] is dimension j's weight
+  // (the same decoding as ColBERT's reversed_bit_map + decompression_lookup_table).
+  std::vector<float> table(256 * per_byte);
+  for (int byte = 0; byte < 256; ++byte)
+    for (int j = 0; j < per_byte; ++j)
+      table[byte * per_byte + j] = p.bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
+  const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
+#pragma omp parallel
+  {
+    std::vector<float> row(dim);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t block = 0; block < n_blocks; ++block) {
+      const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
+      for (int64_t t = block * kTokenBlock; t < end; ++t) {
+        const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
+        const uint8_t* packed = p.residuals + t * row_bytes;
+        for (int64_t byte = 0; byte < row_bytes; ++byte) {
+          const float* weights = table.data() + packed[byte] * per_byte;
+          for (int j = 0; j < per_byte; ++j) {
+            const int64_t d = byte * per_byte + j;
+            row[d] = centroid[d] + weights[j];
+          }
+        }
+        if (p.normalize) {
+          float scale;
+          if (p.inv_norms) {
+            scale = half_to_float(p.inv_norms[t]);
+          } else {
+            float norm_sq = 0.f;
+            for (int64_t d = 0; d < dim; ++d) norm_sq += row[d] * row[d];
+            // torch.nn.functional.normalize: x / max(||x||, 1e-12).
+            scale = 1.f / std::max(std::sqrt(norm_sq), 1e-12f);
+          }
+          for (int64_t d = 0; d < dim; ++d) row[d] *= scale;
+        }
+        store_row(row.data(), p.out, t, dim, p.out_dtype);
+      }
+    }
+  }
+}
+
+}  // namespace ce

@@ -1,0 +1,6 @@
+// lut_maxsim_impl.h compiled with avx2 flags (CMakeLists.txt sets them for *_avx2.cpp).
+#include "cpu/lut_maxsim_impl.h"
+
+namespace ce {
+void lut_maxsim_avx2(const LutMaxSimParams& p) { lut_maxsim_dispatch(p); }
+}  // namespace ce

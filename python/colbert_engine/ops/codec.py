@@ -1,0 +1,220 @@
+"""Residual codec (ColBERTv2 / PLAID): token vectors <-> (code, packed residual, inverse norm).
+
+Kernels: ``csrc/cpu/codec.cpp`` and ``csrc/cuda/codec.cu`` (contract, bucket rule and bit
+layout in ``csrc/common/codec.h``); references: :func:`colbert_engine.ops.reference.compress_residuals`
+and :func:`colbert_engine.ops.reference.decompress_residuals`.
+
+Layout (ColBERT's, so existing indexes decode byte-identically): the bucket of a residual
+value r is the number of cutoffs strictly below r (``torch.bucketize(r, cutoffs)``,
+right=False); each dimension contributes its bucket's ``nbits`` bits least-significant
+first, dimensions in order, and the bit stream is packed most-significant bit first into
+bytes (``numpy.packbits``): ``dim * nbits / 8`` bytes per token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from colbert_engine import _native
+from colbert_engine.ops import _validate as V
+
+NBITS = (1, 2, 4)
+# Bytes of the (block, K) fp32 similarity matrix materialised per step of the centroid
+# argmax; bounds memory for large K while keeping GEMM rows plentiful.
+_ARGMAX_BLOCK_BYTES = 1 << 26
+
+
+def check_nbits(nbits, dim: int | None = None) -> int:
+    if isinstance(nbits, bool) or not isinstance(nbits, int) or nbits not in NBITS:
+        raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits!r}")
+    if dim is not None and (dim * nbits) % 8:
+        raise ValueError(f"nbits: dim * nbits must be a multiple of 8, got dim {dim} and nbits {nbits}")
+    return nbits
+
+
+def _check_centroids(centroids, device) -> torch.Tensor:
+    centroids = V.as_tensor(centroids, "centroids")
+    V.check_same_device(device, centroids=centroids)
+    V.check_dtype(centroids, "centroids", V.FLOAT_DTYPES)
+    V.check_ndim(centroids, "centroids", (2,))
+    if centroids.shape[0] == 0:
+        raise ValueError(f"centroids: needs at least one centroid, got shape {tuple(centroids.shape)}")
+    V.check_finite(centroids, "centroids")
+    return centroids.to(torch.float32).contiguous()
+
+
+def _check_buckets(values, name: str, count: int, device) -> torch.Tensor:
+    values = V.as_tensor(values, name)
+    V.check_same_device(device, **{name: values})
+    V.check_dtype(values, name, V.FLOAT_DTYPES)
+    V.check_ndim(values, name, (1,))
+    if values.numel() != count:
+        raise ValueError(f"{name}: expected {count} entries for this nbits, got {values.numel()}")
+    V.check_finite(values, name)
+    return values.to(torch.float32).contiguous()
+
+
+def check_bucket_weights(bucket_weights, nbits: int, device) -> torch.Tensor:
+    return _check_buckets(bucket_weights, "bucket_weights", 1 << nbits, device)
+
+
+def check_codes(codes, n_tokens: int, n_centroids: int, device) -> torch.Tensor:
+    codes = V.as_tensor(codes, "codes")
+    V.check_same_device(device, codes=codes)
+    if codes.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"codes: dtype {codes.dtype} is not supported; expected int32 (or int64)")
+    V.check_ndim(codes, "codes", (1,))
+    if codes.numel() != n_tokens:
+        raise ValueError(f"codes: {codes.numel()} codes for {n_tokens} residual rows")
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n_centroids):
+        raise ValueError(f"codes: values must lie in [0, {n_centroids}), got range "
+                         f"[{int(codes.min())}, {int(codes.max())}]")
+    return codes.to(torch.int32).contiguous()
+
+
+def check_residuals(residuals, dim: int, nbits: int, device) -> torch.Tensor:
+    residuals = V.as_tensor(residuals, "residuals")
+    V.check_same_device(device, residuals=residuals)
+    if residuals.dtype != torch.uint8:
+        raise TypeError(f"residuals: dtype {residuals.dtype} is not supported; expected uint8")
+    V.check_ndim(residuals, "residuals", (2,))
+    width = dim * nbits // 8
+    if residuals.shape[1] != width:
+        raise ValueError(f"residuals: expected {width} bytes per token (dim {dim} x nbits {nbits} / 8), "
+                         f"got shape {tuple(residuals.shape)}")
+    return residuals.contiguous()
+
+
+def check_inv_norms(inv_norms, n_tokens: int, device) -> torch.Tensor:
+    inv_norms = V.as_tensor(inv_norms, "inv_norms")
+    V.check_same_device(device, inv_norms=inv_norms)
+    if inv_norms.dtype != torch.float16:
+        raise TypeError(f"inv_norms: dtype {inv_norms.dtype} is not supported; expected float16")
+    V.check_ndim(inv_norms, "inv_norms", (1,))
+    if inv_norms.numel() != n_tokens:
+        raise ValueError(f"inv_norms: {inv_norms.numel()} values for {n_tokens} tokens")
+    V.check_finite(inv_norms, "inv_norms")
+    return inv_norms.contiguous()
+
+
+def nearest_centroids(emb: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """int32 ``(T,)``: argmax_k <emb[t], centroids[k]>, the first maximum on ties.
+
+    A blocked fp32 GEMM + argmax in torch (its BLAS is faster than anything we would
+    hand-write for this dense product; blocks bound the (block, K) matrix to 64 MiB).
+    emb ``(T, dim)`` any float dtype, centroids ``(K, dim)`` fp32 contiguous.
+    """
+    n_tokens, n_centroids = emb.shape[0], centroids.shape[0]
+    codes = torch.empty(n_tokens, dtype=torch.int32, device=emb.device)
+    block = max(64, _ARGMAX_BLOCK_BYTES // (4 * n_centroids))
+    for start in range(0, n_tokens, block):
+        sims = emb[start:start + block].to(torch.float32) @ centroids.T
+        codes[start:start + block] = sims.argmax(dim=1)
+    return codes
+
+
+def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
+    """Compress token vectors against centroids into (codes, residuals, inv_norms).
+
+    Args:
+        emb: ``(T, dim)`` float32/float16/bfloat16 token vectors (T may be 0).
+        centroids: ``(K, dim)`` float32 (or float16/bfloat16, used as fp32).
+        bucket_cutoffs: ``(2^nbits - 1,)`` float32, non-decreasing.
+        bucket_weights: ``(2^nbits,)`` float32: the decoded value of each bucket.
+        nbits: 1, 2 or 4; ``dim * nbits`` must be a multiple of 8.
+
+    Returns:
+        ``codes`` int32 ``(T,)``: nearest centroid by inner product (first maximum on ties);
+        ``residuals`` uint8 ``(T, dim * nbits / 8)``: buckets of ``emb - centroids[codes]``
+        in ColBERT's layout (module docstring); ``inv_norms`` float16 ``(T,)``:
+        ``1 / ||centroids[code] + bucket_weights[bucket]||`` (0 for a zero vector).
+        numpy in, numpy out.
+    """
+    return_numpy = not isinstance(emb, torch.Tensor)
+    emb = V.as_tensor(emb, "emb")
+    device = emb.device
+    V.check_device_supported(device, "emb")
+    V.check_dtype(emb, "emb", V.FLOAT_DTYPES)
+    V.check_ndim(emb, "emb", (2,))
+    dim = emb.shape[1]
+    nbits = check_nbits(nbits, dim)
+    centroids = _check_centroids(centroids, device)
+    V.check_size(centroids, "centroids", 1, dim, "emb's dim")
+    cutoffs = _check_buckets(bucket_cutoffs, "bucket_cutoffs", (1 << nbits) - 1, device)
+    if cutoffs.numel() > 1 and bool((cutoffs[1:] < cutoffs[:-1]).any()):
+        raise ValueError(f"bucket_cutoffs: must be non-decreasing, got {cutoffs.tolist()}")
+    weights = check_bucket_weights(bucket_weights, nbits, device)
+    V.check_finite(emb, "emb")
+    emb = emb.contiguous()
+
+    n_tokens = emb.shape[0]
+    codes = nearest_centroids(emb, centroids)
+    residuals = torch.empty(n_tokens, dim * nbits // 8, dtype=torch.uint8, device=device)
+    inv_norms = torch.empty(n_tokens, dtype=torch.float16, device=device)
+    if n_tokens:
+        args = (emb.data_ptr(), centroids.data_ptr(), codes.data_ptr(), cutoffs.data_ptr(),
+                weights.data_ptr(), residuals.data_ptr(), inv_norms.data_ptr(), n_tokens, dim,
+                centroids.shape[0], nbits, V.DTYPE_CODE[emb.dtype])
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                _native.cuda().quantize_residuals(*args, V.stream_of(device))
+        else:
+            _native.cpu().quantize_residuals(*args)
+    if return_numpy:
+        return codes.numpy(), residuals.numpy(), inv_norms.numpy()
+    return codes, residuals, inv_norms
+
+
+def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
+                         out_dtype=torch.float32, *, inv_norms=None, out=None):
+    """Token vectors back from (codes, residuals): ``centroids[code] + bucket_weights[bucket]``.
+
+    Args:
+        codes: ``(T,)`` int32 (int64 accepted) in ``[0, K)``.
+        residuals: ``(T, dim * nbits / 8)`` uint8 in ColBERT's layout (module docstring).
+        centroids: ``(K, dim)`` float32 (or float16/bfloat16).
+        bucket_weights: ``(2^nbits,)`` float32.
+        nbits: 1, 2 or 4.
+        normalize: L2-normalise each vector (ColBERT's decompress does). The norm is
+            recomputed in fp32, unless ``inv_norms`` is given.
+        out_dtype: float32, float16 or bfloat16.
+        inv_norms: optional ``(T,)`` float16 stored inverse norms: with ``normalize`` the
+            vectors are scaled by them instead (exactly what :func:`lut_maxsim` scores).
+        out: optional preallocated contiguous ``(T, dim)`` tensor of ``out_dtype``.
+
+    Returns:
+        ``(T, dim)`` of ``out_dtype`` on the inputs' device. numpy in, numpy out.
+    """
+    return_numpy = not isinstance(residuals, torch.Tensor)
+    residuals_t = V.as_tensor(residuals, "residuals")
+    device = residuals_t.device
+    V.check_device_supported(device, "residuals")
+    if out_dtype not in V.FLOAT_DTYPES:
+        raise TypeError(f"out_dtype: {out_dtype} is not supported; expected float32, float16 or bfloat16")
+    if return_numpy and out_dtype == torch.bfloat16:
+        raise TypeError("out_dtype: numpy has no bfloat16; pass torch tensors for bfloat16 output")
+    centroids = _check_centroids(centroids, device)
+    n_centroids, dim = centroids.shape
+    nbits = check_nbits(nbits, dim)
+    residuals = check_residuals(residuals_t, dim, nbits, device)
+    n_tokens = residuals.shape[0]
+    codes = check_codes(codes, n_tokens, n_centroids, device)
+    weights = check_bucket_weights(bucket_weights, nbits, device)
+    if inv_norms is not None:
+        inv_norms = check_inv_norms(inv_norms, n_tokens, device)
+    shape = (n_tokens, dim)
+    if out is None:
+        out = torch.empty(shape, dtype=out_dtype, device=device)
+    elif not isinstance(out, torch.Tensor) or out.dtype != out_dtype or tuple(out.shape) != shape \
+            or out.device != device or not out.is_contiguous():
+        raise ValueError(f"out: expected a contiguous {out_dtype} tensor of shape {shape} on {device}")
+    if n_tokens:
+        args = (codes.data_ptr(), residuals.data_ptr(), centroids.data_ptr(), weights.data_ptr(),
+                0 if inv_norms is None else inv_norms.data_ptr(), out.data_ptr(), n_tokens, dim,
+                n_centroids, nbits, bool(normalize), V.DTYPE_CODE[out_dtype])
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                _native.cuda().decompress_residuals(*args, V.stream_of(device))
+        else:
+            _native.cpu().decompress_residuals(*args)
+    return out.numpy() if return_numpy else out
