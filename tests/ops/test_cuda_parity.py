@@ -239,3 +239,77 @@ def test_centroid_interaction_cuda_rejects_huge_ndocs():
     cands = torch.arange(9000, dtype=torch.int32, device="cuda")
     with pytest.raises(ValueError, match="ndocs"):
         ops.centroid_interaction(scores, doc_codes.cuda(), doc_offsets.cuda(), cands, 8500)
+
+
+# --------------------------------------------------------------------------- codec
+# Residual codes and stored inverse norms must match the CPU byte for byte; so must the
+# decompressed vectors (same float operations in the same order, no FMA contraction).
+
+
+def _codec_data(n_tokens, dim, nbits, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    centroids = torch.nn.functional.normalize(torch.randn(64, dim, generator=gen), dim=-1)
+    assign = torch.randint(0, 64, (n_tokens,), generator=gen)
+    # Tokens near their centroid: the nearest centroid (a GEMM + argmax in torch, which may
+    # round differently on GPU) is unambiguous, so CPU and CUDA see the same codes.
+    emb = torch.nn.functional.normalize(centroids[assign] + 0.05 * torch.randn(n_tokens, dim, generator=gen), dim=-1)
+    levels = 1 << nbits
+    cutoffs = torch.linspace(-0.04, 0.04, levels + 1)[1:-1]
+    weights = torch.linspace(-0.05, 0.05, levels)
+    # Put some residuals exactly on a cutoff (ties go to the lower bucket).
+    emb[:3, :4] = centroids[assign[:3], :4] + cutoffs[0]
+    return emb.to(dtype), centroids, cutoffs, weights
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+@pytest.mark.parametrize("dim", [64, 96, 128, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_codec_cpu_cuda_byte_identical(nbits, dim, dtype):
+    emb, centroids, cutoffs, weights = _codec_data(1025, dim, nbits, dtype, seed=nbits * dim)
+    codes, residuals, inv_norms = ops.compress_residuals(emb, centroids, cutoffs, weights, nbits)
+    g_codes, g_residuals, g_inv_norms = ops.compress_residuals(emb.cuda(), centroids.cuda(), cutoffs.cuda(),
+                                                               weights.cuda(), nbits)
+    assert g_residuals.device.type == "cuda"
+    assert torch.equal(g_codes.cpu(), codes)
+    assert torch.equal(g_residuals.cpu(), residuals)
+    assert torch.equal(g_inv_norms.cpu().view(torch.int16), inv_norms.view(torch.int16))
+    for out_dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for normalize, norms in ((False, None), (True, None), (True, inv_norms)):
+            want = ops.decompress_residuals(codes, residuals, centroids, weights, nbits, normalize, out_dtype,
+                                            inv_norms=norms)
+            got = ops.decompress_residuals(codes.cuda(), residuals.cuda(), centroids.cuda(), weights.cuda(), nbits,
+                                           normalize, out_dtype, inv_norms=_cuda(norms))
+            assert got.dtype == out_dtype and got.device.type == "cuda"
+            assert torch.equal(got.cpu(), want), (out_dtype, normalize, norms is not None)
+
+
+@pytest.mark.gpu
+def test_codec_cuda_empty_input():
+    _, centroids, cutoffs, weights = _codec_data(1, 64, 2, torch.float32, seed=0)
+    codes, residuals, inv_norms = ops.compress_residuals(torch.empty(0, 64, device="cuda"), centroids.cuda(),
+                                                         cutoffs.cuda(), weights.cuda(), 2)
+    assert codes.shape == (0,) and residuals.shape == (0, 16) and inv_norms.shape == (0,)
+    out = ops.decompress_residuals(codes, residuals, centroids.cuda(), weights.cuda(), 2)
+    assert out.shape == (0, 64) and out.device.type == "cuda"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+@pytest.mark.parametrize("query_len", [32, 5, 40])
+def test_lut_maxsim_cpu_cuda_parity(nbits, query_len):
+    dim = 64
+    lengths = [3, 0, 17, 1, 40, 2]
+    emb, centroids, cutoffs, weights = _codec_data(sum(lengths), dim, nbits, torch.float32, seed=query_len)
+    codes, residuals, inv_norms = ops.compress_residuals(emb, centroids, cutoffs, weights, nbits)
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(torch.tensor(lengths), 0)
+    queries = _queries(3, query_len, dim, seed=nbits, device="cpu")
+    scores = ops.centroid_scores(queries, centroids)
+    candidates = torch.tensor([4, 1, 0, 2, 2, 5, 3])
+    args = (queries, scores, codes, residuals, inv_norms, offsets, candidates, weights)
+    want = ops.lut_maxsim(*args, nbits)
+    got = ops.lut_maxsim(*[a.cuda() for a in args], nbits)
+    assert got.device.type == "cuda" and got.shape == want.shape
+    torch.testing.assert_close(got.cpu(), want, atol=1e-4 * query_len, rtol=1e-5)
+    assert torch.isneginf(got[:, 1]).all()
