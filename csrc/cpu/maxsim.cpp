@@ -17,7 +17,7 @@ struct ScalarKernel {
 
   template <int QV>
   static void block(const float* qt, const float* rows, int64_t stride, int64_t dim,
-                    float* best, float* check) {
+                    float* best, float* check, const char*, int64_t, int64_t) {
     constexpr int width = QV * kLanes;
     float acc[kTokens][width] = {};
     for (int64_t k = 0; k < dim; ++k) {

@@ -17,16 +17,16 @@ struct Avx2Kernel {
   // As Avx512Kernel::block: tile max into best[0 .. QV*8), NaN/inf detector into check[0 .. 8).
   template <int QV>
   static inline void block(const float* qt, const float* rows, int64_t stride, int64_t dim,
-                           float* best, float* check) {
+                           float* best, float* check, const char* pf, int64_t pf_row_bytes,
+                           int64_t pf_elem_bytes) {
     __m256 acc[kTokens][QV];
     for (int j = 0; j < kTokens; ++j)
       for (int v = 0; v < QV; ++v) acc[j][v] = _mm256_setzero_ps();
     const float* row[kTokens];
     for (int j = 0; j < kTokens; ++j) row[j] = rows + j * stride;
-    const int64_t next_block = kTokens * stride;
     for (int64_t k0 = 0; k0 < dim; k0 += 16) {
       for (int j = 0; j < kTokens; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(row[j] + next_block + k0), _MM_HINT_T0);
+        _mm_prefetch(pf + j * pf_row_bytes + k0 * pf_elem_bytes, _MM_HINT_T0);
       const int64_t k1 = k0 + 16 < dim ? k0 + 16 : dim;
       for (int64_t k = k0; k < k1; ++k) {
         __m256 q[QV];

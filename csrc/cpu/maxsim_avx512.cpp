@@ -16,18 +16,18 @@ struct Avx512Kernel {
   // check[0 .. 16) += acc - acc, which stays 0 unless a similarity is NaN or infinite.
   template <int QV>
   static inline void block(const float* qt, const float* rows, int64_t stride, int64_t dim,
-                           float* best, float* check) {
+                           float* best, float* check, const char* pf, int64_t pf_row_bytes,
+                           int64_t pf_elem_bytes) {
     __m512 acc[kTokens][QV];
     for (int j = 0; j < kTokens; ++j)
       for (int v = 0; v < QV; ++v) acc[j][v] = _mm512_setzero_ps();
     const float* row[kTokens];
     for (int j = 0; j < kTokens; ++j) row[j] = rows + j * stride;
-    const int64_t next_block = kTokens * stride;
     for (int64_t k0 = 0; k0 < dim; k0 += 16) {
-      // The next block's rows (contiguous for in-place fp32 documents) are fetched while
-      // this one is computed: a 16-float slice of each row per cache line.
+      // Rows the next blocks will need (maxsim_impl.h chooses them) are fetched while this
+      // block computes: one 64-byte line (16 fp32 / 32 fp16 elements) per row per step.
       for (int j = 0; j < kTokens; ++j)
-        _mm_prefetch(reinterpret_cast<const char*>(row[j] + next_block + k0), _MM_HINT_T0);
+        _mm_prefetch(pf + j * pf_row_bytes + k0 * pf_elem_bytes, _MM_HINT_T0);
       const int64_t k1 = k0 + 16 < dim ? k0 + 16 : dim;
       for (int64_t k = k0; k < k1; ++k) {
         __m512 q[QV];
@@ -59,9 +59,10 @@ struct Avx512Kernel {
     const int64_t full = n / kLanes * kLanes;
     const __mmask16 tail = static_cast<__mmask16>((1u << (n - full)) - 1u);
     if (dtype == DType::F16) {
-      for (int64_t e = 0; e < full; e += kLanes)
+      for (int64_t e = 0; e < full; e += kLanes) {
         _mm512_storeu_ps(dst + e, _mm512_cvtph_ps(_mm256_loadu_si256(
                                       reinterpret_cast<const __m256i*>(src + e))));
+      }
       if (tail)
         _mm512_mask_storeu_ps(dst + full, tail,
                               _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, src + full)));

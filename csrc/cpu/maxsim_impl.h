@@ -114,27 +114,35 @@ struct PackedQueries {
   }
 };
 
+// What a block prefetches while it computes: row j of block b is at
+// base + b * block_bytes + j * row_bytes, element k at + k * elem_bytes.
+struct Prefetch {
+  const char* base;
+  int64_t block_bytes, row_bytes, elem_bytes;
+};
+
 template <class Kernel, int QV>
 inline void blocks_qv(const float* qt, const float* rows, int64_t stride, int64_t dim,
-                      int64_t n_blocks, float* best, float* check) {
+                      int64_t n_blocks, float* best, float* check, const Prefetch& pf) {
   for (int64_t b = 0; b < n_blocks; ++b)
-    Kernel::template block<QV>(qt, rows + b * Kernel::kTokens * stride, stride, dim, best, check);
+    Kernel::template block<QV>(qt, rows + b * Kernel::kTokens * stride, stride, dim, best, check,
+                               pf.base + b * pf.block_bytes, pf.row_bytes, pf.elem_bytes);
 }
 
 // All chunks of query rows against n_blocks blocks of kTokens token rows each.
 template <class Kernel>
 inline void score_blocks(const PackedQueries<Kernel>& pq, const float* rows, int64_t stride,
-                         int64_t n_blocks, float* best, float* check) {
+                         int64_t n_blocks, float* best, float* check, const Prefetch& pf) {
   constexpr int W = Kernel::kLanes;
   for (int64_t r0 = 0; r0 < pq.rows;) {
     const int qv = pq.chunk_vectors(r0);
     const float* qt = pq.qt.get() + r0 * pq.dim;
     // Kernels support QV in 1..kMaxQv, kMaxQv <= 4.
     switch (qv) {
-      case 1: blocks_qv<Kernel, 1>(qt, rows, stride, pq.dim, n_blocks, best + r0, check); break;
-      case 2: blocks_qv<Kernel, (Kernel::kMaxQv >= 2 ? 2 : 1)>(qt, rows, stride, pq.dim, n_blocks, best + r0, check); break;
-      case 3: blocks_qv<Kernel, (Kernel::kMaxQv >= 3 ? 3 : 1)>(qt, rows, stride, pq.dim, n_blocks, best + r0, check); break;
-      default: blocks_qv<Kernel, (Kernel::kMaxQv >= 4 ? 4 : 1)>(qt, rows, stride, pq.dim, n_blocks, best + r0, check); break;
+      case 1: blocks_qv<Kernel, 1>(qt, rows, stride, pq.dim, n_blocks, best + r0, check, pf); break;
+      case 2: blocks_qv<Kernel, (Kernel::kMaxQv >= 2 ? 2 : 1)>(qt, rows, stride, pq.dim, n_blocks, best + r0, check, pf); break;
+      case 3: blocks_qv<Kernel, (Kernel::kMaxQv >= 3 ? 3 : 1)>(qt, rows, stride, pq.dim, n_blocks, best + r0, check, pf); break;
+      default: blocks_qv<Kernel, (Kernel::kMaxQv >= 4 ? 4 : 1)>(qt, rows, stride, pq.dim, n_blocks, best + r0, check, pf); break;
     }
     r0 += qv * W;
   }
@@ -144,7 +152,7 @@ inline void score_blocks(const PackedQueries<Kernel>& pq, const float* rows, int
 template <class Kernel>
 inline int64_t panel_tokens(int64_t dim) {
   const int64_t nt = Kernel::kTokens;
-  const int64_t fit = (32768 / 4) / (dim > 0 ? dim : 1);
+  const int64_t fit = (16384 / 4) / (dim > 0 ? dim : 1);
   return fit < nt ? nt : fit / nt * nt;
 }
 
@@ -193,22 +201,31 @@ inline void score_document(const MaxSimParams& p, const PackedQueries<Kernel>& p
     const int64_t n = min_i64(panel_rows, end - t0);
     const int64_t full = n / NT, rem = n % NT;
     if (p.doc_dtype == DType::F32) {
-      // fp32 rows are read in place; only the token tail is copied (and padded).
+      // fp32 rows are read in place; only the token tail is copied (and padded). Each block
+      // prefetches the next block's rows (the next document's first rows at the end).
       const float* rows = static_cast<const float*>(p.doc_emb) + t0 * dim;
-      score_blocks(pq, rows, dim, full, best, check);
+      const int64_t row_bytes = dim * int64_t(sizeof(float));
+      const Prefetch next{reinterpret_cast<const char*>(rows + NT * dim), NT * row_bytes, row_bytes,
+                          int64_t(sizeof(float))};
+      score_blocks(pq, rows, dim, full, best, check, next);
       if (rem) {
         std::memcpy(panel, rows + full * NT * dim, sizeof(float) * rem * dim);
         for (int64_t j = rem; j < NT; ++j)
           std::memcpy(panel + j * dim, panel + (rem - 1) * dim, sizeof(float) * dim);
-        score_blocks(pq, panel, dim, 1, best, check);
+        score_blocks(pq, panel, dim, 1, best, check, next);
       }
     } else {
-      Kernel::convert_rows(static_cast<const uint16_t*>(p.doc_emb) + t0 * dim, p.doc_dtype, n,
-                           dim, panel);
+      // 16-bit rows are converted to fp32 once per panel; while the panel is scored, its
+      // blocks prefetch the next panel's source rows, one block's worth each.
+      const uint16_t* src = static_cast<const uint16_t*>(p.doc_emb) + t0 * dim;
+      Kernel::convert_rows(src, p.doc_dtype, n, dim, panel);
       const int64_t padded = round_up(n, NT);
       for (int64_t j = n; j < padded; ++j)
         std::memcpy(panel + j * dim, panel + (n - 1) * dim, sizeof(float) * dim);
-      score_blocks(pq, panel, dim, padded / NT, best, check);
+      const int64_t row_bytes = dim * int64_t(sizeof(uint16_t));
+      const Prefetch next{reinterpret_cast<const char*>(src + n * dim), NT * row_bytes, row_bytes,
+                          int64_t(sizeof(uint16_t))};
+      score_blocks(pq, panel, dim, padded / NT, best, check, next);
     }
   }
   const int64_t lq = p.query_len;

@@ -9,4 +9,18 @@ __version__ = "0.1.0"
 
 from colbert_engine import ops  # noqa: E402,F401
 
-__all__ = ["ops", "__version__"]
+__all__ = ["ops", "Encoder", "Index", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy: the model package (tokenizers, safetensors) and the index (sqlite3) load only
+    # when first asked for.
+    if name == "Encoder":
+        from colbert_engine.model import Encoder
+
+        return Encoder
+    if name == "Index":
+        from colbert_engine.index import Index
+
+        return Index
+    raise AttributeError(f"module 'colbert_engine' has no attribute {name!r}")

@@ -6,9 +6,9 @@
 namespace py = pybind11;
 
 void bind_maxsim(py::module_& m);
-void bind_plaid(py::module_& m);
 void bind_codec(py::module_& m);
 void bind_lut_maxsim(py::module_& m);
+void bind_plaid(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "colbert_engine CPU kernels (pure functions over caller-owned buffers)";
@@ -21,7 +21,7 @@ PYBIND11_MODULE(_C, m) {
   m.attr("openmp") = false;
 #endif
   bind_maxsim(m);
-  bind_plaid(m);
   bind_codec(m);
   bind_lut_maxsim(m);
+  bind_plaid(m);
 }

@@ -11,7 +11,8 @@ from colbert_engine.ops.codec import compress_residuals, decompress_residuals
 from colbert_engine.ops.lut_maxsim import lut_maxsim
 from colbert_engine.ops.maxsim import maxsim, maxsim_topk
 from colbert_engine.ops.plaid import candidates, centroid_interaction, centroid_scores
+from colbert_engine.ops.project import project, project_backend
 
-__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "maxsim_topk", "reference",
-           "centroid_scores", "candidates", "centroid_interaction",
-           "compress_residuals", "decompress_residuals", "lut_maxsim"]
+__all__ = ["info", "set_num_threads", "get_num_threads", "maxsim", "maxsim_topk", "compress_residuals",
+           "decompress_residuals", "lut_maxsim", "centroid_scores", "candidates", "centroid_interaction", "project",
+           "project_backend", "reference"]

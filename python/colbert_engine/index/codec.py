@@ -1,0 +1,163 @@
+"""Codec training: centroids by seeded spherical k-means, residual buckets by selection.
+
+ColBERTv2's recipe (DESIGN.md section 4) without faiss and without ``torch.quantile``:
+
+- documents sampled for training: ``min(1 + 16 * sqrt(120 * n_docs), n_docs)``;
+- ``K = 2^floor(log2(16 * sqrt(n_tokens)))`` clamped to [16, 2^18] and to the number of
+  sample tokens (a corpus of 40 tokens gets 40 centroids: every token its own cell);
+- k-means in torch on the index's device, assignment in chunks so no
+  ``n_points x K`` matrix is ever held for large inputs, at most
+  ``max_points_per_centroid * K`` training points (faiss's rule, which ColBERT inherits);
+- bucket cutoffs at the j/2^b quantiles and weights at the (j + 1/2)/2^b quantiles of the
+  residuals of held-out sample tokens over all dimensions, found with ``kthvalue``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+# Scores matrix budget for one assignment chunk (floats): 2^24 = 64 MB of fp32.
+_ASSIGN_BUDGET = 1 << 24
+_MAX_HELDOUT_VALUES = 1 << 23
+
+
+def sample_doc_count(n_docs: int) -> int:
+    """Documents ColBERT samples for codec training: ``min(1 + 16 sqrt(120 n), n)``."""
+    return min(1 + int(16 * math.sqrt(120 * n_docs)), n_docs)
+
+
+def num_centroids(n_tokens: int, n_sample_tokens: int) -> int:
+    """``2^floor(log2(16 sqrt(n_tokens)))`` clamped to [16, 2^18] and to the sample size."""
+    if n_tokens <= 0 or n_sample_tokens <= 0:
+        raise ValueError("num_centroids: needs at least one token")
+    k = 1 << int(math.floor(math.log2(16 * math.sqrt(n_tokens))))
+    k = max(16, min(k, 1 << 18))
+    return min(k, n_sample_tokens)
+
+
+def _assign(points: torch.Tensor, centroids: torch.Tensor):
+    """Nearest centroid by inner product (points and centroids unit length), chunked.
+
+    Returns (codes int64 (n,), best score float32 (n,)).
+    """
+    n, k = points.shape[0], centroids.shape[0]
+    chunk = max(1, _ASSIGN_BUDGET // max(k, 1))
+    codes = torch.empty(n, dtype=torch.int64, device=points.device)
+    best = torch.empty(n, dtype=torch.float32, device=points.device)
+    for start in range(0, n, chunk):
+        block = points[start:start + chunk] @ centroids.T
+        best[start:start + chunk], codes[start:start + chunk] = block.max(dim=1)
+    return codes, best
+
+
+def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
+           max_points_per_centroid: int = 256) -> torch.Tensor:
+    """Seeded spherical k-means.
+
+    Args:
+        points: ``(n, dim)`` float (any float dtype; computed in fp32), unit rows.
+        k: number of centroids, ``1 <= k <= n``.
+    Returns:
+        float32 ``(k, dim)`` L2-normalized centroids on ``points.device``.
+    """
+    n = points.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"kmeans: k must lie in [1, {n}] (number of points), got {k}")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    if n > max_points_per_centroid * k:
+        keep = torch.randperm(n, generator=gen)[: max_points_per_centroid * k].to(points.device)
+        points = points[keep]
+        n = points.shape[0]
+    points = points.float()
+    centroids = points[torch.randperm(n, generator=gen)[:k].to(points.device)].clone()
+    for _ in range(niters):
+        codes, _ = _assign(points, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, codes, points)
+        counts = torch.bincount(codes, minlength=k)
+        empty = counts == 0
+        if bool(empty.any()):
+            # re-seed empty cells with random points so every centroid stays in use
+            refill = torch.randint(0, n, (int(empty.sum()),), generator=gen).to(points.device)
+            sums[empty] = points[refill]
+        centroids = torch.nn.functional.normalize(sums, dim=1)
+    return torch.nn.functional.normalize(centroids, dim=1)
+
+
+def _kth_smallest(values: torch.Tensor, fraction: float) -> float:
+    # nearest-rank quantile by selection: torch.quantile refuses more than 2^24 values
+    k = min(values.numel(), max(1, int(round(fraction * (values.numel() - 1))) + 1))
+    return float(values.kthvalue(k).values)
+
+
+def bucket_tables(residuals: torch.Tensor, nbits: int):
+    """Bucket cutoffs ``(2^b - 1,)`` and weights ``(2^b,)`` float32 from residual values.
+
+    residuals: any float tensor (flattened; all dimensions pooled, as in ColBERTv2).
+    """
+    values = residuals.float().flatten()
+    if values.numel() > _MAX_HELDOUT_VALUES:
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        values = values[torch.randint(0, values.numel(), (_MAX_HELDOUT_VALUES,), generator=gen).to(values.device)]
+    values = values.cpu()
+    levels = 1 << nbits
+    cutoffs = [_kth_smallest(values, j / levels) for j in range(1, levels)]
+    weights = [_kth_smallest(values, (j + 0.5) / levels) for j in range(levels)]
+    return torch.tensor(cutoffs, dtype=torch.float32), torch.tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class Codec:
+    """Centroids and residual buckets: everything needed to (de)compress token vectors.
+
+    centroids float32 ``(K, dim)`` (unit rows), bucket_cutoffs float32 ``(2^nbits - 1,)``,
+    bucket_weights float32 ``(2^nbits,)``.
+    """
+
+    centroids: torch.Tensor
+    bucket_cutoffs: torch.Tensor
+    bucket_weights: torch.Tensor
+    nbits: int
+
+    @property
+    def dim(self) -> int:
+        return self.centroids.shape[1]
+
+    def to(self, device) -> "Codec":
+        return Codec(self.centroids.to(device), self.bucket_cutoffs.to(device), self.bucket_weights.to(device),
+                     self.nbits)
+
+
+def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
+                n_centroids: int | None = None, max_points_per_centroid: int = 256) -> Codec:
+    """Train a codec on sample token vectors.
+
+    Args:
+        sample: ``(n, dim)`` float token vectors (unit rows) of the sampled documents.
+        n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
+    Returns:
+        a :class:`Codec` on ``sample.device``.
+    """
+    if nbits not in (1, 2, 4):
+        raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
+    if sample.dim() != 2 or sample.shape[0] == 0:
+        raise ValueError(f"codec training needs at least one token vector, got shape {tuple(sample.shape)}")
+    dim = sample.shape[1]
+    if dim % 8 or (dim * nbits) % 8:
+        raise ValueError(f"dim: must be a multiple of 8 for bit packing, got {dim}")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n = sample.shape[0]
+    order = torch.randperm(n, generator=gen).to(sample.device)
+    # ColBERTv2 holds out 5% (at most 50k tokens) for the bucket statistics
+    n_heldout = min(int(0.05 * n), 50_000) if n >= 40 else 0
+    heldout = sample[order[:n_heldout]] if n_heldout else sample
+    train = sample[order[n_heldout:]]
+    k = n_centroids if n_centroids is not None else num_centroids(n_tokens, train.shape[0])
+    k = min(k, train.shape[0])
+    centroids = kmeans(train.float(), k, niters=niters, seed=seed, max_points_per_centroid=max_points_per_centroid)
+    heldout = heldout.float()
+    codes, _ = _assign(heldout, centroids)
+    cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)
+    return Codec(centroids, cutoffs.to(sample.device), weights.to(sample.device), nbits)

@@ -1,0 +1,230 @@
+"""On-disk format: file names, the JSON manifest, crash-safe writes, checked reads.
+
+The format is documented in ``FORMAT.md`` beside this file; keep the two in step.
+Every file is written to a temporary name, fsynced, renamed into place and the folder
+fsynced; the manifest is written last and is the commit point: a reader only ever looks
+at files the current manifest names, so a crash at any point leaves the previous
+generation intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_NAME = "colbert-engine-index"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TMP_SUFFIX = ".tmp"
+# Fixed npy header length for streamed arrays (the shape is patched in at the end).
+_STREAM_HEADER_BYTES = 128
+_CHUNK = 1 << 24  # bytes per read when checksumming
+
+
+def crash_point(name: str) -> None:
+    """Test hook: ``COLBERT_ENGINE_CRASH_AT=<name>`` SIGKILLs the process here.
+
+    Lets the tests kill a writer between any two durable steps, like a power cut.
+    """
+    if os.environ.get("COLBERT_ENGINE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def commit_file(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, atomically rename it to ``final``, fsync the folder."""
+    _fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def _data_crc32(path: Path, data_offset: int) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        f.seek(data_offset)
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                return crc
+            crc = zlib.crc32(block, crc)
+
+
+def _npy_header(path: Path):
+    """(shape, dtype, data offset) of an .npy file, or ValueError naming it."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported npy version {version}")
+            offset = f.tell()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+    if fortran:
+        raise ValueError(f"{path}: Fortran-ordered arrays are not part of the format")
+    return tuple(shape), dtype, offset
+
+
+def write_npy(folder: Path, name: str, array) -> dict:
+    """Write ``array`` to ``folder/name`` crash-safely; returns its manifest entry."""
+    array = np.ascontiguousarray(array.numpy() if isinstance(array, torch.Tensor) else array)
+    final = folder / name
+    tmp = folder / (name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        np.lib.format.write_array(f, array, allow_pickle=False)
+    commit_file(tmp, final)
+    _, _, offset = _npy_header(final)
+    crc = zlib.crc32(memoryview(array).cast("B")) if array.size else 0
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "bytes": final.stat().st_size, "crc32": crc,
+            "data_offset": offset}
+
+
+class NpyAppender:
+    """Streams rows into an .npy file of unknown final length.
+
+    Writes a fixed-size header placeholder, appends row blocks, then patches the real
+    shape into the header; the crc32 of the data bytes is computed on the fly. Keeps no
+    rows in memory, so a build's peak RAM does not grow with the collection.
+    """
+
+    def __init__(self, folder: Path, name: str, dtype, row_shape=()):
+        self.folder, self.name = folder, name
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        self.rows = 0
+        self.crc = 0
+        self.tmp = folder / (name + TMP_SUFFIX)
+        self.file = open(self.tmp, "wb")
+        self.file.write(b"\0" * _STREAM_HEADER_BYTES)
+
+    def append(self, block) -> None:
+        block = np.ascontiguousarray(block.numpy() if isinstance(block, torch.Tensor) else block,
+                                     dtype=self.dtype)
+        if block.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.name}: row shape {block.shape[1:]} != {self.row_shape}")
+        raw = memoryview(block).cast("B") if block.size else b""
+        self.file.write(raw)
+        self.crc = zlib.crc32(raw, self.crc)
+        self.rows += block.shape[0]
+
+    def close(self) -> dict:
+        """Patch the header, fsync and rename into place; returns the manifest entry."""
+        shape = (self.rows,) + self.row_shape
+        header = {"descr": self.dtype.str, "fortran_order": False, "shape": shape}
+        text = repr(header).encode("latin1")
+        # magic (6) + version (2) + length (2) + text + padding + newline
+        pad = _STREAM_HEADER_BYTES - 10 - len(text) - 1
+        if pad < 0:
+            raise ValueError(f"{self.name}: shape {shape} does not fit the streamed npy header")
+        self.file.seek(0)
+        self.file.write(b"\x93NUMPY\x01\x00" + (_STREAM_HEADER_BYTES - 10).to_bytes(2, "little")
+                        + text + b" " * pad + b"\n")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        final = self.folder / self.name
+        os.replace(self.tmp, final)
+        fsync_dir(self.folder)
+        return {"dtype": self.dtype.str, "shape": list(shape), "bytes": final.stat().st_size, "crc32": self.crc,
+                "data_offset": _STREAM_HEADER_BYTES}
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def load_npy(folder: Path, name: str, entry: dict, verify: bool) -> np.ndarray:
+    """Memory-map ``folder/name`` after checking it against its manifest entry.
+
+    Always checks (cheap, O(1)): the file exists, its size, npy header, dtype and shape.
+    With ``verify`` also the crc32 of the data (reads the whole file once).
+    """
+    path = folder / name
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (named in the manifest)")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise ValueError(f"{path}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
+    shape, dtype, offset = _npy_header(path)
+    if dtype.str != entry["dtype"] or list(shape) != list(entry["shape"]):
+        raise ValueError(f"{path}: holds {dtype.str} {list(shape)}, manifest says {entry['dtype']} {entry['shape']}")
+    if verify and _data_crc32(path, offset) != entry["crc32"]:
+        raise ValueError(f"{path}: checksum mismatch (crc32 of its data differs from the manifest): corrupt file")
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def as_torch(array: np.ndarray) -> torch.Tensor:
+    """Zero-copy torch view of a (read-only, memory-mapped) numpy array.
+
+    torch warns that it cannot protect read-only memory; nothing in the index writes
+    through these views (writes would fault), so the warning is silenced here only.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _manifest_checksum(body: dict) -> int:
+    payload = json.dumps({k: v for k, v in body.items() if k != "checksum"}, sort_keys=True).encode()
+    return zlib.crc32(payload)
+
+
+def write_manifest(folder: Path, body: dict) -> None:
+    """The commit point: write the manifest crash-safely (temp, fsync, rename, fsync dir)."""
+    body = dict(body)
+    body["checksum"] = _manifest_checksum(body)
+    tmp = folder / (MANIFEST + TMP_SUFFIX)
+    with open(tmp, "w") as f:
+        json.dump(body, f, indent=1, sort_keys=True)
+        f.write("\n")
+    crash_point("manifest_tmp_written")
+    commit_file(tmp, folder / MANIFEST)
+
+
+def read_manifest(folder: Path) -> dict:
+    """Parse and check the manifest; ValueError naming the file on anything wrong."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)")
+    try:
+        body = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: corrupt manifest, not valid JSON ({exc})") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: not a colbert-engine index manifest (format field {body.get('format')!r})"
+                         if isinstance(body, dict) else f"{path}: corrupt manifest (not a JSON object)")
+    version = body.get("format_version")
+    if not isinstance(version, int):
+        raise ValueError(f"{path}: corrupt manifest (format_version {version!r})")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {version} is newer than this colbert-engine reads "
+                         f"({FORMAT_VERSION}); upgrade colbert-engine")
+    if version < 1:
+        raise ValueError(f"{path}: format_version {version} is not a known version")
+    if body.get("checksum") != _manifest_checksum(body):
+        raise ValueError(f"{path}: corrupt manifest (checksum mismatch)")
+    return body

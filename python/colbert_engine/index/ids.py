@@ -1,0 +1,180 @@
+"""External ids and metadata: a SQLite table beside the arrays.
+
+One row per internal document: ``doc_id`` (internal int32, dense, never reused within a
+database), ``id`` (the user's id: SQLite INTEGER or TEXT), ``metadata`` (JSON text or
+NULL), ``added_gen`` (manifest generation that committed the row) and ``deleted_gen``
+(generation that deleted it, NULL while live).
+
+Consistency with the manifest (the commit point): a writer commits its SQLite
+transaction *before* writing the manifest of generation G+1, tagging rows with G+1. A
+reader at generation G sees a row only if ``added_gen <= G`` and it is not deleted at G,
+so rows of a write that crashed before its manifest are invisible, and the next writer
+removes them (:meth:`IdStore.rollback_uncommitted`) before doing anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    doc_id INTEGER PRIMARY KEY,
+    id NOT NULL,  -- no declared type: BLOB affinity keeps ints as ints and '123' as text
+    metadata TEXT,
+    added_gen INTEGER NOT NULL,
+    deleted_gen INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS docs_live_id ON docs(id) WHERE deleted_gen IS NULL;
+"""
+
+_LOOKUP_CHUNK = 900  # bound parameters per IN (...) query
+
+
+def _visible(gen: int) -> str:
+    return f"added_gen <= {int(gen)} AND (deleted_gen IS NULL OR deleted_gen > {int(gen)})"
+
+
+def normalize_id(value):
+    """User id -> int or str (numpy/torch integers become int); anything else TypeError."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"ids: booleans are not ids, got {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        return int(value)
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"ids: each id must be an int or a str, got {type(value).__name__} {value!r}")
+
+
+class IdStore:
+    """The SQLite database of one index generation range (see module docstring)."""
+
+    def __init__(self, path: Path, readonly: bool = False):
+        self.path = Path(path)
+        if readonly:
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                        check_same_thread=False)
+        else:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -------------------------------------------------------------------- writes
+    def rollback_uncommitted(self, gen: int) -> None:
+        """Undo what a writer that crashed before committing generation ``gen + 1`` left."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM docs WHERE added_gen > ?", (gen,))
+            self.conn.execute("UPDATE docs SET deleted_gen = NULL WHERE deleted_gen > ?", (gen,))
+
+    def insert(self, first_doc_id: int, ids: Sequence, metadata: Sequence | None, gen: int) -> None:
+        """Insert rows for doc ids ``first_doc_id ..`` inside the open transaction."""
+        rows = []
+        for i, ext in enumerate(ids):
+            meta = None if metadata is None or metadata[i] is None else json.dumps(metadata[i])
+            rows.append((first_doc_id + i, normalize_id(ext), meta, gen))
+        try:
+            self.conn.executemany("INSERT INTO docs(doc_id, id, metadata, added_gen) VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError:
+            dup = self._first_duplicate([r[1] for r in rows])
+            raise ValueError(f"ids: id {dup!r} is already in the index (ids must be unique among live "
+                             "documents; delete it first to replace it)") from None
+
+    def _first_duplicate(self, ids: list):
+        seen = set()
+        for ext in ids:
+            if ext in seen:
+                return ext
+            seen.add(ext)
+        for ext in ids:
+            if self.conn.execute("SELECT 1 FROM docs WHERE id = ? AND deleted_gen IS NULL", (ext,)).fetchone():
+                return ext
+        return None
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def mark_deleted(self, doc_ids: Iterable[int], gen: int) -> None:
+        self.conn.executemany("UPDATE docs SET deleted_gen = ? WHERE doc_id = ?", [(gen, int(d)) for d in doc_ids])
+
+    # --------------------------------------------------------------------- reads
+    def lookup_live(self, ids: Iterable, gen: int) -> dict:
+        """external id -> internal doc id, for those of ``ids`` live at ``gen``."""
+        ids = [normalize_id(i) for i in ids]
+        found = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            part = ids[start:start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(part))
+            for doc_id, ext in self.conn.execute(
+                    f"SELECT doc_id, id FROM docs WHERE id IN ({marks}) AND {_visible(gen)}", part):
+                found[ext] = doc_id
+        return found
+
+    def external_ids(self, doc_ids: Sequence[int]) -> dict:
+        """internal doc id -> external id."""
+        doc_ids = [int(d) for d in doc_ids]
+        out = {}
+        for start in range(0, len(doc_ids), _LOOKUP_CHUNK):
+            part = doc_ids[start:start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(part))
+            out.update(self.conn.execute(f"SELECT doc_id, id FROM docs WHERE doc_id IN ({marks})", part))
+        return out
+
+    def deleted_doc_ids(self, gen: int) -> np.ndarray:
+        rows = self.conn.execute("SELECT doc_id FROM docs WHERE added_gen <= ? AND deleted_gen <= ?", (gen, gen))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def where(self, clause: str, params: Sequence, gen: int) -> np.ndarray:
+        """Internal doc ids of live documents matching a user SQL WHERE clause.
+
+        The clause may use the columns ``id``, ``metadata`` (JSON text, e.g.
+        ``json_extract(metadata, '$.lang') = ?``) and ``doc_id``; values are bound
+        parameters. It runs on a read-only connection, so it cannot change the index.
+        """
+        sql = f"SELECT doc_id FROM docs WHERE ({_visible(gen)}) AND ({clause})"
+        ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            ro.execute("PRAGMA query_only = ON")
+            rows = ro.execute(sql, tuple(params))
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+        except sqlite3.Error as exc:
+            raise ValueError(f"filter: SQL error in WHERE clause {clause!r}: {exc}") from None
+        finally:
+            ro.close()
+
+    def metadata(self, doc_ids: Sequence[int]) -> dict:
+        doc_ids = [int(d) for d in doc_ids]
+        out = {}
+        for start in range(0, len(doc_ids), _LOOKUP_CHUNK):
+            part = doc_ids[start:start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(part))
+            for doc_id, meta in self.conn.execute(
+                    f"SELECT doc_id, metadata FROM docs WHERE doc_id IN ({marks})", part):
+                out[doc_id] = None if meta is None else json.loads(meta)
+        return out
+
+    def copy_live_to(self, other: "IdStore", gen: int, new_gen: int) -> None:
+        """Copy rows live at ``gen`` into ``other``, renumbered densely in doc_id order."""
+        rows = self.conn.execute(f"SELECT id, metadata FROM docs WHERE {_visible(gen)} ORDER BY doc_id")
+        other.conn.execute("BEGIN IMMEDIATE")
+        other.conn.executemany(
+            "INSERT INTO docs(doc_id, id, metadata, added_gen) VALUES (?, ?, ?, ?)",
+            ((i, ext, meta, new_gen) for i, (ext, meta) in enumerate(rows)))
+        other.conn.execute("COMMIT")

@@ -1,0 +1,34 @@
+"""Small clustered collections and built indexes shared by the index tests."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from colbert_engine import Index
+from colbert_engine.index.synthetic import clustered_collection
+
+
+@pytest.fixture(scope="session")
+def collection():
+    """600 documents, ~24k tokens, 64-d, with topic structure (see index/synthetic.py)."""
+    return clustered_collection(n_docs=600, mean_doc_len=40, dim=64, n_queries=24, seed=3)
+
+
+@pytest.fixture(scope="session")
+def built_index(collection, tmp_path_factory):
+    """A read-only reference index; tests that write copy it first (see ``index_copy``)."""
+    path = tmp_path_factory.mktemp("idx") / "base"
+    ids = [f"doc-{i}" for i in range(collection.n_docs)]
+    metadata = [{"lang": "de" if i % 3 == 0 else "en", "n": i} for i in range(collection.n_docs)]
+    index = Index.build(path, collection.doc_emb, collection.doc_offsets, ids=ids, metadata=metadata, nbits=2)
+    index.close()
+    return path
+
+
+@pytest.fixture
+def index_copy(built_index, tmp_path):
+    path = tmp_path / "copy"
+    shutil.copytree(built_index, path)
+    return path

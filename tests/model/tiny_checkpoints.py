@@ -1,0 +1,139 @@
+"""Tiny random checkpoints and tokenizers written to temp folders (no downloads).
+
+``write_checkpoint(folder, layout=...)`` writes config.json, tokenizer.json and weights under
+the tensor names of one real checkpoint family:
+
+- ``"jina"``: Jina-ColBERT-v2 names (``roberta.encoder.layers.N.mixer.Wqkv``...), rotary,
+  ``[QueryMarker]`` / ``[DocumentMarker]`` added tokens, ``linear.weight`` head.
+- ``"xlmr"``: Hugging Face XLM-R names (no prefix), absolute positions from pad+1.
+- ``"bert"``: Hugging Face BERT names, optional ``bert.`` prefix and ColBERT head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+
+import torch
+from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+
+WORDS = ("the a of and to in is was for on physics computer memory data system electron "
+         "field theory wave energy light speed time space hello world query document "
+         "привет мир данные 日本語 テキスト 中文 عربي हिन्दी ελληνικά").split()
+
+
+def make_tokenizer(style: str) -> Tokenizer:
+    """A WordLevel tokenizer with BERT-style pre-tokenization (every punctuation character is
+    its own token). ``style``: ``"xlmr"`` (``<s>``, ``</s>``, ``<pad>`` = 1, ``<mask>``, the
+    Jina markers) or ``"bert"`` (``[PAD]`` = 0, ``[CLS]``, ``[SEP]``, ``[MASK]``,
+    ``[unused0]``, ``[unused1]``)."""
+    if style == "xlmr":
+        specials = ["<s>", "<pad>", "</s>", "<unk>"]
+        unk = "<unk>"
+    else:
+        specials = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        unk = "[UNK]"
+    vocab = {}
+    for token in specials + list(string.punctuation) + list(WORDS):
+        vocab.setdefault(token, len(vocab))
+    if style == "xlmr":
+        vocab["<mask>"] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.add_special_tokens([AddedToken(t, special=True) for t in specials + (["<mask>"] if style == "xlmr" else [])])
+    if style == "xlmr":
+        tok.add_special_tokens([AddedToken("[QueryMarker]", special=True), AddedToken("[DocumentMarker]", special=True)])
+    return tok
+
+
+def config_dict(layout: str, hidden=32, layers=2, heads=4, ffn=48, vocab_size=None, max_pos=None, **extra):
+    if layout == "jina":
+        cfg = dict(model_type="xlm-roberta", architectures=["XLMRobertaModel"], position_embedding_type="rotary",
+                   rotary_emb_base=20000.0, layer_norm_eps=1e-5, pad_token_id=1, type_vocab_size=1,
+                   max_position_embeddings=max_pos or 8194, matryoshka_dimensions=[128, 96, 64])
+    elif layout == "xlmr":
+        cfg = dict(model_type="xlm-roberta", architectures=["XLMRobertaModel"], position_embedding_type="absolute",
+                   layer_norm_eps=1e-5, pad_token_id=1, type_vocab_size=1, max_position_embeddings=max_pos or 514)
+    else:
+        cfg = dict(model_type="bert", architectures=["BertModel"], position_embedding_type="absolute",
+                   layer_norm_eps=1e-12, pad_token_id=0, type_vocab_size=2, max_position_embeddings=max_pos or 512)
+    cfg.update(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
+               hidden_act="gelu", vocab_size=vocab_size)
+    cfg.update(extra)
+    return cfg
+
+
+def random_tensors(cfg: dict, names: str, seed: int = 0, prefix: str = "") -> dict:
+    """Random weights for ``cfg`` under ``names`` = ``"jina"`` or ``"hf"``."""
+    gen = torch.Generator().manual_seed(seed)
+    H, F_, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+
+    def rnd(*shape, std=0.2):
+        return std * torch.randn(*shape, generator=gen)
+
+    def ln():
+        return 1.0 + 0.1 * torch.randn(H, generator=gen), 0.1 * torch.randn(H, generator=gen)
+
+    t = {}
+    p = prefix
+    t[f"{p}embeddings.word_embeddings.weight"] = rnd(V, H, std=1.0)
+    if cfg.get("type_vocab_size", 0):
+        t[f"{p}embeddings.token_type_embeddings.weight"] = rnd(cfg["type_vocab_size"], H, std=0.5)
+    if cfg["position_embedding_type"] == "absolute":
+        t[f"{p}embeddings.position_embeddings.weight"] = rnd(cfg["max_position_embeddings"], H, std=0.5)
+    w, b = ln()
+    if names == "jina":
+        t[f"{p}emb_ln.weight"], t[f"{p}emb_ln.bias"] = w, b
+    else:
+        t[f"{p}embeddings.LayerNorm.weight"], t[f"{p}embeddings.LayerNorm.bias"] = w, b
+    for i in range(cfg["num_hidden_layers"]):
+        if names == "jina":
+            L = f"{p}encoder.layers.{i}."
+            t[L + "mixer.Wqkv.weight"], t[L + "mixer.Wqkv.bias"] = rnd(3 * H, H), rnd(3 * H, std=0.05)
+            t[L + "mixer.out_proj.weight"], t[L + "mixer.out_proj.bias"] = rnd(H, H), rnd(H, std=0.05)
+            t[L + "norm1.weight"], t[L + "norm1.bias"] = ln()
+            t[L + "mlp.fc1.weight"], t[L + "mlp.fc1.bias"] = rnd(F_, H), rnd(F_, std=0.05)
+            t[L + "mlp.fc2.weight"], t[L + "mlp.fc2.bias"] = rnd(H, F_), rnd(H, std=0.05)
+            t[L + "norm2.weight"], t[L + "norm2.bias"] = ln()
+        else:
+            L = f"{p}encoder.layer.{i}."
+            for kind in ("query", "key", "value"):
+                t[L + f"attention.self.{kind}.weight"] = rnd(H, H)
+                t[L + f"attention.self.{kind}.bias"] = rnd(H, std=0.05)
+            t[L + "attention.output.dense.weight"], t[L + "attention.output.dense.bias"] = rnd(H, H), rnd(H, std=0.05)
+            t[L + "attention.output.LayerNorm.weight"], t[L + "attention.output.LayerNorm.bias"] = ln()
+            t[L + "intermediate.dense.weight"], t[L + "intermediate.dense.bias"] = rnd(F_, H), rnd(F_, std=0.05)
+            t[L + "output.dense.weight"], t[L + "output.dense.bias"] = rnd(H, F_), rnd(H, std=0.05)
+            t[L + "output.LayerNorm.weight"], t[L + "output.LayerNorm.bias"] = ln()
+    return t
+
+
+def write_checkpoint(folder, layout: str = "jina", head_dim: int = 128, weights: str = "safetensors",
+                     prefix: str = None, seed: int = 0, extra_tensors: dict = None, drop: tuple = (),
+                     **cfg_extra) -> dict:
+    """Write a complete tiny checkpoint to ``folder``; returns the tensors written."""
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    tok = make_tokenizer("xlmr" if layout in ("jina", "xlmr") else "bert")
+    tok.save(os.path.join(str(folder), "tokenizer.json"))
+    cfg = config_dict(layout, vocab_size=tok.get_vocab_size(), **cfg_extra)
+    with open(os.path.join(str(folder), "config.json"), "w") as f:
+        json.dump(cfg, f)
+    if prefix is None:
+        prefix = "roberta." if layout == "jina" else ""
+    tensors = random_tensors(cfg, "jina" if layout == "jina" else "hf", seed=seed, prefix=prefix)
+    if head_dim:
+        gen = torch.Generator().manual_seed(seed + 1)
+        tensors["linear.weight"] = 0.3 * torch.randn(head_dim, cfg["hidden_size"], generator=gen)
+    tensors.update(extra_tensors or {})
+    for name in drop:
+        tensors.pop(name)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    if weights == "safetensors":
+        save_file(tensors, os.path.join(str(folder), "model.safetensors"))
+    else:
+        torch.save(tensors, os.path.join(str(folder), "pytorch_model.bin"))
+    return tensors
