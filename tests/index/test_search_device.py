@@ -77,6 +77,17 @@ def test_device_funnel_on_cpu_kernels_segments_deletes_filter(cpu_as_cuda, index
             _compare(got, want)
 
 
+@pytest.mark.parametrize("chunk_tokens", [1 << 18, 500])
+def test_exact_search_device_on_cpu_kernels_matches_exact_search(cpu_as_cuda, index_copy, collection, chunk_tokens):
+    with Index.open(index_copy) as index:
+        index.delete([f"doc-{i}" for i in range(0, 600, 5)])
+        queries, _ = index._prepare_queries(collection.queries[:4])
+        allowed = index._allowed(None)
+        want = plaid.exact_search(queries, index.codec, index.segments, allowed, 10)
+        got = device_search.exact_search_device(queries, index.codec, index.segments, allowed, 10, chunk_tokens)
+        _compare(got, want)
+
+
 def test_fits_reports_kernel_limits():
     params = plaid.default_params(10)
     assert device_search.fits(32, 4096, params)
@@ -92,6 +103,14 @@ def test_cuda_index_search_matches_cpu(built_index, collection, k):
         want = cpu_index.search_internal(collection.queries, k)
         got = gpu_index.search_internal(collection.queries, k)
         # Centroid scores come from different GEMMs: allow a few boundary swaps.
+        _compare(got, want, min_overlap=0.9)
+
+
+@pytest.mark.gpu
+def test_cuda_exact_search_matches_cpu(built_index, collection):
+    with Index.open(built_index) as cpu_index, Index.open(built_index, device="cuda") as gpu_index:
+        want = cpu_index.search_internal(collection.queries, 10, exact=True)
+        got = gpu_index.search_internal(collection.queries, 10, exact=True)
         _compare(got, want, min_overlap=0.9)
 
 

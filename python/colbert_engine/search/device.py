@@ -27,6 +27,7 @@ the caller falls back to the host-synchronising path when it does not.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -70,6 +71,11 @@ def _offsets_with_empty_doc(seg) -> torch.Tensor:
     if "offsets" not in cache:
         cache["offsets"] = torch.cat([seg.doc_offsets, seg.doc_offsets[-1:]]).contiguous()
     return cache["offsets"]
+
+
+def _device_guard(device):
+    # CPU tensors only in tests that run this path on the CPU kernels (same contracts).
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def fits(query_len: int, n_centroids: int, params) -> bool:
@@ -153,11 +159,70 @@ def funnel(queries, codec, segments, allowed, params):
 
 def plaid_search_device(queries, codec, segments, allowed, params):
     """:func:`funnel`, then the one copy to the host; same result as ``plaid_search``."""
-    with torch.cuda.device(queries.device):
+    with _device_guard(queries.device):
         top_scores, top_ids = funnel(queries, codec, segments, allowed, params)
     top_scores, top_ids = top_scores.cpu(), top_ids.cpu()  # the synchronisation
     results = []
     for scores, ids in zip(top_scores, top_ids):
         keep = torch.isfinite(scores)  # padding and empty documents score -inf
+        results.append((scores[keep], ids[keep]))
+    return results
+
+
+def _host_offsets(seg) -> torch.Tensor:
+    """The segment's doc_offsets on the host (copied once, cached): chunk bounds of exact search."""
+    cache = _cache_of(seg)
+    if "host_offsets" not in cache:
+        cache["host_offsets"] = seg.doc_offsets.cpu()
+    return cache["host_offsets"]
+
+
+def exact_search_device(queries, codec, segments, allowed, k: int, chunk_tokens: int):
+    """Exhaustive MaxSim on a CUDA index, like ``plaid.exact_search`` (decompress chunks of at
+    most ``chunk_tokens`` tokens with the stored inverse norms, fused MaxSim, running top-k by
+    (score desc, id asc)), with chunk bounds from a cached host copy of the offsets, so the
+    only synchronisation is the final copy."""
+    from colbert_engine.ops.maxsim import maxsim_launch
+
+    cuda = _native.cuda()
+    centroids = codec.centroids.to(torch.float32).contiguous()
+    n_centroids, dim = centroids.shape
+    nq = queries.shape[0]
+    device = queries.device
+    best_scores = torch.empty(nq, 0, device=device)
+    best_ids = torch.empty(nq, 0, dtype=torch.int64, device=device)
+    with _device_guard(device):
+        for seg in segments:
+            host = _host_offsets(seg)
+            doc = 0
+            while doc < seg.n_docs:
+                end = int(torch.searchsorted(host, int(host[doc]) + chunk_tokens, right=True)) - 1
+                end = min(max(end, doc + 1), seg.n_docs)
+                t0, t1 = int(host[doc]), int(host[end])
+                # The unchecked kernel (ops.decompress_residuals re-validates, which reads back).
+                emb = torch.empty(t1 - t0, dim, dtype=torch.float32, device=device)
+                cuda.decompress_residuals(seg.codes[t0:].data_ptr(), seg.residuals[t0:].data_ptr(),
+                                          centroids.data_ptr(), codec.bucket_weights.data_ptr(),
+                                          seg.inv_norms[t0:].data_ptr(), emb.data_ptr(), t1 - t0, dim,
+                                          n_centroids, codec.nbits, True, V.DTYPE_CODE[torch.float32],
+                                          V.stream_of(device))
+                chunk_offsets = (seg.doc_offsets[doc:end + 1] - t0).contiguous()
+                chunk = torch.empty(nq, end - doc, dtype=torch.float32, device=device)
+                maxsim_launch(queries, emb, chunk_offsets, None, chunk)
+                if allowed is not None:
+                    mask = allowed[seg.doc_base + doc:seg.doc_base + end]
+                    chunk = chunk.masked_fill(~mask.unsqueeze(0), float("-inf"))
+                ids = torch.arange(doc, end, device=device, dtype=torch.int64) + seg.doc_base
+                scores = torch.cat([best_scores, chunk], dim=1)
+                all_ids = torch.cat([best_ids, ids.unsqueeze(0).expand(nq, -1)], dim=1)
+                by_id = torch.argsort(all_ids, dim=1, stable=True)
+                scores, all_ids = scores.gather(1, by_id), all_ids.gather(1, by_id)
+                order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+                best_scores, best_ids = scores.gather(1, order), all_ids.gather(1, order)
+                doc = end
+    best_scores, best_ids = best_scores.cpu(), best_ids.cpu()  # the synchronisation
+    results = []
+    for scores, ids in zip(best_scores, best_ids):
+        keep = torch.isfinite(scores)
         results.append((scores[keep], ids[keep]))
     return results

@@ -137,6 +137,8 @@ def exact_search(queries, codec, segments, allowed, k: int):
     with the fused MaxSim kernel (:func:`ops.maxsim`).
     Same arguments and result as :func:`plaid_search`.
     """
+    if queries.device.type == "cuda":
+        return device_search.exact_search_device(queries, codec, segments, allowed, k, EXACT_CHUNK_TOKENS)
     nq = queries.shape[0]
     device = queries.device
     best_scores = torch.empty(nq, 0, device=device)
