@@ -37,7 +37,7 @@ def _pack_buckets(buckets, nbits):
     significant first, dimensions in order, bytes filled most-significant bit first."""
     shifts = torch.arange(nbits, device=buckets.device)
     bits = (buckets.unsqueeze(-1) >> shifts) & 1                       # (T, dim, nbits)
-    bits = bits.reshape(buckets.shape[0], -1, 8)                       # (T, bytes, 8)
+    bits = bits.reshape(buckets.shape[0], buckets.shape[1] * nbits // 8, 8)  # (T, bytes, 8)
     place = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], device=buckets.device)
     return (bits * place).sum(dim=-1).to(torch.uint8)
 
@@ -46,7 +46,7 @@ def _unpack_buckets(residuals, nbits):
     """Inverse of :func:`_pack_buckets`: (T, dim*nbits/8) uint8 -> (T, dim) int64."""
     shifts = torch.arange(7, -1, -1, device=residuals.device)
     bits = (residuals.long().unsqueeze(-1) >> shifts) & 1             # (T, bytes, 8), MSB first
-    bits = bits.reshape(residuals.shape[0], -1, nbits)                 # (T, dim, nbits), LSB first
+    bits = bits.reshape(residuals.shape[0], residuals.shape[1] * 8 // nbits, nbits)  # (T, dim, nbits)
     return (bits << torch.arange(nbits, device=residuals.device)).sum(dim=-1)
 
 
