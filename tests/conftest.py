@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# COLBERT_ENGINE_SHARED_DATA overrides it (helpers' worktrees sit one level deeper than main).
+SHARED_DATA = Path(os.environ.get("COLBERT_ENGINE_SHARED_DATA",
+                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def _cuda_usable() -> bool:
