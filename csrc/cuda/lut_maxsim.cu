@@ -81,6 +81,11 @@ score_kernel(LutMaxSimParams p) {
 
 }  // namespace
 
+// Layout of p.lut per query: [dim * nbits / 8][256][query_len] fp32 (build_lut_kernel).
+int64_t lut_workspace_floats_cuda(int64_t dim, int nbits, int64_t query_len) {
+  return dim * nbits / 8 * 256 * query_len;
+}
+
 int lut_maxsim_cuda(const LutMaxSimParams& p, Stream stream) {
   if (p.n_queries == 0 || p.n_candidates == 0) return 0;
   if (!(p.nbits == 1 || p.nbits == 2 || p.nbits == 4) || p.dim < 1 || (p.dim * p.nbits) % 8 != 0 ||

@@ -23,6 +23,8 @@ class _CpuAsCuda:
 
     def __getattr__(self, name):
         fn = getattr(_native.cpu(), name)
+        if name == "lut_workspace_floats":  # a size query, not a kernel: no stream
+            return fn
         return lambda *args: fn(*args[:-1])
 
 
