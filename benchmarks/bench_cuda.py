@@ -7,6 +7,9 @@
    the same run (the practical memory roofline), and its tensor-core throughput.
 2. Residual decompression (ops.decompress_residuals with stored inverse norms, fp16 out)
    GB/s vs a device-to-device copy of the same number of output bytes.
+3. End-to-end batched search (Index.search_internal, PLAID funnel, k = 10 and 100) on a
+   synthetic clustered index of --search-tokens tokens (1M by default; 10M for the issue's
+   second point): queries/s with the index on the GPU vs the same index on the CPU.
 
     PYTHONPATH=python python benchmarks/bench_cuda.py [--docs 1000] [--doc-len 300] [--json out.json]
 
@@ -131,13 +134,55 @@ def bench_decompress(args, report):
           f"= {gbs / copy_gbs:.0%} of a {copy_gbs:.0f} GB/s device-to-device copy")
 
 
+def bench_search(args, report, device="cuda"):
+    """End-to-end batched PLAID search QPS on a synthetic clustered index of about
+    ``--search-tokens`` tokens (index.synthetic), device index vs the same index on the CPU.
+    Query encoding excluded; the index is built once (on ``device``) into a temp folder."""
+    import tempfile
+    import time
+
+    from colbert_engine import Index
+    from colbert_engine.index.synthetic import clustered_collection
+
+    mean_len = 100
+    n_docs = max(1, args.search_tokens // mean_len)
+    col = clustered_collection(n_docs=n_docs, mean_doc_len=mean_len, dim=128, n_queries=args.search_queries,
+                               query_len=32, seed=0)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        Index.build(folder + "/idx", col.doc_emb, col.doc_offsets, nbits=2, device=device).close()
+        for where in dict.fromkeys([device, "cpu"]):
+            with Index.open(folder + "/idx", device=where) as index:
+                for k in (10, 100):
+                    index.search_internal(col.queries, k)  # warm-up (caches, allocator)
+                    if where != "cpu":
+                        torch.cuda.synchronize()
+                    start = time.perf_counter()
+                    results = index.search_internal(col.queries, k)
+                    seconds = time.perf_counter() - start
+                    hits = sum(int(t) in set(ids.tolist()) for t, (_, ids) in zip(col.query_targets, results))
+                    rows.append(dict(index_device=where, k=k, tokens=int(col.doc_offsets[-1]), queries=len(results),
+                                     qps=len(results) / seconds, target_in_top_k=hits / len(results)))
+                    print(f"search on {where}: {int(col.doc_offsets[-1]):,} tokens, k={k}, batch of {len(results)}: "
+                          f"{len(results) / seconds:,.0f} queries/s (source doc in top k: {hits / len(results):.0%})")
+    report["search"] = rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--doc-len", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=4_000_000, help="tokens decompressed")
+    parser.add_argument("--search-tokens", type=int, default=1_000_000, help="tokens in the search index (0: skip)")
+    parser.add_argument("--search-queries", type=int, default=256)
+    parser.add_argument("--search-dry-run-cpu", action="store_true",
+                        help="run only the search section with a CPU index (checks the script without a GPU)")
     parser.add_argument("--json", help="write the numbers here")
     args = parser.parse_args(argv)
+    if args.search_dry_run_cpu:
+        report = {}
+        bench_search(args, report, device="cpu")
+        return 0
     reason = cuda_ready()
     if reason:
         print(f"bench_cuda: skipped ({reason})")
@@ -146,6 +191,8 @@ def main(argv=None) -> int:
     print(f"device: {report['device']}")
     bench_maxsim(args, report)
     bench_decompress(args, report)
+    if args.search_tokens:
+        bench_search(args, report)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
