@@ -1,6 +1,8 @@
 // Residual codec on CPU: quantisation of residuals against given codes, and decompression.
 // Both are memory-bound single passes over the tokens; OpenMP over blocks of tokens.
 #include "common/codec.h"
+#include "common/isa.h"
+#include "cpu/codec_argmax_impl.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +10,18 @@
 #include <vector>
 
 namespace ce {
+
+void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* out);
+void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* out);
+
+void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out) {
+  switch (cpu_isa()) {
+    case Isa::AVX512: argmax_rows_avx512(sims, rows, cols, out); return;
+    case Isa::AVX2: argmax_rows_avx2(sims, rows, cols, out); return;
+    case Isa::Scalar: break;
+  }
+  argmax_rows_impl(sims, rows, cols, out);
+}
 
 namespace {
 

@@ -2,5 +2,5 @@
 #include "cpu/lut_maxsim_impl.h"
 
 namespace ce {
-void lut_maxsim_avx2(const LutMaxSimParams& p, int unit_bits) { lut_maxsim_dispatch(p, unit_bits); }
+void lut_maxsim_avx2(const LutMaxSimParams& p) { lut_maxsim_dispatch(p); }
 }  // namespace ce

@@ -52,7 +52,8 @@ inline float lut_max(float a, float b) { return a < b ? b : a; }
 
 // Tables are per lookup unit of U bits (U = 8: one residual byte, 256 entries; U = 4: one
 // nibble, 16 entries), so a token costs dim*nbits/U lookups into tables of
-// dim*nbits/U * 2^U * Lq floats per query. Units come in stream order: the high nibble of
+// dim*nbits/U * 2^U * Lq floats per query. The kernel uses U = 8 (lut_maxsim.cpp says why);
+// U stays a parameter so the layout can be measured again. Units come in stream order: the high nibble of
 // a byte before its low nibble (the bit stream is packed most-significant bit first).
 template <int U>
 inline int unit_value(const uint8_t* packed, int64_t unit) {
@@ -98,8 +99,8 @@ inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t unit, f
 }
 
 // 16 floats as one GCC vector: an AVX-512 register, two AVX2 ones or four SSE ones,
-// depending on the flags of the including file. Element-wise ops only, so every build
-// computes bit-identical results.
+// depending on the flags of the including file. Element-wise ops only, so the scoring is
+// bit-identical in every build (the table build may fuse multiply-adds under -mfma).
 typedef float v16f __attribute__((vector_size(64)));
 inline v16f load16(const float* ptr) {
   v16f v;
@@ -219,10 +220,9 @@ void lut_maxsim_impl(const LutMaxSimParams& p) {
   }
 }
 
-inline void lut_maxsim_dispatch(const LutMaxSimParams& p, int unit_bits) {
-  if (unit_bits == 4) lut_maxsim_impl<4>(p);
-  else lut_maxsim_impl<8>(p);
-}
+constexpr int kUnitBits = 8;
+
+inline void lut_maxsim_dispatch(const LutMaxSimParams& p) { lut_maxsim_impl<kUnitBits>(p); }
 
 }  // namespace
 }  // namespace ce

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -190,6 +193,34 @@ def test_ties_go_to_the_lowest_centroid(device):
     codes, _, _ = ops.compress_residuals(emb, centroids, torch.tensor([0.0], device=device),
                                          torch.tensor([-0.1, 0.1], device=device), 1)
     assert codes.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("n_centroids", [1, 5, 16, 17, 33, 100])
+def test_nearest_centroids_first_maximum(device, n_centroids):
+    # Exact ties planted in different SIMD lanes, in the vector body and in the tail.
+    from colbert_engine.ops.codec import nearest_centroids
+
+    gen = torch.Generator().manual_seed(n_centroids)
+    centroids = torch.randint(-3, 4, (n_centroids, 8), generator=gen).float()
+    emb = torch.randint(-3, 4, (300, 8), generator=gen).float()
+    centroids[n_centroids // 2] = centroids[n_centroids - 1] = centroids[min(3, n_centroids - 1)]
+    got = nearest_centroids(emb.to(device), centroids.to(device))
+    assert got.dtype == torch.int32
+    assert torch.equal(got.cpu().long(), (emb @ centroids.T).argmax(dim=1))
+
+
+def test_nearest_centroids_scalar_build_agrees(tmp_path):
+    # The baseline build of the argmax kernel (subprocess: the ISA is chosen once per process).
+    centroids, _, _ = make_codec(64, 2, n_centroids=100)
+    emb = tokens(centroids, 500)
+    torch.save((emb, centroids), tmp_path / "args.pt")
+    code = ("import sys, torch; from colbert_engine.ops.codec import nearest_centroids; "
+            "a = torch.load(sys.argv[1]); torch.save(nearest_centroids(*a), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "args.pt"), str(tmp_path / "out.pt")],
+                   env=dict(os.environ, CE_ISA="scalar"), check=True)
+    from colbert_engine.ops.codec import nearest_centroids
+
+    assert torch.equal(torch.load(tmp_path / "out.pt"), nearest_centroids(emb, centroids))
 
 
 def test_zero_decoded_vector_has_zero_inverse_norm():
