@@ -218,30 +218,40 @@ float interaction_score(const float* scores, int64_t query_len, const int32_t* c
   float local[LQ > 0 ? LQ : 1];
   float* best = LQ > 0 ? local : scratch;
   std::fill(best, best + lq, kNegInf);
-  bool any = false;
-  int64_t t = 0;
-  if (keep) {
+  if (!keep) {
+    if (n_codes == 0) return kNegInf;
+    // Every token's row is read, and S (K * Lq * 4 bytes, 2 MB for K = 2^14) does not stay
+    // in L2: fetch the rows a few tokens ahead.
+    constexpr int64_t kAhead = 12;
+    for (int64_t t = 0; t < n_codes; ++t) {
+      if (t + kAhead < n_codes) {
+        const float* next = scores + static_cast<int64_t>(codes[t + kAhead]) * lq;
+        __builtin_prefetch(next);
+        __builtin_prefetch(next + lq - 1);
+      }
+      max_into<LQ>(best, scores + static_cast<int64_t>(codes[t]) * lq, lq);
+    }
+  } else {
     // Pruning keeps a few percent of the centroids: test 8 tokens' keep bytes at once,
     // branch-free, and skip the group when none is kept.
+    bool any = false;
+    int64_t t = 0;
     for (; t + 8 <= n_codes; t += 8) {
       const int32_t* group = codes + t;
       const unsigned kept = keep[group[0]] | keep[group[1]] | keep[group[2]] | keep[group[3]] |
                             keep[group[4]] | keep[group[5]] | keep[group[6]] | keep[group[7]];
       if (!kept) continue;
-      for (int j = 0; j < 8; ++j) {
-        if (!keep[group[j]]) continue;
-        any = true;
-        max_into<LQ>(best, scores + static_cast<int64_t>(group[j]) * lq, lq);
-      }
+      any = true;
+      for (int j = 0; j < 8; ++j)
+        if (keep[group[j]]) max_into<LQ>(best, scores + static_cast<int64_t>(group[j]) * lq, lq);
     }
+    for (; t < n_codes; ++t) {
+      if (!keep[codes[t]]) continue;
+      any = true;
+      max_into<LQ>(best, scores + static_cast<int64_t>(codes[t]) * lq, lq);
+    }
+    if (!any) return kNegInf;
   }
-  for (; t < n_codes; ++t) {
-    const int32_t c = codes[t];
-    if (keep && !keep[c]) continue;
-    any = true;
-    max_into<LQ>(best, scores + static_cast<int64_t>(c) * lq, lq);
-  }
-  if (!any) return kNegInf;
   float total = 0.f;
   for (int64_t i = 0; i < lq; ++i) total += best[i];
   return total;

@@ -376,3 +376,23 @@ def test_candidates_batch_split_by_bitmap_budget(monkeypatch):
     monkeypatch.setattr(plaid, "BITMAP_BUDGET_BYTES", 3 * 8 * 16)  # 3 queries per C++ call
     split = ops.candidates(scores, ivf, ivf_offsets, 2, 1000)
     assert all(torch.equal(a, b) for a, b in zip(whole, split))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    from colbert_engine import _native
+
+    if not hasattr(_native.cuda(), "centroid_interaction"):
+        pytest.skip("colbert_engine._cuda has no PLAID kernels yet")
+    doc_codes, doc_offsets, ivf, ivf_offsets = make_index(3000, 700, max_len=30, seed=21)
+    scores = dyadic_scores((3, 700, 32), seed=22)
+    subset = torch.rand(3000, generator=torch.Generator().manual_seed(23)) < 0.8
+    want = ops.candidates(scores, ivf, ivf_offsets, 2, 3000, subset=subset)
+    got = ops.candidates(scores.cuda(), ivf.cuda(), ivf_offsets.cuda(), 2, 3000, subset=subset.cuda())
+    assert all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
+    for threshold in (None, 0.5):
+        want_top = ops.centroid_interaction(scores, doc_codes, doc_offsets, want, 100, threshold=threshold)
+        got_top = ops.centroid_interaction(scores.cuda(), doc_codes.cuda(), doc_offsets.cuda(),
+                                           [g for g in got], 100, threshold=threshold)
+        for (gs, gi), (ws, wi) in zip(got_top, want_top):
+            assert torch.equal(gs.cpu(), ws) and torch.equal(gi.cpu(), wi)

@@ -93,6 +93,15 @@ def _check_subset(subset, n_docs: int, device):
     return subset.to(torch.bool).contiguous()
 
 
+def _cuda_module():
+    """``colbert_engine._cuda``, checked to carry this family's kernels (csrc/cuda/plaid.cu)."""
+    module = _native.cuda()
+    if not hasattr(module, "centroid_interaction"):
+        raise RuntimeError("colbert_engine._cuda was built without the PLAID kernels (csrc/cuda/plaid.cu); "
+                           "move the inputs to the CPU or rebuild")
+    return module
+
+
 def _to_numpy(x):
     if isinstance(x, tuple):
         return tuple(_to_numpy(t) for t in x)
@@ -226,7 +235,7 @@ def _candidates_group(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset
         if nprobe < n_centroids and query_len * nprobe > 8192:
             raise ValueError(f"nprobe: on CUDA query_len * nprobe must be <= 8192 (or nprobe >= the "
                              f"number of centroids), got {query_len} * {nprobe}")
-        module = _native.cuda()
+        module = _cuda_module()
         with torch.cuda.device(device):
             module.candidates_mark(*mark_args, V.stream_of(device))
     else:
@@ -264,7 +273,9 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     code's max is a no-op.
 
     Selection is bounded (nth_element over the m scores, then a sort of the kept ndocs), with
-    a deterministic order: higher score first, then lower doc id.
+    a deterministic order: higher score first, then lower doc id (PLAID's
+    ``std::priority_queue<std::pair<float, int>>`` broke ties towards the higher pid, and kept
+    every candidate in unbounded per-thread heaps over static slices).
 
     Args:
         scores: ``(K, Lq)`` float32 centroid scores of one query, or ``(nq, K, Lq)`` for a batch
@@ -354,7 +365,7 @@ def centroid_interaction_launch(scores, doc_codes, doc_offsets, candidates, cand
             raise ValueError(f"ndocs: at most 8192 documents kept per query on CUDA, got {ndocs}")
         args = args[:14] + (min(ndocs, largest),) + args[15:]
         with torch.cuda.device(device):
-            _native.cuda().centroid_interaction(*args, V.stream_of(device))
+            _cuda_module().centroid_interaction(*args, V.stream_of(device))
     else:
         _native.cpu().centroid_interaction(*args)
     return out_scores, out_ids, out_offsets
