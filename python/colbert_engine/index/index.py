@@ -18,7 +18,7 @@ import torch
 
 from colbert_engine import __version__
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import Codec, sample_doc_count, train_codec
+from colbert_engine.index.codec import HELDOUT_TOKENS, Codec, num_centroids, sample_doc_count, train_codec
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import Segment, SegmentWriter
 from colbert_engine.ops import _validate as V
@@ -29,7 +29,7 @@ CODEC_FILES = {"centroids": "codec.centroids.npy", "bucket_cutoffs": "codec.buck
 # Docs per batch when a packed collection is cut into batches for compression.
 _BATCH_TOKENS = 1 << 18
 # Streaming builds train the codec on the documents of the first this-many tokens.
-DEFAULT_TRAIN_BUFFER_TOKENS = 1 << 21
+DEFAULT_TRAIN_BUFFER_TOKENS = 1 << 19
 _OWN_FILE = re.compile(r"^(seg\d+\..*\.npy|ids\.\d+\.sqlite(-journal|-wal|-shm)?|codec\..*\.npy)(\.tmp)?$|.*\.tmp$")
 
 
@@ -106,18 +106,23 @@ def _batches_of(doc_emb, doc_offsets, ids, metadata) -> Iterator[tuple]:
     return _stream_batches(doc_emb)
 
 
-def _sample_tokens(batches: list, seed: int) -> torch.Tensor:
-    """Tokens of min(1 + 16 sqrt(120 n), n) randomly chosen documents of ``batches``."""
+def _sample_tokens(batches: list, seed: int, max_tokens: int) -> torch.Tensor:
+    """Tokens of randomly chosen documents, ColBERT's min(1 + 16 sqrt(120 n), n) of them,
+    taken in random order until ``max_tokens`` (what k-means and the bucket statistics
+    will use) are reached: the sample never grows with the collection beyond that.
+    Returned as float16 ``(n_sample, dim)``."""
     lengths = torch.cat([torch.diff(b[1]) for b in batches])
     n_docs = lengths.numel()
     gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_docs, generator=gen)[:sample_doc_count(n_docs)]
+    take = int(torch.searchsorted(torch.cumsum(lengths[order], 0), max_tokens)) + 1
     chosen = torch.zeros(n_docs, dtype=torch.bool)
-    chosen[torch.randperm(n_docs, generator=gen)[:sample_doc_count(n_docs)]] = True
+    chosen[order[:take]] = True
     parts, doc = [], 0
     for emb, offsets, *_ in batches:
         n = offsets.numel() - 1
         token_mask = torch.repeat_interleave(chosen[doc:doc + n], torch.diff(offsets), output_size=emb.shape[0])
-        parts.append(emb[token_mask])
+        parts.append(emb[token_mask].to(torch.float16))  # fp16 halves the sample; k-means computes in fp32
         doc += n
     return torch.cat(parts)
 
@@ -446,7 +451,7 @@ class Index:
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
               train_buffer_tokens: int = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
-              max_points_per_centroid: int = 256) -> "Index":
+              max_points_per_centroid: int = 32) -> "Index":
         """Build an index folder from token vectors and open it.
 
         Args:
@@ -495,7 +500,8 @@ class Index:
         else:
             n_tokens = n_tokens_hint or buffered_tokens
             train_batches = buffered
-        sample = _sample_tokens(train_batches, seed).to(device)
+        k = n_centroids or num_centroids(n_tokens, n_tokens)
+        sample = _sample_tokens(train_batches, seed, max_points_per_centroid * k + HELDOUT_TOKENS).to(device)
         del train_batches
         codec = train_codec(sample, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
                             max_points_per_centroid=max_points_per_centroid)
