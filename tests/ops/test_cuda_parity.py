@@ -18,8 +18,10 @@ from colbert_engine.ops import reference
 # Functions of colbert_engine._C that are not kernels (CPU thread / ISA control).
 CPU_ONLY_UTILITIES = {"isa", "max_threads", "set_num_threads"}
 # CPU kernels whose CUDA path is composed on the caller side from other CUDA kernels and
-# torch ops that queue on the stream without syncing (see the op's module for how).
-COMPOSED_ON_CUDA = {"maxsim_topk"}
+# torch ops that queue on the stream without syncing (see the op's module for how):
+# maxsim_topk = chunked _cuda.maxsim + stable torch sorts (ops/maxsim.py); argmax_rows =
+# torch.argmax on the GEMM output (common/codec.h says so).
+COMPOSED_ON_CUDA = {"maxsim_topk", "argmax_rows"}
 # Functions of colbert_engine._cuda that are not kernels.
 CUDA_ONLY_UTILITIES = {"device_count", "error_string"}
 
