@@ -369,7 +369,7 @@ def _cmd_info(args) -> int:
     else:
         width = max(len(k) for k in report)
         for key, value in report.items():
-            print(f"{key:<{width}}  {value}")
+            print(f"{key:<{width}}  {value:.2f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     return 0
 
 
