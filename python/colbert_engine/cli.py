@@ -315,7 +315,7 @@ def _cmd_search(args) -> int:
     encode_ms = (time.perf_counter() - start) * 1e3
     start = time.perf_counter()
     try:
-        results = index.search(query_emb, k=args.k, filter=search_filter)
+        results = index.search(query_emb, k=args.k, filter=search_filter, exact=args.exact)
     except (sqlite3.Error, ValueError) as exc:
         if search_filter is None:
             raise
@@ -443,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "e.g. \"json_extract(metadata, '$.lang') = ?\"")
     p.add_argument("--param", action="append", help="a value for a ? in --filter (repeat in order); "
                                                     "JSON numbers/true/false/null are typed, the rest are strings")
+    p.add_argument("--exact", action="store_true",
+                   help="score every (allowed) document exhaustively instead of the PLAID funnel")
     p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
     encoder_options(p, with_dim=False)
     p.set_defaults(func=_cmd_search, dim=None)
