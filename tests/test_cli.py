@@ -89,6 +89,8 @@ def test_index_search_add_delete_info(tmp_path, capsys, english_passages):
     assert code == 0, err
     [result] = search_json(capsys, index, "Who discovered penicillin?", "--k", "5")
     assert "en-medicine-1" not in [r["id"] for r in result["results"]]
+    [result] = search_json(capsys, index, "Who discovered penicillin?", "--k", "40", "--exact")
+    assert len(result["results"]) == len(english_passages) + 2 - 1  # every live document, none deleted
 
     code, out, err = run(capsys, "info", index, "--json")
     assert code == 0, err
