@@ -85,6 +85,9 @@ def test_index_search_add_delete_info(tmp_path, capsys, english_passages):
     [result] = search_json(capsys, index, "salamander that regrows its limbs", "--k", "3")
     assert result["results"][0]["id"] == "new-1"
 
+    code, _, err = run(capsys, "add", index, more, "--quiet")
+    assert code == 2 and "already in the index" in err and "nothing was added" in err
+
     code, out, err = run(capsys, "delete", index, "en-medicine-1")
     assert code == 0, err
     [result] = search_json(capsys, index, "Who discovered penicillin?", "--k", "5")

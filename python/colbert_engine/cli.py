@@ -83,13 +83,13 @@ def _open_index(path: str):
 
 
 def _encoder_for_index(index_path: Path, args) -> object:
-    config = _encoder_config(index_path)
-    model = args.model or config.get("model")
-    if model is None:
-        raise CliError(f"{index_path} does not say which model encoded it ({ENCODER_FILE} missing); pass --model")
     if args.model:
         return load_encoder(args.model, device=args.device, dim=args.dim)
-    return load_encoder(model, device=args.device, dim=config.get("dim"), query_expansion=config.get("query_expansion"))
+    config = _encoder_config(index_path)
+    if "model" not in config:
+        raise CliError(f"{index_path} does not say which model encoded it ({ENCODER_FILE} missing); pass --model")
+    return load_encoder(config["model"], device=args.device, dim=config.get("dim"),
+                        query_expansion=config.get("query_expansion"))
 
 
 def _count_records(input_path, skip_bad: bool) -> tuple[int, object]:
@@ -276,7 +276,10 @@ def _cmd_add(args) -> int:
         base += int(emb.shape[0])
         ids.extend(chunk_ids)
         metadata.extend(chunk_meta)
-    index.add(doc_emb, torch.cat(offsets), ids=ids, metadata=metadata)
+    try:
+        index.add(doc_emb, torch.cat(offsets), ids=ids, metadata=metadata)
+    except ValueError as exc:  # an id already in the index, a dim that does not match
+        raise CliError(f"{input_path}: {exc}; nothing was added") from None
     _report_bad(bad)
     print(f"added {len(ids)} documents ({int(doc_emb.shape[0]):,} tokens) to {index_path} "
           f"in {time.perf_counter() - start:.1f} s")
