@@ -262,26 +262,17 @@ def _cmd_add(args) -> int:
     encoder = _encoder_for_index(index_path, args)
     bad = BadRecords()
     start = time.perf_counter()
-    # All chunks are encoded before the first add: a malformed record or an encoder error
-    # then leaves the index as it was instead of half-extended.
-    batches = list(_EncodedBatches(encoder, lambda: read_records(input_path, skip_bad=args.skip_bad, bad=bad),
-                                   total=total, chunk_docs=args.chunk_docs, batch_size=args.batch_size,
-                                   store_text=not args.no_store_text, quiet=args.quiet))
-    import torch
-
-    doc_emb = torch.cat([torch.as_tensor(b[0]) for b in batches])
-    offsets, ids, metadata, base = [torch.zeros(1, dtype=torch.int64)], [], [], 0
-    for emb, doc_offsets, chunk_ids, chunk_meta in batches:
-        offsets.append(torch.as_tensor(doc_offsets)[1:] + base)
-        base += int(emb.shape[0])
-        ids.extend(chunk_ids)
-        metadata.extend(chunk_meta)
+    # Index.add writes one new segment and commits it only after the last batch: a malformed
+    # record, an encoder error or Ctrl-C mid-stream leaves the index as it was.
+    batches = _EncodedBatches(encoder, lambda: read_records(input_path, skip_bad=args.skip_bad, bad=bad),
+                              total=total, chunk_docs=args.chunk_docs, batch_size=args.batch_size,
+                              store_text=not args.no_store_text, quiet=args.quiet)
     try:
-        index.add(doc_emb, torch.cat(offsets), ids=ids, metadata=metadata)
+        added = index.add(batches)
     except ValueError as exc:  # an id already in the index, a dim that does not match
         raise CliError(f"{input_path}: {exc}; nothing was added") from None
     _report_bad(bad)
-    print(f"added {len(ids)} documents ({int(doc_emb.shape[0]):,} tokens) to {index_path} "
+    print(f"added {len(added)} documents ({batches.tokens:,} tokens) to {index_path} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
 
