@@ -156,6 +156,13 @@ def test_missing_input_file(tmp_path, capsys):
     assert not (tmp_path / "idx").exists()
 
 
+def test_unloadable_model(tmp_path, capsys):
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"id": "a", "text": "some text"}])
+    code, _, err = run(capsys, "index", docs, tmp_path / "idx", "--model", tmp_path / "no-such-model")
+    assert code == 2 and "--model" in err and "no-such-model" in err
+    assert not (tmp_path / "idx").exists()
+
+
 def test_missing_index(tmp_path, capsys):
     code, _, err = run(capsys, "search", tmp_path / "no-index", "anything")
     assert code == 2 and "index not found" in err

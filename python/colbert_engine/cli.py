@@ -54,8 +54,13 @@ def load_encoder(model: str, *, device=None, dim=None, query_expansion=None):
     """``Encoder.from_pretrained``; ``query_expansion`` None keeps the checkpoint's default."""
     from colbert_engine import Encoder
 
+    from colbert_engine.model.config import CheckpointError
+
     options = {} if query_expansion is None else {"query_expansion": bool(query_expansion)}
-    return Encoder.from_pretrained(resolve_model(model), device=device, dim=dim, **options)
+    try:
+        return Encoder.from_pretrained(resolve_model(model), device=device, dim=dim, **options)
+    except CheckpointError as exc:  # no such folder, offline without a cache, unknown tensors
+        raise CliError(f"--model: {exc}") from None
 
 
 def encoder_config(model: str, encoder) -> dict:
@@ -500,4 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module, not this __main__ copy: demo.py imports colbert_engine.cli, and
+    # its CliError must be the class main() catches.
+    from colbert_engine import cli
+
+    sys.exit(cli.main())
