@@ -87,6 +87,11 @@ struct DecompressParams {
   DType out_dtype;
 };
 
+// Nearest centroids, one block of tokens at a time: out[r] = the first k maximising
+// sims[r, k] (ties -> lowest k), sims [rows, cols] fp32 finite, the caller's GEMM of the
+// tokens with the centroids. CPU only: on CUDA the caller uses torch's argmax.
+void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out);
+
 // Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
 void quantize_residuals_cpu(const QuantizeParams& p);
 // out[t] = C[codes[t]] + weights[bucket(t, d)], then (normalize) scaled to unit norm.

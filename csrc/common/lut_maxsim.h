@@ -27,7 +27,7 @@ struct LutMaxSimParams {
   const int64_t* doc_offsets;   // [n_docs + 1], non-decreasing, doc_offsets[0] == 0
   const int64_t* candidates;    // [n_candidates] document ids in [0, n_docs)
   const float* bucket_weights;  // [2^nbits]
-  float* lut;                   // [n_queries, dim * nbits / 8, 256, query_len] fp32 workspace
+  float* lut;                   // [n_queries, lut_workspace_floats_<backend>(dim, nbits, query_len)] fp32 workspace
   float* out;                   // [n_queries, n_candidates] output
   int64_t n_queries;
   int64_t query_len;
@@ -38,6 +38,10 @@ struct LutMaxSimParams {
   int64_t n_candidates;
   int32_t nbits;                // 1, 2 or 4; dim * nbits % 8 == 0
 };
+
+// Floats of lookup-table workspace per query that lut_maxsim_cpu needs (p.lut holds
+// n_queries times this). The table layout is each backend's own.
+int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len);
 
 // Builds the lookup tables into p.lut, then scores every (query, candidate). CPU: OpenMP
 // over candidates, dynamic schedule; SIMD variant chosen at run time (common/isa.h).
@@ -50,4 +54,5 @@ namespace ce {
 // Same contract on device pointers; queued on `stream`, no host synchronisation.
 // Returns a cudaError_t value (0 on success).
 int lut_maxsim_cuda(const LutMaxSimParams& p, Stream stream);
+int64_t lut_workspace_floats_cuda(int64_t dim, int nbits, int64_t query_len);
 }  // namespace ce

@@ -1,6 +1,8 @@
 // Residual codec on CPU: quantisation of residuals against given codes, and decompression.
 // Both are memory-bound single passes over the tokens; OpenMP over blocks of tokens.
 #include "common/codec.h"
+#include "common/isa.h"
+#include "cpu/codec_argmax_impl.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +10,18 @@
 #include <vector>
 
 namespace ce {
+
+void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* out);
+void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* out);
+
+void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out) {
+  switch (cpu_isa()) {
+    case Isa::AVX512: argmax_rows_avx512(sims, rows, cols, out); return;
+    case Isa::AVX2: argmax_rows_avx2(sims, rows, cols, out); return;
+    case Isa::Scalar: break;
+  }
+  argmax_rows_impl(sims, rows, cols, out);
+}
 
 namespace {
 
@@ -20,6 +34,19 @@ inline uint16_t float_to_bf16_bits(float f) {
   if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
   x += 0x7fffu + ((x >> 16) & 1u);
   return static_cast<uint16_t>(x >> 16);
+}
+
+// Sum of squares with 16 independent partial sums: vectorises without -ffast-math and
+// breaks the dependent-add chain (a plain loop was half of decompression time).
+inline float sum_of_squares(const float* x, int64_t n) {
+  float partial[16] = {};
+  int64_t d = 0;
+  for (; d + 16 <= n; d += 16)
+    for (int l = 0; l < 16; ++l) partial[l] += x[d + l] * x[d + l];
+  for (; d < n; ++d) partial[d & 15] += x[d] * x[d];
+  float total = 0.f;
+  for (int l = 0; l < 16; ++l) total += partial[l];
+  return total;
 }
 
 inline void store_row(const float* row, void* out, int64_t t, int64_t dim, DType dtype) {
@@ -53,20 +80,20 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
 #pragma omp parallel
   {
     std::vector<uint8_t> bucket(dim);
+    std::vector<float> decoded(dim);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t block = 0; block < n_blocks; ++block) {
       const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
       for (int64_t t = block * kTokenBlock; t < end; ++t) {
         const void* row = static_cast<const char*>(p.emb) + t * emb_row_bytes;
         const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
-        float norm_sq = 0.f;
         for (int64_t d = 0; d < dim; ++d) {
           const float c = centroid[d];
           const int b = codec_bucket(load_as_float(row, d, p.emb_dtype) - c, p.bucket_cutoffs, n_cutoffs);
           bucket[d] = static_cast<uint8_t>(b);
-          const float decoded = c + p.bucket_weights[b];
-          norm_sq += decoded * decoded;
+          decoded[d] = c + p.bucket_weights[b];
         }
+        const float norm_sq = sum_of_squares(decoded.data(), dim);
         uint8_t* packed = p.residuals + t * row_bytes;
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
           unsigned value = 0;
@@ -82,17 +109,20 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
   }
 }
 
-void decompress_residuals_cpu(const DecompressParams& p) {
+namespace {
+
+// PER_BYTE = 8 / nbits dimensions per residual byte, fixed so the inner loop unrolls.
+template <int PER_BYTE>
+void decompress_impl(const DecompressParams& p) {
+  constexpr int nbits = 8 / PER_BYTE;
   const int64_t dim = p.dim;
-  const int nbits = p.nbits;
-  const int per_byte = 8 / nbits;
-  const int64_t row_bytes = dim * nbits / 8;
-  // Decoded weights of every byte value: table[byte * per_byte + j] is dimension j's weight
-  // (the same decoding as ColBERT's reversed_bit_map + decompression_lookup_table).
-  std::vector<float> table(256 * per_byte);
+  const int64_t row_bytes = dim / PER_BYTE;
+  // Decoded weights of every byte value: table[byte][j] is dimension j's weight (the same
+  // decoding as ColBERT's reversed_bit_map + decompression_lookup_table).
+  float table[256][PER_BYTE];
   for (int byte = 0; byte < 256; ++byte)
-    for (int j = 0; j < per_byte; ++j)
-      table[byte * per_byte + j] = p.bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
+    for (int j = 0; j < PER_BYTE; ++j)
+      table[byte][j] = p.bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
   const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
 #pragma omp parallel
   {
@@ -103,28 +133,35 @@ void decompress_residuals_cpu(const DecompressParams& p) {
       for (int64_t t = block * kTokenBlock; t < end; ++t) {
         const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
         const uint8_t* packed = p.residuals + t * row_bytes;
+        float* out = row.data();
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
-          const float* weights = table.data() + packed[byte] * per_byte;
-          for (int j = 0; j < per_byte; ++j) {
-            const int64_t d = byte * per_byte + j;
-            row[d] = centroid[d] + weights[j];
-          }
+          const float* weights = table[packed[byte]];
+          for (int j = 0; j < PER_BYTE; ++j) out[byte * PER_BYTE + j] = centroid[byte * PER_BYTE + j] + weights[j];
         }
         if (p.normalize) {
           float scale;
           if (p.inv_norms) {
             scale = half_to_float(p.inv_norms[t]);
           } else {
-            float norm_sq = 0.f;
-            for (int64_t d = 0; d < dim; ++d) norm_sq += row[d] * row[d];
+            const float norm_sq = sum_of_squares(out, dim);
             // torch.nn.functional.normalize: x / max(||x||, 1e-12).
             scale = 1.f / std::max(std::sqrt(norm_sq), 1e-12f);
           }
-          for (int64_t d = 0; d < dim; ++d) row[d] *= scale;
+          for (int64_t d = 0; d < dim; ++d) out[d] *= scale;
         }
-        store_row(row.data(), p.out, t, dim, p.out_dtype);
+        store_row(out, p.out, t, dim, p.out_dtype);
       }
     }
+  }
+}
+
+}  // namespace
+
+void decompress_residuals_cpu(const DecompressParams& p) {
+  switch (p.nbits) {
+    case 1: decompress_impl<8>(p); break;
+    case 2: decompress_impl<4>(p); break;
+    default: decompress_impl<2>(p); break;
   }
 }
 

@@ -16,6 +16,9 @@
 #include <immintrin.h>
 #endif
 
+// The vector type below never crosses a non-inlined call boundary between builds.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace ce {
 namespace {
 
@@ -45,98 +48,181 @@ inline float lut_half_to_float(uint16_t h) {
 #endif
 }
 
-// Bucket of the j-th dimension held in a packed byte (common/codec.h: codec_unpack).
-inline int lut_unpack(int byte, int j, int nbits) {
+inline float lut_max(float a, float b) { return a < b ? b : a; }
+
+// Tables are per lookup unit of U bits (U = 8: one residual byte, 256 entries; U = 4: one
+// nibble, 16 entries), so a token costs dim*nbits/U lookups into tables of
+// dim*nbits/U * 2^U * Lq floats per query. The kernel uses U = 8 (lut_maxsim.cpp says why);
+// U stays a parameter so the layout can be measured again. Units come in stream order: the high nibble of
+// a byte before its low nibble (the bit stream is packed most-significant bit first).
+template <int U>
+inline int unit_value(const uint8_t* packed, int64_t unit) {
+  if (U == 8) return packed[unit];
+  const int byte = packed[unit >> 1];
+  return (unit & 1) ? (byte & 15) : (byte >> 4);
+}
+
+// Floats from one unit's table to the next: 2^U entries of Lq floats plus one cache line,
+// so that the tables of successive units do not all start on the same L1 cache set (with
+// a power-of-two stride every lookup of a token competed for the same 8 ways).
+template <int U>
+inline int64_t table_stride(int64_t lq) { return (int64_t{1} << U) * lq + 16; }
+
+// Bucket of the j-th dimension inside a U-bit unit value (common/codec.h's layout).
+inline int unit_bucket(int value, int unit_bits, int j, int nbits) {
   int bucket = 0;
-  for (int b = 0; b < nbits; ++b) bucket |= ((byte >> (7 - (j * nbits + b))) & 1) << b;
+  for (int b = 0; b < nbits; ++b) bucket |= ((value >> (unit_bits - 1 - (j * nbits + b))) & 1) << b;
   return bucket;
 }
 
-inline float lut_max(float a, float b) { return a < b ? b : a; }
-
-// Tables of query q, byte position pos: lut[byte * lq + i] = sum_j q_i[pos*k + j] * w[bucket_j(byte)].
-inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t pos, float* query_t) {
+// Tables of query q, unit u: lut[value * lq + i] = sum_j q_i[u*k + j] * w[bucket_j(value)],
+// k = U / nbits dimensions per unit.
+template <int U>
+inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t unit, float* query_t) {
   const int64_t lq = p.query_len, dim = p.dim;
-  const int nbits = p.nbits, per_byte = 8 / nbits;
-  const int64_t positions = dim * nbits / 8;
+  const int nbits = p.nbits, per_unit = U / nbits;
+  const int64_t units = dim * nbits / U;
   const float* query = p.queries + q * lq * dim;
-  // The byte's k dimensions transposed to [j][i], so the inner loop is contiguous.
-  for (int j = 0; j < per_byte; ++j)
-    for (int64_t i = 0; i < lq; ++i) query_t[j * lq + i] = query[i * dim + pos * per_byte + j];
-  float* lut = p.lut + (q * positions + pos) * 256 * lq;
-  for (int byte = 0; byte < 256; ++byte) {
-    float* entry = lut + byte * lq;
+  // The unit's k dimensions transposed to [j][i], so the inner loop is contiguous.
+  for (int j = 0; j < per_unit; ++j)
+    for (int64_t i = 0; i < lq; ++i) query_t[j * lq + i] = query[i * dim + unit * per_unit + j];
+  float* lut = p.lut + (q * units + unit) * table_stride<U>(lq);
+  for (int value = 0; value < (1 << U); ++value) {
+    float* entry = lut + value * lq;
     for (int64_t i = 0; i < lq; ++i) entry[i] = 0.f;
-    for (int j = 0; j < per_byte; ++j) {
-      const float w = p.bucket_weights[lut_unpack(byte, j, nbits)];
+    for (int j = 0; j < per_unit; ++j) {
+      const float w = p.bucket_weights[unit_bucket(value, U, j, nbits)];
       const float* qj = query_t + j * lq;
       for (int64_t i = 0; i < lq; ++i) entry[i] += qj[i] * w;
     }
   }
 }
 
-// Score of query q against document `doc`. LQ > 0 fixes the query length at compile time
-// (the accumulators stay in registers); LQ == 0 reads it from p.
-template <int LQ>
-inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* acc, float* best) {
-  const int64_t lq = LQ > 0 ? LQ : p.query_len;
+// 16 floats as one GCC vector: an AVX-512 register, two AVX2 ones or four SSE ones,
+// depending on the flags of the including file. Element-wise ops only, so the scoring is
+// bit-identical in every build (the table build may fuse multiply-adds under -mfma).
+typedef float v16f __attribute__((vector_size(64)));
+inline v16f load16(const float* ptr) {
+  v16f v;
+  __builtin_memcpy(&v, ptr, sizeof v);
+  return v;
+}
+inline void store16(float* ptr, v16f v) { __builtin_memcpy(ptr, &v, sizeof v); }
+
+// best[l] = max over tokens t in [begin, end) of <q_{lane0 + l}, x_t>, for NV*16 query
+// tokens starting at lane0 (all inside the query). Two accumulator sets (even and odd
+// byte positions) halve the dependent-add chain.
+template <int U, int NV>
+inline void best_lanes(const LutMaxSimParams& p, const float* scores, const float* lut, int64_t begin,
+                       int64_t end, int64_t lane0, float* best_out) {
+  const int64_t lq = p.query_len;
   const int64_t positions = p.dim * p.nbits / 8;
+  const int64_t units = p.dim * p.nbits / U;
+  const int64_t table = table_stride<U>(lq);
+  v16f best[NV];
+  for (int v = 0; v < NV; ++v) best[v] = v16f{} - INFINITY;
+  for (int64_t t = begin; t < end; ++t) {
+    const float* centroid_scores = scores + static_cast<int64_t>(p.codes[t]) * lq + lane0;
+    const uint8_t* packed = p.residuals + t * positions;
+    v16f even[NV], odd[NV];
+    for (int v = 0; v < NV; ++v) {
+      even[v] = load16(centroid_scores + 16 * v);
+      odd[v] = v16f{};
+    }
+    const float* base = lut + lane0;
+    int64_t unit = 0;
+    for (; unit + 1 < units; unit += 2, base += 2 * table) {
+      const float* e0 = base + unit_value<U>(packed, unit) * lq;
+      const float* e1 = base + table + unit_value<U>(packed, unit + 1) * lq;
+      for (int v = 0; v < NV; ++v) {
+        even[v] += load16(e0 + 16 * v);
+        odd[v] += load16(e1 + 16 * v);
+      }
+    }
+    if (unit < units) {
+      const float* e0 = base + unit_value<U>(packed, unit) * lq;
+      for (int v = 0; v < NV; ++v) even[v] += load16(e0 + 16 * v);
+    }
+    const float inv_norm = lut_half_to_float(p.inv_norms[t]);
+    for (int v = 0; v < NV; ++v) {
+      const v16f sim = (even[v] + odd[v]) * inv_norm;
+      best[v] = best[v] < sim ? sim : best[v];
+    }
+  }
+  for (int v = 0; v < NV; ++v) store16(best_out + 16 * v, best[v]);
+}
+
+// The same for the last lq % 16 query tokens, one at a time.
+template <int U>
+inline void best_tail(const LutMaxSimParams& p, const float* scores, const float* lut, int64_t begin,
+                      int64_t end, int64_t lane0, float* best_out) {
+  const int64_t lq = p.query_len;
+  const int64_t positions = p.dim * p.nbits / 8;
+  const int64_t units = p.dim * p.nbits / U;
+  const int64_t table = table_stride<U>(lq);
+  for (int64_t i = lane0; i < lq; ++i) {
+    float best = -INFINITY;
+    for (int64_t t = begin; t < end; ++t) {
+      const uint8_t* packed = p.residuals + t * positions;
+      float even = scores[static_cast<int64_t>(p.codes[t]) * lq + i], odd = 0.f;
+      int64_t unit = 0;
+      for (; unit + 1 < units; unit += 2) {
+        even += lut[unit * table + unit_value<U>(packed, unit) * lq + i];
+        odd += lut[(unit + 1) * table + unit_value<U>(packed, unit + 1) * lq + i];
+      }
+      if (unit < units) even += lut[unit * table + unit_value<U>(packed, unit) * lq + i];
+      best = lut_max(best, (even + odd) * lut_half_to_float(p.inv_norms[t]));
+    }
+    best_out[i - lane0] = best;
+  }
+}
+
+// Score of query q against document `doc`; `best` is scratch of query_len floats.
+template <int U>
+inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* best) {
+  const int64_t lq = p.query_len;
+  const int64_t units = p.dim * p.nbits / U;
   const int64_t begin = p.doc_offsets[doc], end = p.doc_offsets[doc + 1];
   if (end == begin) return -INFINITY;
   const float* scores = p.scores + q * p.n_centroids * lq;
-  const float* lut = p.lut + q * positions * 256 * lq;
-  for (int64_t i = 0; i < lq; ++i) best[i] = -INFINITY;
-  for (int64_t t = begin; t < end; ++t) {
-    const float* centroid_scores = scores + static_cast<int64_t>(p.codes[t]) * lq;
-    for (int64_t i = 0; i < lq; ++i) acc[i] = centroid_scores[i];
-    const uint8_t* packed = p.residuals + t * positions;
-    for (int64_t pos = 0; pos < positions; ++pos) {
-      const float* entry = lut + (pos * 256 + packed[pos]) * lq;
-      for (int64_t i = 0; i < lq; ++i) acc[i] += entry[i];
-    }
-    const float inv_norm = lut_half_to_float(p.inv_norms[t]);
-    for (int64_t i = 0; i < lq; ++i) best[i] = lut_max(best[i], acc[i] * inv_norm);
-  }
+  const float* lut = p.lut + q * units * table_stride<U>(lq);
+  int64_t lane = 0;
+  // Two vectors (32 query tokens, the default query length) per pass over the tokens.
+  for (; lane + 32 <= lq; lane += 32) best_lanes<U, 2>(p, scores, lut, begin, end, lane, best + lane);
+  for (; lane + 16 <= lq; lane += 16) best_lanes<U, 1>(p, scores, lut, begin, end, lane, best + lane);
+  if (lane < lq) best_tail<U>(p, scores, lut, begin, end, lane, best + lane);
   // In query-token order, the same in every ISA build.
   float total = 0.f;
   for (int64_t i = 0; i < lq; ++i) total += best[i];
   return total;
 }
 
-template <int LQ>
+template <int U>
 void lut_maxsim_impl(const LutMaxSimParams& p) {
   const int64_t lq = p.query_len;
-  const int per_byte = 8 / p.nbits;
-  const int64_t positions = p.dim * p.nbits / 8;
+  const int64_t units = p.dim * p.nbits / U;
 #pragma omp parallel
   {
-    float* query_t = new float[per_byte * lq];
-    alignas(64) float acc_fixed[LQ > 0 ? LQ : 1];
-    alignas(64) float best_fixed[LQ > 0 ? LQ : 1];
-    float* acc_dyn = LQ > 0 ? nullptr : new float[lq];
-    float* best_dyn = LQ > 0 ? nullptr : new float[lq];
-    float* acc = LQ > 0 ? acc_fixed : acc_dyn;
-    float* best = LQ > 0 ? best_fixed : best_dyn;
+    float* query_t = new float[(U / p.nbits) * lq];
+    float* best = new float[lq];
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t block = 0; block < p.n_queries * positions; ++block)
-      build_lut_block(p, block / positions, block % positions, query_t);
-    // Query-major: one query's tables (dim*nbits/8 * 256 * Lq floats) stay in cache while
-    // the threads sweep its candidates. The implicit barrier above orders build and use.
+    for (int64_t block = 0; block < p.n_queries * units; ++block)
+      build_lut_block<U>(p, block / units, block % units, query_t);
+    // Query-major: one query's tables stay in cache while the threads sweep its
+    // candidates. The implicit barrier above orders build and use.
     for (int64_t q = 0; q < p.n_queries; ++q) {
 #pragma omp for schedule(dynamic, 4)
       for (int64_t m = 0; m < p.n_candidates; ++m)
-        p.out[q * p.n_candidates + m] = score_document<LQ>(p, q, p.candidates[m], acc, best);
+        p.out[q * p.n_candidates + m] = score_document<U>(p, q, p.candidates[m], best);
     }
     delete[] query_t;
-    delete[] acc_dyn;
-    delete[] best_dyn;
+    delete[] best;
   }
 }
 
-inline void lut_maxsim_dispatch(const LutMaxSimParams& p) {
-  if (p.query_len == 32) lut_maxsim_impl<32>(p);
-  else lut_maxsim_impl<0>(p);
-}
+constexpr int kUnitBits = 8;
+
+inline void lut_maxsim_dispatch(const LutMaxSimParams& p) { lut_maxsim_impl<kUnitBits>(p); }
 
 }  // namespace
 }  // namespace ce

@@ -8,10 +8,11 @@
 namespace ce {
 namespace {
 
-// Plain C++ in the same shape as the SIMD kernels: 8 "lanes" of query rows per vector, 4
-// tokens per block. The compiler may vectorise it with the baseline ISA (SSE2 on x86-64).
+// Plain C++ in the same shape as the SIMD kernels: 4 "lanes" of query rows per vector (an
+// SSE register: the compiler vectorises it with the baseline ISA on x86-64), 2 vectors per
+// chunk, 4 tokens per block; about 8 GFLOP/s on one Zen 4 core, vs about 100 for AVX2/512.
 struct ScalarKernel {
-  static constexpr int kLanes = 8;
+  static constexpr int kLanes = 4;
   static constexpr int kMaxQv = 2;
   static constexpr int kTokens = 4;
 

@@ -148,7 +148,8 @@ inline void score_blocks(const PackedQueries<Kernel>& pq, const float* rows, int
   }
 }
 
-// Tokens per panel: a multiple of kTokens, about 32 KiB of fp32 rows (L1-sized).
+// Tokens per panel: a multiple of kTokens, about 16 KiB of fp32 rows, so that a panel and
+// the 16 KiB of packed rows of a 32-token, dim-128 query share the 32 KiB L1.
 template <class Kernel>
 inline int64_t panel_tokens(int64_t dim) {
   const int64_t nt = Kernel::kTokens;
@@ -212,7 +213,9 @@ inline void score_document(const MaxSimParams& p, const PackedQueries<Kernel>& p
         std::memcpy(panel, rows + full * NT * dim, sizeof(float) * rem * dim);
         for (int64_t j = rem; j < NT; ++j)
           std::memcpy(panel + j * dim, panel + (rem - 1) * dim, sizeof(float) * dim);
-        score_blocks(pq, panel, dim, 1, best, check, next);
+        const Prefetch after{reinterpret_cast<const char*>(rows + n * dim), 0, row_bytes,
+                             int64_t(sizeof(float))};
+        score_blocks(pq, panel, dim, 1, best, check, after);
       }
     } else {
       // 16-bit rows are converted to fp32 once per panel; while the panel is scored, its
@@ -331,6 +334,9 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
       score_document<Kernel>(p, pq, panel_rows, d, best, panel, check, mine, 1);
       if (p.doc_offsets[d + 1] == p.doc_offsets[d]) continue;  // empty: never returned
       for (int64_t q = 0; q < nq; ++q) {
+        // A NaN score (reported through the status) would break the order the heaps and
+        // the merge's sort rely on: keep it out.
+        if (mine[q] != mine[q]) continue;
         TopK heap{my_heaps + q * k, k, my_sizes[q]};
         heap.offer(Hit{mine[q], d});
         my_sizes[q] = heap.size;

@@ -235,6 +235,24 @@ def test_maxsim_topk_shapes_numpy_and_empty_cases(device):
         assert isinstance(np_scores, np.ndarray) and np_ids.dtype == np.int64 and np_ids.shape == (2,)
 
 
+@pytest.mark.parametrize("subset", [None, [9, 3, 3, 0, 12, 5, 1, 7, 2]])
+def test_maxsim_topk_chunked_merge_logic(monkeypatch, subset):
+    """The CUDA path scores chunks of documents and merges a running top-k in torch; its
+    merge runs here on CPU tensors (maxsim_launch dispatches by device) with tiny chunks."""
+    maxsim_module = sys.modules["colbert_engine.ops.maxsim"]  # the module, not the function
+    monkeypatch.setattr(maxsim_module, "_CUDA_TOPK_CHUNK", 4)
+    emb, offsets = integer_docs([3, 0, 5, 1, 7, 0, 2, 11, 4, 4, 0, 6, 2], 7)
+    queries = integer_queries(3, 5, 7)
+    subset = None if subset is None else torch.tensor(subset)
+    for k in (1, 5, 13):
+        want_scores, want_ids = reference.maxsim_topk(queries, emb, offsets, k, doc_subset=subset)
+        k_out = want_ids.shape[1]
+        scores = torch.empty(3, k_out)
+        ids = torch.empty(3, k_out, dtype=torch.int64)
+        maxsim_module._cuda_topk(queries, emb, offsets, subset, k_out, scores, ids)
+        assert torch.equal(scores, want_scores) and torch.equal(ids, want_ids)
+
+
 @pytest.mark.parametrize("k", [0, -1, 2.0, True, None])
 def test_maxsim_topk_rejects_bad_k(k):
     emb, offsets = packed_docs([3, 2], 8)

@@ -7,6 +7,14 @@ namespace py = pybind11;
 
 void bind_codec(py::module_& m) {
   m.def(
+      "argmax_rows",
+      [](uintptr_t sims, int64_t rows, int64_t cols, uintptr_t out) {
+        py::gil_scoped_release release;
+        ce::argmax_rows_cpu(reinterpret_cast<const float*>(sims), rows, cols,
+                            reinterpret_cast<int32_t*>(out));
+      },
+      py::arg("sims"), py::arg("rows"), py::arg("cols"), py::arg("out"));
+  m.def(
       "quantize_residuals",
       [](uintptr_t emb, uintptr_t centroids, uintptr_t codes, uintptr_t bucket_cutoffs,
          uintptr_t bucket_weights, uintptr_t residuals, uintptr_t inv_norms, int64_t n_tokens,

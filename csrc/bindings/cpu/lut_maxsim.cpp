@@ -32,4 +32,6 @@ void bind_lut_maxsim(py::module_& m) {
       py::arg("bucket_weights"), py::arg("lut"), py::arg("out"), py::arg("n_queries"),
       py::arg("query_len"), py::arg("dim"), py::arg("n_centroids"), py::arg("n_tokens"),
       py::arg("n_docs"), py::arg("n_candidates"), py::arg("nbits"));
+  m.def("lut_workspace_floats", &ce::lut_workspace_floats_cpu, py::arg("dim"), py::arg("nbits"),
+        py::arg("query_len"));
 }

@@ -20,8 +20,9 @@ from colbert_engine.ops import _validate as V
 
 NBITS = (1, 2, 4)
 # Bytes of the (block, K) fp32 similarity matrix materialised per step of the centroid
-# argmax; bounds memory for large K while keeping GEMM rows plentiful.
-_ARGMAX_BLOCK_BYTES = 1 << 26
+# argmax (reused across blocks), with at least 64 rows so the GEMM stays efficient for
+# large K. 1-16 MiB measured within noise of each other at K = 4096 and 65536.
+_ARGMAX_BLOCK_BYTES = 1 << 23
 
 
 def check_nbits(nbits, dim: int | None = None) -> int:
@@ -100,16 +101,23 @@ def check_inv_norms(inv_norms, n_tokens: int, device) -> torch.Tensor:
 def nearest_centroids(emb: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """int32 ``(T,)``: argmax_k <emb[t], centroids[k]>, the first maximum on ties.
 
-    A blocked fp32 GEMM + argmax in torch (its BLAS is faster than anything we would
-    hand-write for this dense product; blocks bound the (block, K) matrix to 64 MiB).
+    A blocked fp32 GEMM in torch (its BLAS is as fast as anything we would hand-write for
+    this dense product), each block's row argmax in our kernel on CPU (about 4x faster than
+    torch's, which took a fifth of the time at K = 4096) and in torch on CUDA.
     emb ``(T, dim)`` any float dtype, centroids ``(K, dim)`` fp32 contiguous.
     """
     n_tokens, n_centroids = emb.shape[0], centroids.shape[0]
     codes = torch.empty(n_tokens, dtype=torch.int32, device=emb.device)
     block = max(64, _ARGMAX_BLOCK_BYTES // (4 * n_centroids))
+    on_cpu = emb.device.type == "cpu"
+    sims = torch.empty(min(block, n_tokens), n_centroids, dtype=torch.float32, device=emb.device)
     for start in range(0, n_tokens, block):
-        sims = emb[start:start + block].to(torch.float32) @ centroids.T
-        codes[start:start + block] = sims.argmax(dim=1)
+        rows = min(block, n_tokens - start)
+        torch.matmul(emb[start:start + rows].to(torch.float32), centroids.T, out=sims[:rows])
+        if on_cpu:
+            _native.cpu().argmax_rows(sims.data_ptr(), rows, n_centroids, codes[start:].data_ptr())
+        else:
+            codes[start:start + rows] = sims[:rows].argmax(dim=1)
     return codes
 
 

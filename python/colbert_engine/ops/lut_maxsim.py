@@ -15,8 +15,9 @@ from colbert_engine import _native
 from colbert_engine.ops import _validate as V
 from colbert_engine.ops import codec as _codec
 
-# Lookup tables take dim*nbits/8 * 256 * Lq fp32 per query (1 MiB at dim 128, nbits 2,
-# Lq 32); queries are scored in groups whose tables fit this workspace.
+# Lookup tables take up to dim*nbits/8 * 256 * Lq fp32 per query (1 MiB at dim 128,
+# nbits 2, Lq 32; the backend says how much); queries are scored in groups whose tables
+# fit this workspace.
 _LUT_WORKSPACE_BYTES = 1 << 26
 
 
@@ -110,10 +111,13 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
     n_candidates = candidates.numel()
     if out.numel() == 0:
         return
-    positions = dim * nbits // 8
-    per_query = positions * 256 * query_len * 4
-    group = max(1, min(n_queries, _LUT_WORKSPACE_BYTES // per_query))
-    lut = torch.empty(group, positions, 256, query_len, dtype=torch.float32, device=queries.device)
+    backend = _native.cuda() if queries.device.type == "cuda" else _native.cpu()
+    if hasattr(backend, "lut_workspace_floats"):
+        per_query = backend.lut_workspace_floats(dim, nbits, query_len)
+    else:  # a backend whose tables are one per residual byte, unpadded
+        per_query = dim * nbits // 8 * 256 * query_len
+    group = max(1, min(n_queries, _LUT_WORKSPACE_BYTES // (4 * per_query)))
+    lut = torch.empty(group, per_query, dtype=torch.float32, device=queries.device)
     for start in range(0, n_queries, group):
         stop = min(n_queries, start + group)
         q, s, o = queries[start:stop], scores[start:stop], out[start:stop]
@@ -123,6 +127,6 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
                 doc_offsets.numel() - 1, n_candidates, nbits)
         if queries.device.type == "cuda":
             with torch.cuda.device(queries.device):
-                _native.cuda().lut_maxsim(*args, V.stream_of(queries.device))
+                backend.lut_maxsim(*args, V.stream_of(queries.device))
         else:
-            _native.cpu().lut_maxsim(*args)
+            backend.lut_maxsim(*args)

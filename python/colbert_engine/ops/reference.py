@@ -28,6 +28,25 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
             scores[:, col] = sim.amax(dim=2).sum(dim=1)
     return scores[0] if squeeze else scores
 
+
+def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
+    """Reference of :func:`colbert_engine.ops.maxsim_topk`: all scores, then the best k per
+    query by (score descending, document id ascending); empty documents give (-inf, -1)."""
+    scores = maxsim(queries, doc_emb, doc_offsets, doc_subset=doc_subset)
+    squeeze = scores.dim() == 1
+    scores = scores.unsqueeze(0) if squeeze else scores
+    n_docs = torch.as_tensor(doc_offsets).numel() - 1
+    ids = torch.arange(n_docs) if doc_subset is None else torch.as_tensor(doc_subset).long().cpu()
+    ids = ids.to(scores.device)
+    keep = min(k, ids.numel())
+    by_id = torch.argsort(ids, stable=True)  # ties: lower id first, then a stable score sort
+    scores, ids = scores[:, by_id], ids[by_id]
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :keep]
+    top_scores = torch.gather(scores, 1, order)
+    top_ids = torch.where(torch.isneginf(top_scores), torch.tensor(-1, device=scores.device), ids[order])
+    return (top_scores[0], top_ids[0]) if squeeze else (top_scores, top_ids)
+
+
 # --------------------------------------------------------------------------- codec
 # Residual codec (csrc/common/codec.h): ColBERT's bucket rule and bit layout.
 
@@ -37,7 +56,7 @@ def _pack_buckets(buckets, nbits):
     significant first, dimensions in order, bytes filled most-significant bit first."""
     shifts = torch.arange(nbits, device=buckets.device)
     bits = (buckets.unsqueeze(-1) >> shifts) & 1                       # (T, dim, nbits)
-    bits = bits.reshape(buckets.shape[0], -1, 8)                       # (T, bytes, 8)
+    bits = bits.reshape(buckets.shape[0], buckets.shape[1] * nbits // 8, 8)  # (T, bytes, 8)
     place = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], device=buckets.device)
     return (bits * place).sum(dim=-1).to(torch.uint8)
 
@@ -46,7 +65,7 @@ def _unpack_buckets(residuals, nbits):
     """Inverse of :func:`_pack_buckets`: (T, dim*nbits/8) uint8 -> (T, dim) int64."""
     shifts = torch.arange(7, -1, -1, device=residuals.device)
     bits = (residuals.long().unsqueeze(-1) >> shifts) & 1             # (T, bytes, 8), MSB first
-    bits = bits.reshape(residuals.shape[0], -1, nbits)                 # (T, dim, nbits), LSB first
+    bits = bits.reshape(residuals.shape[0], residuals.shape[1] * 8 // nbits, nbits)  # (T, dim, nbits)
     return (bits << torch.arange(nbits, device=residuals.device)).sum(dim=-1)
 
 
