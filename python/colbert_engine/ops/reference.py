@@ -187,22 +187,6 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     order = by_id[torch.argsort(approx[by_id], descending=True, stable=True)][:min(ndocs, m)]
     return approx[order], cand[order].to(torch.int32)
 
-def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
-    """Reference of :func:`colbert_engine.ops.maxsim_topk`: all scores, then the best k per
-    query by (score descending, document id ascending); empty documents give (-inf, -1)."""
-    scores = maxsim(queries, doc_emb, doc_offsets, doc_subset=doc_subset)
-    squeeze = scores.dim() == 1
-    scores = scores.unsqueeze(0) if squeeze else scores
-    n_docs = torch.as_tensor(doc_offsets).numel() - 1
-    ids = torch.arange(n_docs) if doc_subset is None else torch.as_tensor(doc_subset).long().cpu()
-    ids = ids.to(scores.device)
-    keep = min(k, ids.numel())
-    by_id = torch.argsort(ids, stable=True)  # ties: lower id first, then a stable score sort
-    scores, ids = scores[:, by_id], ids[by_id]
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :keep]
-    top_scores = torch.gather(scores, 1, order)
-    top_ids = torch.where(torch.isneginf(top_scores), torch.tensor(-1, device=scores.device), ids[order])
-    return (top_scores[0], top_ids[0]) if squeeze else (top_scores, top_ids)
 
 # --------------------------------------------------------------------------- project
 
