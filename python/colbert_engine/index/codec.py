@@ -24,6 +24,7 @@ import torch
 # Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
 _ASSIGN_BUDGET = 1 << 22
 _MAX_HELDOUT_VALUES = 1 << 23
+_ACCUMULATE_ROWS = 1 << 15  # rows per index_add_ in k-means (16 MB of fp32 at dim 128)
 HELDOUT_TOKENS = 50_000  # ColBERTv2 holds out 5% of the sample, at most 50k tokens
 
 
@@ -81,15 +82,19 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
     n = n if rows is None else rows.numel()
     centroids = points[torch.randperm(n, generator=gen)[:k].to(points.device) if rows is None
                        else rows[torch.randperm(n, generator=gen)[:k].to(points.device)]].float()
+    def rows_of(start, stop):
+        return (points[start:stop] if rows is None else points[rows[start:stop]]).float()
+
     chunk = max(1, _ASSIGN_BUDGET // k)
+    codes = torch.empty(n, dtype=torch.int64, device=points.device)
     for _ in range(niters):
-        sums = torch.zeros_like(centroids)
-        counts = torch.zeros(k, dtype=torch.int64, device=points.device)
         for start in range(0, n, chunk):
-            block = (points[start:start + chunk] if rows is None else points[rows[start:start + chunk]]).float()
-            codes = (block @ centroids.T).argmax(dim=1)
-            sums.index_add_(0, codes, block)
-            counts += torch.bincount(codes, minlength=k)
+            codes[start:start + chunk] = (rows_of(start, start + chunk) @ centroids.T).argmax(dim=1)
+        # accumulate in few large calls: on a busy machine every parallel call pays a barrier
+        sums = torch.zeros_like(centroids)
+        for start in range(0, n, _ACCUMULATE_ROWS):
+            sums.index_add_(0, codes[start:start + _ACCUMULATE_ROWS], rows_of(start, start + _ACCUMULATE_ROWS))
+        counts = torch.bincount(codes, minlength=k)
         empty = counts == 0
         if bool(empty.any()):
             # re-seed empty cells with random points so every centroid stays in use
