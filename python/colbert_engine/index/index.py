@@ -513,7 +513,10 @@ class Index:
                                                                     codec.bucket_cutoffs.cpu()),
                          CODEC_FILES["bucket_weights"]: F.write_npy(folder, CODEC_FILES["bucket_weights"],
                                                                     codec.bucket_weights.cpu())}
-        return cls._write_first_generation(folder, codec, codec_entries, itertools.chain(buffered, batches), device)
+        # hand the buffered batches over one by one so each is freed once compressed
+        buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
+        return cls._write_first_generation(folder, codec, codec_entries, itertools.chain(buffered_stream, batches),
+                                           device)
 
     @classmethod
     def _write_first_generation(cls, folder: Path, codec: Codec, codec_entries: dict, batches, device,
