@@ -205,6 +205,10 @@ def test_filter_sql_returns_matching_docs_and_the_best_of_them(built_index, coll
     assert _ids(got) != _ids(unfiltered)
     for results in odd:
         assert all(int(i.split("-")[1]) % 2 == 1 and i != "doc-1" for i, _ in results)
+    with Index.open(built_index) as index:  # named parameters
+        named = index.search(collection.queries, k=10, filter=("json_extract(metadata, '$.lang') = :lang",
+                                                               {"lang": "de"}))
+    assert named == got
 
 
 def test_filter_id_list(built_index, collection):

@@ -290,8 +290,10 @@ class Index:
                 default for k (DESIGN.md section 5).
             exact: score every allowed document exhaustively (the ground truth).
             filter: None, a SQL WHERE clause over the columns ``id`` and ``metadata`` (JSON
-                text) as ``(clause, params)`` with bound parameters (or a clause string
-                without parameters), or an explicit list of ids. Applied in candidate
+                text) as ``(clause, params)`` with bound parameters (a sequence for ``?``,
+                a dict for ``:name``; or a clause string without parameters), e.g.
+                ``("json_extract(metadata, '$.lang') = ?", ["de"])``, or an explicit list
+                of ids (unknown ids are ignored). Applied in candidate
                 generation, so the best matching documents are found, not filtered leftovers.
         Returns:
             for each query a list of ``(id, score)`` best first (ids as given at build/add);
