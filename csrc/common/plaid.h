@@ -46,8 +46,8 @@ struct CandidatesParams {
   int64_t bitmap_words;        // (n_docs + 63) / 64
 };
 
-// CPU: OpenMP over queries (dynamic schedule); a single query splits its cell scan and
-// bitmap marking over the threads instead.
+// CPU: OpenMP, dynamic schedule, over (query, block of centroids) scan tasks, then over
+// queries for merging and marking; small calls stay on the calling thread.
 void candidates_mark_cpu(const CandidatesParams& p);
 void candidates_collect_cpu(const CandidatesParams& p);
 
@@ -75,8 +75,9 @@ struct CentroidInteractionParams {
   int32_t prune;                   // 0: no pruning (PLAID stage 3), 1: prune with threshold
 };
 
-// CPU: OpenMP over all candidates of all queries (dynamic schedule), then one selection
-// per query.
+// CPU: OpenMP, dynamic schedule, over small chunks of all queries' candidates at once (a
+// lone query uses every thread, a batch needs no per-query barrier), then one selection per
+// query; small calls stay on the calling thread.
 void centroid_interaction_cpu(const CentroidInteractionParams& p);
 
 }  // namespace ce

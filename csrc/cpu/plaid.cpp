@@ -13,10 +13,18 @@ namespace ce {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Centroids per stage-1 scan task: a few tasks per query so one query still uses all threads.
-constexpr int64_t kScanChunk = 4096;
+// Centroids per stage-1 scan task: several tasks per query (8 for K = 2^14) so a lone query
+// still spreads over the threads; the per-chunk lists are merged by a total order, so the
+// result does not depend on the chunking or the thread count.
+constexpr int64_t kScanChunk = 2048;
 // Above this nprobe, a sorted insertion array per token costs more than a selection.
 constexpr int64_t kInsertionMaxProbe = 64;
+// Below these sizes a call runs on the calling thread: waking the team costs more than the
+// work (PLAID's stage 3 scores only ndocs / 4 documents), and every barrier of an
+// oversubscribed team waits for a descheduled thread.
+constexpr int64_t kParallelMinScores = int64_t{1} << 16;     // stage 1: nq * K * Lq
+constexpr int64_t kParallelMinBitmapWords = int64_t{1} << 14;  // stage 1 collect: nq * words
+constexpr int64_t kParallelMinCandidates = 512;              // stages 2-3: all queries' m
 
 // A (score, id) pair ordered best first: higher score, then lower id. A strict total order
 // on distinct ids, so every selection below is deterministic whatever the thread count.
@@ -30,6 +38,17 @@ inline bool better(const Scored& a, const Scored& b) {
 
 // ---------------------------------------------------------------- stage 1: top cells
 
+// Whether row[i] > worst[i] for some i, in 8 independent lanes so it compiles to vector
+// compares (one flag chain would stay scalar).
+inline bool any_greater(const float* __restrict row, const float* __restrict worst, int64_t n) {
+  int32_t lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lane[j] |= row[i + j] > worst[i + j];
+  for (; i < n; ++i) lane[0] |= row[i] > worst[i];
+  return (lane[0] | lane[1] | lane[2] | lane[3] | lane[4] | lane[5] | lane[6] | lane[7]) != 0;
+}
+
 // Top-`nprobe` centroids per query token over centroids [c_begin, c_end), written best first
 // to top[i * nprobe ...]; slots a short range cannot fill keep id = INT32_MAX.
 void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int64_t c_begin,
@@ -41,9 +60,7 @@ void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int6
   std::vector<float> worst(query_len, kNegInf);
   for (int64_t c = c_begin; c < c_end; ++c) {
     const float* row = scores + c * query_len;
-    bool any = false;
-    for (int64_t i = 0; i < query_len; ++i) any |= row[i] > worst[i];
-    if (!any) continue;
+    if (!any_greater(row, worst.data(), query_len)) continue;
     for (int64_t i = 0; i < query_len; ++i) {
       const float s = row[i];
       if (!(s > worst[i])) continue;
@@ -90,7 +107,7 @@ void candidates_mark_cpu(const CandidatesParams& p) {
   std::vector<Scored> top;
   if (!all_cells) top.resize(static_cast<size_t>(nq * n_chunks * lq * nprobe));
 
-#pragma omp parallel
+#pragma omp parallel if (nq * k_cells * lq >= kParallelMinScores)
   {
     if (!all_cells && insertion) {
 #pragma omp for schedule(dynamic, 1)
@@ -150,7 +167,8 @@ void candidates_mark_cpu(const CandidatesParams& p) {
 }
 
 void candidates_collect_cpu(const CandidatesParams& p) {
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) \
+    if (p.n_queries > 1 && p.n_queries * p.bitmap_words >= kParallelMinBitmapWords)
   for (int64_t q = 0; q < p.n_queries; ++q) {
     const uint64_t* bitmap = p.bitmap + q * p.bitmap_words;
     int32_t* out = p.out_ids + p.out_offsets[q];
@@ -168,23 +186,72 @@ void candidates_collect_cpu(const CandidatesParams& p) {
 
 namespace {
 
+// best[i] = max(best[i], row[i]) over the query tokens.
+template <int LQ>
+inline void max_into(float* __restrict best, const float* __restrict row, int64_t query_len) {
+  const int64_t lq = LQ > 0 ? LQ : query_len;
+  for (int64_t i = 0; i < lq; ++i) best[i] = best[i] < row[i] ? row[i] : best[i];
+}
+
+// max_i row[i] with 8 independent lanes: a single running max is a chain of dependent
+// scalar maxes (the compiler may not reorder it without -ffast-math).
+inline float row_max(const float* row, int64_t n) {
+  float lane[8];
+  std::fill(lane, lane + 8, kNegInf);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lane[j] = lane[j] < row[i + j] ? row[i + j] : lane[j];
+  for (; i < n; ++i) lane[0] = lane[0] < row[i] ? row[i] : lane[0];
+  float best = lane[0];
+  for (int j = 1; j < 8; ++j) best = best < lane[j] ? lane[j] : best;
+  return best;
+}
+
 // Sum over query tokens of the max over the document's kept tokens of S[code, i]; -inf
-// when no token is kept. LQ > 0 fixes the query length at compile time (the common 32),
-// so the max loop unrolls into whole vectors; LQ == 0 reads it from `query_len`.
+// when no token is kept. LQ > 0 fixes the query length at compile time (the common 32):
+// the running maxes then live in registers; LQ == 0 reads it from `query_len` and keeps
+// them in `scratch`.
 template <int LQ>
 float interaction_score(const float* scores, int64_t query_len, const int32_t* codes,
-                        int64_t n_codes, const uint8_t* keep, float* best) {
+                        int64_t n_codes, const uint8_t* keep, float* scratch) {
   const int64_t lq = LQ > 0 ? LQ : query_len;
+  float local[LQ > 0 ? LQ : 1];
+  float* best = LQ > 0 ? local : scratch;
   std::fill(best, best + lq, kNegInf);
-  bool any = false;
-  for (int64_t t = 0; t < n_codes; ++t) {
-    const int32_t c = codes[t];
-    if (keep && !keep[c]) continue;
-    any = true;
-    const float* row = scores + static_cast<int64_t>(c) * lq;
-    for (int64_t i = 0; i < lq; ++i) best[i] = best[i] < row[i] ? row[i] : best[i];
+  if (!keep) {
+    if (n_codes == 0) return kNegInf;
+    // Every token's row is read, and S (K * Lq * 4 bytes, 2 MB for K = 2^14) does not stay
+    // in L2: fetch the rows a few tokens ahead.
+    constexpr int64_t kAhead = 12;
+    for (int64_t t = 0; t < n_codes; ++t) {
+      if (t + kAhead < n_codes) {
+        const float* next = scores + static_cast<int64_t>(codes[t + kAhead]) * lq;
+        __builtin_prefetch(next);
+        __builtin_prefetch(next + lq - 1);
+      }
+      max_into<LQ>(best, scores + static_cast<int64_t>(codes[t]) * lq, lq);
+    }
+  } else {
+    // Pruning keeps a few percent of the centroids: test 8 tokens' keep bytes at once,
+    // branch-free, and skip the group when none is kept.
+    bool any = false;
+    int64_t t = 0;
+    for (; t + 8 <= n_codes; t += 8) {
+      const int32_t* group = codes + t;
+      const unsigned kept = keep[group[0]] | keep[group[1]] | keep[group[2]] | keep[group[3]] |
+                            keep[group[4]] | keep[group[5]] | keep[group[6]] | keep[group[7]];
+      if (!kept) continue;
+      any = true;
+      for (int j = 0; j < 8; ++j)
+        if (keep[group[j]]) max_into<LQ>(best, scores + static_cast<int64_t>(group[j]) * lq, lq);
+    }
+    for (; t < n_codes; ++t) {
+      if (!keep[codes[t]]) continue;
+      any = true;
+      max_into<LQ>(best, scores + static_cast<int64_t>(codes[t]) * lq, lq);
+    }
+    if (!any) return kNegInf;
   }
-  if (!any) return kNegInf;
   float total = 0.f;
   for (int64_t i = 0; i < lq; ++i) total += best[i];
   return total;
@@ -226,22 +293,19 @@ constexpr int64_t kCandidateChunk = 32;
 void centroid_interaction_cpu(const CentroidInteractionParams& p) {
   const int64_t nq = p.n_queries, k_cells = p.n_centroids, lq = p.query_len;
   if (nq == 0) return;
-#pragma omp parallel
+  const int64_t total = p.cand_offsets[nq];
+#pragma omp parallel if (total >= kParallelMinCandidates)
   {
     if (p.prune) {
       // keep[q, c]: PLAID's t_cs test, once per query and centroid.
 #pragma omp for schedule(dynamic, 1024)
       for (int64_t qc = 0; qc < nq * k_cells; ++qc) {
-        const float* row = p.scores + qc * lq;
-        float row_max = kNegInf;
-        for (int64_t i = 0; i < lq; ++i) row_max = row_max < row[i] ? row[i] : row_max;
-        p.keep[qc] = row_max >= p.threshold;
+        p.keep[qc] = row_max(p.scores + qc * lq, lq) >= p.threshold;
       }
     }
     std::vector<float> best(static_cast<size_t>(lq));
     // All candidates of all queries as one pool of small chunks: a lone query spreads over
     // every thread, and a batch needs no per-query barrier.
-    const int64_t total = p.cand_offsets[nq];
     const int64_t n_tasks = (total + kCandidateChunk - 1) / kCandidateChunk;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {

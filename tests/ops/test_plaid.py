@@ -351,3 +351,48 @@ def test_thread_count_invariance(restore_threads):
     assert all(torch.equal(x, y) for x, y in zip(c1, c2)) and torch.equal(s1, s2)
     for (x_scores, x_ids), (y_scores, y_ids) in zip(a1 + [b1], a2 + [b2]):
         assert torch.equal(x_scores, y_scores) and torch.equal(x_ids, y_ids)
+
+
+def test_non_contiguous_scores_and_ids():
+    doc_codes, doc_offsets, ivf, ivf_offsets = make_index(300, 40, seed=17)
+    wide = dyadic_scores((6, 40), seed=18)
+    scores = wide.T  # (40, 6) view, not contiguous
+    ivf_strided = torch.stack([ivf, ivf], dim=1)[:, 0]
+    got = ops.candidates(scores, ivf_strided, ivf_offsets, 3, 300)
+    assert torch.equal(got, reference.candidates(scores.contiguous(), ivf, ivf_offsets, 3, 300))
+    cands = torch.stack([got, got], dim=1)[:, 1]
+    got = ops.centroid_interaction(scores, doc_codes, doc_offsets, cands, 10, threshold=0.25)
+    want = reference.centroid_interaction(scores.contiguous(), doc_codes, doc_offsets, cands.contiguous(), 10,
+                                          threshold=0.25)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_candidates_batch_split_by_bitmap_budget(monkeypatch):
+    from colbert_engine.ops import plaid
+
+    _, _, ivf, ivf_offsets = make_index(1000, 50, seed=19)
+    scores = torch.randn(7, 50, 4, generator=torch.Generator().manual_seed(20))
+    whole = ops.candidates(scores, ivf, ivf_offsets, 2, 1000)
+    monkeypatch.setattr(plaid, "BITMAP_BUDGET_BYTES", 3 * 8 * 16)  # 3 queries per C++ call
+    split = ops.candidates(scores, ivf, ivf_offsets, 2, 1000)
+    assert all(torch.equal(a, b) for a, b in zip(whole, split))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    from colbert_engine import _native
+
+    if not hasattr(_native.cuda(), "centroid_interaction"):
+        pytest.skip("colbert_engine._cuda has no PLAID kernels yet")
+    doc_codes, doc_offsets, ivf, ivf_offsets = make_index(3000, 700, max_len=30, seed=21)
+    scores = dyadic_scores((3, 700, 32), seed=22)
+    subset = torch.rand(3000, generator=torch.Generator().manual_seed(23)) < 0.8
+    want = ops.candidates(scores, ivf, ivf_offsets, 2, 3000, subset=subset)
+    got = ops.candidates(scores.cuda(), ivf.cuda(), ivf_offsets.cuda(), 2, 3000, subset=subset.cuda())
+    assert all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
+    for threshold in (None, 0.5):
+        want_top = ops.centroid_interaction(scores, doc_codes, doc_offsets, want, 100, threshold=threshold)
+        got_top = ops.centroid_interaction(scores.cuda(), doc_codes.cuda(), doc_offsets.cuda(),
+                                           [g for g in got], 100, threshold=threshold)
+        for (gs, gi), (ws, wi) in zip(got_top, want_top):
+            assert torch.equal(gs.cpu(), ws) and torch.equal(gi.cpu(), wi)
