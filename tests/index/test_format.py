@@ -191,3 +191,25 @@ def test_files_match_format_md(built_index):
         assert loaded.dtype.str == entry["dtype"] and list(loaded.shape) == entry["shape"]
     for name in body["codec"]:
         assert f"`{name}`" in doc
+
+
+def test_reads_the_committed_version_1_folder(tmp_path):
+    """A small index written by format version 1 (tests/index/data/v1, with one deletion):
+    later readers must open it and answer exactly as it did when written."""
+    import shutil
+
+    data = ROOT / "tests" / "index" / "data"
+    expected = json.loads((data / "v1_expected.json").read_text())
+    shutil.copytree(data / "v1", tmp_path / "v1")
+    with Index.open(tmp_path / "v1") as index:
+        assert index.stats()["format_version"] == 1 and index.n_live == 19
+        queries = np.asarray(expected["queries"], dtype=np.float32)
+        as_lists = lambda results: [[list(x) for x in r] for r in results]  # noqa: E731
+        exact = as_lists(index.search(queries, k=5, exact=True))
+        for got, want in zip(exact, expected["exact"]):
+            assert [i for i, _ in got] == [i for i, _ in want]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], rtol=1e-5, atol=1e-6)
+        assert [[i for i, _ in r] for r in index.search(queries, k=5)] == \
+            [[i for i, _ in r] for r in expected["default"]]
+        filtered = index.search(queries, k=5, filter=("json_extract(metadata, '$.even') = ?", [1]))
+        assert [[i for i, _ in r] for r in filtered] == [[i for i, _ in r] for r in expected["filtered"]]

@@ -205,6 +205,10 @@ def test_filter_sql_returns_matching_docs_and_the_best_of_them(built_index, coll
     assert _ids(got) != _ids(unfiltered)
     for results in odd:
         assert all(int(i.split("-")[1]) % 2 == 1 and i != "doc-1" for i, _ in results)
+    with Index.open(built_index) as index:  # named parameters
+        named = index.search(collection.queries, k=10, filter=("json_extract(metadata, '$.lang') = :lang",
+                                                               {"lang": "de"}))
+    assert named == got
 
 
 def test_filter_id_list(built_index, collection):
@@ -288,3 +292,19 @@ def test_ops_are_the_kernels():
 
     assert plaid.ops is ops
     assert plaid.candidates_launch.__module__ == "colbert_engine.ops.plaid"
+
+
+@pytest.mark.gpu
+def test_cuda_index_matches_cpu(built_index, collection, tmp_path):
+    with Index.open(built_index) as cpu, Index.open(built_index, device="cuda") as gpu:
+        assert gpu.segments[0].codes.device.type == "cuda"
+        want, got = cpu.search(collection.queries, k=10), gpu.search(collection.queries, k=10)
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(_ids(want), _ids(got))]) >= 0.95
+        assert _ids(cpu.search(collection.queries, k=10, exact=True)) == \
+            _ids(gpu.search(collection.queries, k=10, exact=True))
+        where = ("json_extract(metadata, '$.lang') = ?", ["de"])
+        for results in gpu.search(collection.queries, k=5, filter=where):
+            assert all(int(i.split("-")[1]) % 3 == 0 for i, _ in results)
+    built = Index.build(tmp_path / "g", collection.doc_emb, collection.doc_offsets, device="cuda")
+    assert built.recall(collection.queries, k=10) >= 0.95
+    built.close()

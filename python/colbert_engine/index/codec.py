@@ -24,6 +24,7 @@ import torch
 # Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
 _ASSIGN_BUDGET = 1 << 22
 _MAX_HELDOUT_VALUES = 1 << 23
+_ACCUMULATE_ROWS = 1 << 15  # rows per index_add_ in k-means (16 MB of fp32 at dim 128)
 HELDOUT_TOKENS = 50_000  # ColBERTv2 holds out 5% of the sample, at most 50k tokens
 
 
@@ -58,7 +59,7 @@ def _assign(points: torch.Tensor, centroids: torch.Tensor):
 
 
 def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
-           max_points_per_centroid: int = 32, rows: torch.Tensor | None = None) -> torch.Tensor:
+           max_points_per_centroid: int = 32, rows: torch.Tensor | None = None, device=None) -> torch.Tensor:
     """Seeded spherical k-means (assign by inner product, centroid = normalized mean).
 
     Args:
@@ -66,35 +67,44 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
             by chunk so no fp32 copy of all points and no ``n x K`` matrix is made), unit rows.
         k: number of centroids, ``1 <= k <= n``.
         max_points_per_centroid: train on at most this many random points per centroid.
-        rows: optional int64 ``(m,)`` row indices of ``points`` to train on (default: all).
+        rows: optional int64 ``(m,)`` row indices of ``points`` to train on (default: all),
+            on ``points.device``: a sample is a list of rows, never a copy.
+        device: where to compute (default ``points.device``); chunks are moved there.
     Returns:
-        float32 ``(k, dim)`` L2-normalized centroids on ``points.device``.
+        float32 ``(k, dim)`` L2-normalized centroids on ``device``.
     """
+    device = points.device if device is None else torch.device(device)
     n = points.shape[0] if rows is None else rows.numel()
     if not 1 <= k <= n:
         raise ValueError(f"kmeans: k must lie in [1, {n}] (number of points), got {k}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    # rows to train on, gathered chunk by chunk (no copy of the subsample)
     if n > max_points_per_centroid * k:
         pick = torch.randperm(n, generator=gen)[: max_points_per_centroid * k].to(points.device)
         rows = pick if rows is None else rows[pick]
     n = n if rows is None else rows.numel()
-    centroids = points[torch.randperm(n, generator=gen)[:k].to(points.device) if rows is None
-                       else rows[torch.randperm(n, generator=gen)[:k].to(points.device)]].float()
+
+    def gather(index):
+        return points[index if rows is None else rows[index]].to(device, torch.float32)
+
+    def rows_of(start, stop):
+        return (points[start:stop] if rows is None else points[rows[start:stop]]).to(device, torch.float32)
+
+    centroids = gather(torch.randperm(n, generator=gen)[:k].to(points.device))
     chunk = max(1, _ASSIGN_BUDGET // k)
+    codes = torch.empty(n, dtype=torch.int64, device=device)
     for _ in range(niters):
-        sums = torch.zeros_like(centroids)
-        counts = torch.zeros(k, dtype=torch.int64, device=points.device)
         for start in range(0, n, chunk):
-            block = (points[start:start + chunk] if rows is None else points[rows[start:start + chunk]]).float()
-            codes = (block @ centroids.T).argmax(dim=1)
-            sums.index_add_(0, codes, block)
-            counts += torch.bincount(codes, minlength=k)
+            codes[start:start + chunk] = (rows_of(start, start + chunk) @ centroids.T).argmax(dim=1)
+        # accumulate in few large calls: on a busy machine every parallel call pays a barrier
+        sums = torch.zeros_like(centroids)
+        for start in range(0, n, _ACCUMULATE_ROWS):
+            sums.index_add_(0, codes[start:start + _ACCUMULATE_ROWS], rows_of(start, start + _ACCUMULATE_ROWS))
+        counts = torch.bincount(codes, minlength=k)
         empty = counts == 0
         if bool(empty.any()):
             # re-seed empty cells with random points so every centroid stays in use
             refill = torch.randint(0, n, (int(empty.sum()),), generator=gen).to(points.device)
-            sums[empty] = points[refill if rows is None else rows[refill]].float()
+            sums[empty] = gather(refill)
         centroids = torch.nn.functional.normalize(sums, dim=1)
     return centroids
 
@@ -144,34 +154,40 @@ class Codec:
 
 
 def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
-                n_centroids: int | None = None, max_points_per_centroid: int = 32) -> Codec:
+                n_centroids: int | None = None, max_points_per_centroid: int = 32,
+                rows: torch.Tensor | None = None, device=None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
-        sample: ``(n, dim)`` float token vectors (unit rows) of the sampled documents.
+        sample: ``(n, dim)`` float token vectors (unit rows) of the sampled documents, or,
+            with ``rows``, the whole packed collection and ``rows`` int64 ``(m,)`` the sample's
+            token indices into it (no copy of the sample is made).
         n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
+        device: where k-means runs (default ``sample.device``).
     Returns:
-        a :class:`Codec` on ``sample.device``.
+        a :class:`Codec` on ``device``.
     """
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
-    if sample.dim() != 2 or sample.shape[0] == 0:
+    n = sample.shape[0] if rows is None else rows.numel()
+    if sample.dim() != 2 or n == 0:
         raise ValueError(f"codec training needs at least one token vector, got shape {tuple(sample.shape)}")
+    device = sample.device if device is None else torch.device(device)
     dim = sample.shape[1]
     if dim % 8 or (dim * nbits) % 8:
         raise ValueError(f"dim: must be a multiple of 8 for bit packing, got {dim}")
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    n = sample.shape[0]
     order = torch.randperm(n, generator=gen).to(sample.device)
+    if rows is not None:
+        order = rows.to(sample.device)[order]
     # ColBERTv2 holds out 5% (at most 50k tokens) for the bucket statistics
     n_heldout = min(int(0.05 * n), HELDOUT_TOKENS) if n >= 40 else 0
-    heldout = sample[order[:n_heldout]] if n_heldout else sample
+    heldout = sample[order[:n_heldout] if n_heldout else order].to(device, torch.float32)
     train_rows = order[n_heldout:]
     k = n_centroids if n_centroids is not None else num_centroids(n_tokens, train_rows.numel())
     k = min(k, train_rows.numel())
     centroids = kmeans(sample, k, niters=niters, seed=seed, max_points_per_centroid=max_points_per_centroid,
-                       rows=train_rows)
-    heldout = heldout.float()
+                       rows=train_rows, device=device)
     codes, _ = _assign(heldout, centroids)
     cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)
-    return Codec(centroids, cutoffs.to(sample.device), weights.to(sample.device), nbits)
+    return Codec(centroids, cutoffs.to(device), weights.to(device), nbits)

@@ -152,7 +152,7 @@ class IdStore:
         ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             ro.execute("PRAGMA query_only = ON")
-            rows = ro.execute(sql, tuple(params))
+            rows = ro.execute(sql, params if isinstance(params, dict) else tuple(params))  # :name or ?
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
         except sqlite3.Error as exc:
             raise ValueError(f"filter: SQL error in WHERE clause {clause!r}: {exc}") from None

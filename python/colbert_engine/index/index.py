@@ -106,25 +106,29 @@ def _batches_of(doc_emb, doc_offsets, ids, metadata) -> Iterator[tuple]:
     return _stream_batches(doc_emb)
 
 
-def _sample_tokens(batches: list, seed: int, max_tokens: int) -> torch.Tensor:
-    """Tokens of randomly chosen documents, ColBERT's min(1 + 16 sqrt(120 n), n) of them,
-    taken in random order until ``max_tokens`` (what k-means and the bucket statistics
-    will use) are reached: the sample never grows with the collection beyond that.
-    Returned as float16 ``(n_sample, dim)``."""
-    lengths = torch.cat([torch.diff(b[1]) for b in batches])
+def _sample_rows(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Tensor:
+    """Token indices (int64, ascending) of randomly chosen documents, ColBERT's
+    min(1 + 16 sqrt(120 n), n) of them, taken in random order until ``max_tokens`` (what
+    k-means and the bucket statistics will use) are reached: the sample never grows with
+    the collection beyond that, and is a list of rows, not a copy of the vectors."""
     n_docs = lengths.numel()
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_docs, generator=gen)[:sample_doc_count(n_docs)]
     take = int(torch.searchsorted(torch.cumsum(lengths[order], 0), max_tokens)) + 1
     chosen = torch.zeros(n_docs, dtype=torch.bool)
     chosen[order[:take]] = True
-    parts, doc = [], 0
-    for emb, offsets, *_ in batches:
-        n = offsets.numel() - 1
-        token_mask = torch.repeat_interleave(chosen[doc:doc + n], torch.diff(offsets), output_size=emb.shape[0])
-        parts.append(emb[token_mask].to(torch.float16))  # fp16 halves the sample; k-means computes in fp32
-        doc += n
-    return torch.cat(parts)
+    token_mask = torch.repeat_interleave(chosen, lengths, output_size=int(lengths.sum()))
+    return torch.nonzero(token_mask).flatten()
+
+
+def _gather_rows(parts: list, rows: torch.Tensor) -> torch.Tensor:
+    """``torch.cat(parts)[rows]`` without concatenating the parts (rows ascending)."""
+    out, base = [], 0
+    for part in parts:
+        lo, hi = torch.searchsorted(rows, torch.tensor([base, base + part.shape[0]]))
+        out.append(part[rows[int(lo):int(hi)] - base])
+        base += part.shape[0]
+    return torch.cat(out)
 
 
 class Index:
@@ -185,8 +189,10 @@ class Index:
             path: the folder.
             device: ``"cpu"`` (default; arrays stay memory-mapped) or ``"cuda[:i]"``
                 (arrays copied to the GPU).
-            verify: check the crc32 of every file's data (reads each file once; about
-                1 s per GB). File sizes, npy headers, dtypes and shapes are always checked.
+            verify: check the crc32 of every file's data and the index invariants the
+                kernels rely on (reads each file once: about 0.3 s per GB from the page
+                cache, plus the disk read). File sizes, npy headers, dtypes and shapes are
+                always checked; ``verify=False`` trusts the files' contents.
         Raises:
             ValueError naming the file: missing/corrupt manifest, newer format_version,
             truncated or corrupt array, id database not matching the manifest.
@@ -288,8 +294,10 @@ class Index:
                 default for k (DESIGN.md section 5).
             exact: score every allowed document exhaustively (the ground truth).
             filter: None, a SQL WHERE clause over the columns ``id`` and ``metadata`` (JSON
-                text) as ``(clause, params)`` with bound parameters (or a clause string
-                without parameters), or an explicit list of ids. Applied in candidate
+                text) as ``(clause, params)`` with bound parameters (a sequence for ``?``,
+                a dict for ``:name``; or a clause string without parameters), e.g.
+                ``("json_extract(metadata, '$.lang') = ?", ["de"])``, or an explicit list
+                of ids (unknown ids are ignored). Applied in candidate
                 generation, so the best matching documents are found, not filtered leftovers.
         Returns:
             for each query a list of ``(id, score)`` best first (ids as given at build/add);
@@ -494,24 +502,30 @@ class Index:
         dims = {b[0].shape[1] for b in buffered}
         if len(dims) != 1:
             raise ValueError(f"doc_emb: batches have different dims {sorted(dims)}")
-        if isinstance(doc_emb, (torch.Tensor, np.ndarray)):
-            n_tokens = int(V.as_tensor(doc_emb, "doc_emb").shape[0])
-            train_batches = list(_packed_batches(*_check_batch(doc_emb, doc_offsets, ""), None, None))
-        else:
+        packed = isinstance(doc_emb, (torch.Tensor, np.ndarray))
+        if packed:
+            points, offsets = _check_batch(doc_emb, doc_offsets, "")
+            lengths, n_tokens = torch.diff(offsets), points.shape[0]
+        else:  # sample the buffered stream's documents
+            lengths = torch.cat([torch.diff(b[1]) for b in buffered])
             n_tokens = n_tokens_hint or buffered_tokens
-            train_batches = buffered
         k = n_centroids or num_centroids(n_tokens, n_tokens)
-        sample = _sample_tokens(train_batches, seed, max_points_per_centroid * k + HELDOUT_TOKENS).to(device)
-        del train_batches
-        codec = train_codec(sample, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
-                            max_points_per_centroid=max_points_per_centroid)
-        del sample
+        rows = _sample_rows(lengths, seed, max_points_per_centroid * k + HELDOUT_TOKENS)
+        if not packed:  # copy just the sampled tokens out of the buffered batches
+            points = _gather_rows([b[0] for b in buffered], rows)
+            rows = None
+        codec = train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
+                            max_points_per_centroid=max_points_per_centroid, rows=rows, device=device)
+        del points, rows
         codec_entries = {CODEC_FILES["centroids"]: F.write_npy(folder, CODEC_FILES["centroids"], codec.centroids.cpu()),
                          CODEC_FILES["bucket_cutoffs"]: F.write_npy(folder, CODEC_FILES["bucket_cutoffs"],
                                                                     codec.bucket_cutoffs.cpu()),
                          CODEC_FILES["bucket_weights"]: F.write_npy(folder, CODEC_FILES["bucket_weights"],
                                                                     codec.bucket_weights.cpu())}
-        return cls._write_first_generation(folder, codec, codec_entries, itertools.chain(buffered, batches), device)
+        # hand the buffered batches over one by one so each is freed once compressed
+        buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
+        return cls._write_first_generation(folder, codec, codec_entries, itertools.chain(buffered_stream, batches),
+                                           device)
 
     @classmethod
     def _write_first_generation(cls, folder: Path, codec: Codec, codec_entries: dict, batches, device,

@@ -48,9 +48,10 @@ def clustered_collection(n_docs: int = 1000, mean_doc_len: int = 64, dim: int = 
                          min_doc_len: int = 1) -> Collection:
     """A clustered collection (see module docstring). Deterministic for a given seed.
 
-    Doc lengths are uniform in [mean/2, 3*mean/2] (at least ``min_doc_len``); ``noise`` is
-    the per-coordinate spread relative to a unit term direction (0.35 at dim 128 puts a
-    token about 0.5 cosine from its term, like contextual embeddings around a word type).
+    Doc lengths are uniform in [mean/2, 3*mean/2] (at least ``min_doc_len``). A token is
+    its term's unit direction plus a Gaussian noise vector of norm about ``2 * noise``,
+    renormalized: the default 0.35 leaves a token at cosine ~0.82 from its term (contextual
+    vectors spread around a word type).
     """
     gen = torch.Generator().manual_seed(seed)
     n_topics = n_topics or max(4, n_docs // 50)

@@ -187,6 +187,7 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     order = by_id[torch.argsort(approx[by_id], descending=True, stable=True)][:min(ndocs, m)]
     return approx[order], cand[order].to(torch.int32)
 
+
 # --------------------------------------------------------------------------- project
 
 
