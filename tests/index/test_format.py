@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import colbert_engine
 from colbert_engine import Index
 from colbert_engine.index import format as F
 
 ROOT = Path(__file__).resolve().parents[2]
+# The package this process imported (installed, or python/ with an in-place build).
+PACKAGE_PARENT = str(Path(colbert_engine.__file__).resolve().parents[1])
 
 
 
@@ -49,7 +52,7 @@ CRASH_POINTS = {
 
 
 def _run_writer(path: Path, action: str, crash_at: str | None):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
     if crash_at:
         env["COLBERT_ENGINE_CRASH_AT"] = crash_at
     return subprocess.run([sys.executable, "-c", _WRITER, str(path), action], env=env, capture_output=True,
@@ -91,7 +94,7 @@ def test_kill_during_first_build_leaves_no_index_then_build_works(tmp_path, coll
         data = clustered_collection(n_docs=50, mean_doc_len=20, dim=64, n_queries=1, seed=2)
         Index.build(sys.argv[1], data.doc_emb, data.doc_offsets)
     """)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"), COLBERT_ENGINE_CRASH_AT="manifest_tmp_written")
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT, COLBERT_ENGINE_CRASH_AT="manifest_tmp_written")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "i")], env=env, capture_output=True,
                           timeout=300)
     assert proc.returncode == -9

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import colbert_engine
 from colbert_engine import _native, ops
 from colbert_engine.ops import reference
 
@@ -304,8 +305,10 @@ def test_isa_path(isa):
     if _ISA_ORDER.index(isa) >= _ISA_ORDER.index(best):
         pytest.skip(f"{isa} is this process's path ({best}) or not supported by this CPU")
     root = Path(__file__).resolve().parents[2]
+    # The package this process imported (installed, or python/ with an in-place build).
+    package_parent = str(Path(colbert_engine.__file__).resolve().parents[1])
     env = dict(os.environ, CE_ISA=isa, PYTHONPATH=os.pathsep.join(
-        [str(root / "python"), os.environ.get("PYTHONPATH", "")]))
+        [package_parent, os.environ.get("PYTHONPATH", "")]))
     # The hypothesis tests exercise the ISA-independent driver; the rest covers the kernels.
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", str(Path(__file__)),
            "-k", "not test_isa_path and not properties and not invariant_to_document_order"]
