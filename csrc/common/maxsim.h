@@ -57,5 +57,7 @@ int maxsim_topk_cpu(const MaxSimTopkParams& p);  // 0 or kMaxSimNonFinite
 namespace ce {
 // Same contract on device pointers; queued on `stream`, no host synchronisation.
 // Returns a cudaError_t value (0 on success): no exceptions cross the CUDA boundary.
+// With fp16/bf16 documents the queries are rounded to the documents' dtype (tensor-core
+// products, fp32 accumulation); query_len <= 512. Shape routing: csrc/cuda/maxsim.cu.
 int maxsim_cuda(const MaxSimParams& p, Stream stream);
 }  // namespace ce

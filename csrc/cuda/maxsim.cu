@@ -1,10 +1,33 @@
-// Fused MaxSim on CUDA: one block per (document, query). The block streams the document's
-// tokens through shared memory in tiles; each thread owns query tokens and keeps their
-// running max (from -inf) in registers; a block reduction sums the maxima.
+// Fused MaxSim on CUDA (contract: csrc/common/maxsim.h).
+//
+// Which shapes go where (chosen in maxsim_cuda, the launcher at the bottom):
+//   fast paths   dim % 16 == 0, dim <= 256, query_len <= 64, doc_emb 16-byte aligned:
+//     - fp16 / bf16 documents: tensor cores (nvcuda::wmma 16x16x16, fp32 accumulate). The
+//       queries are rounded to the documents' dtype for the products (a product of two
+//       16-bit floats is exact in fp32, so the only differences from fp32 math are that
+//       rounding and the summation order).
+//     - fp32 documents: register-tiled fp32 FMA (no TF32: results match the CPU to float
+//       rounding).
+//   fallback     everything else (dim 7, 100, 512, ...; query_len 65..512; unaligned views):
+//     one block per (document, query), tokens staged through shared memory, fp32 FMA on
+//     the same values (queries rounded to 16-bit documents' dtype, like the fast path).
+//
+// Fast-path work decomposition: a block owns `kBlockRows` = 64 query-token rows (as many
+// whole queries as fit: 2 queries of 32 tokens, 1 of 33..64) and one document. The query
+// rows sit in shared memory for the whole document; the document's tokens stream through
+// shared memory in tiles of `kDocTile` tokens (double-buffered with cp.async on the 16-bit
+// path). Each thread keeps running maxima (from -inf) for its rows; at the end one thread
+// per query sums its rows' maxima in token order. Work items are (document, query group)
+// pairs, query group fastest so the blocks working on one document run together and read
+// it once from DRAM; a grid-stride loop over work items keeps grids within limits and,
+// because the grid is a multiple of the number of query groups, each block keeps one query
+// group for its whole life (loaded once).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_pipeline.h>
+#include <mma.h>
 
-#include <cfloat>
+#include <cstdint>
 
 #include "common/maxsim.h"
 #include "cuda/check.cuh"
@@ -12,8 +35,286 @@
 namespace ce {
 namespace {
 
-constexpr int kThreads = 128;
-constexpr int kTileTokens = 16;
+namespace wmma = nvcuda::wmma;
+
+// ---------------------------------------------------------------- fast-path constants
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;    // 128
+constexpr int kBlockRows = kWarps * 16;  // query-token rows per block: 16 per warp
+constexpr int kDocTile = 32;             // document tokens per shared-memory tile
+constexpr int kMaxFastDim = 256;
+constexpr int kMaxFastQueryLen = kBlockRows;
+// 16-bit rows are padded by 8 elements (16 bytes): rows stay 16-byte aligned for cp.async
+// and WMMA (ldm a multiple of 8), and consecutive rows start in different banks.
+constexpr int kHalfPad = 8;
+// Per-warp fp32 scratch for one 16x16 accumulator tile; ldm multiple of 4 as WMMA needs,
+// 20 rather than 16 to spread the row-wise reads over banks.
+constexpr int kScratchLd = 20;
+
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+  extern __shared__ __align__(128) unsigned char ce_maxsim_smem[];
+  return ce_maxsim_smem;
+}
+
+template <typename T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+template <>
+__device__ __forceinline__ float from_float<float>(float x) { return x; }
+
+// Shapes of the fast-path grid, computed once on the host.
+struct FastGrid {
+  int64_t n_out;              // columns of `scores`
+  int64_t queries_per_block;  // whole queries per block: kBlockRows / query_len
+  int64_t n_groups;           // ceil(n_queries / queries_per_block)
+  int64_t n_work;             // n_out * n_groups
+};
+
+// Copies the query rows of group `group` into shared memory as T with row stride `ld`,
+// zero-filling the rows past the group's last query token. Returns the number of rows.
+template <typename T>
+__device__ int load_query_group(const MaxSimParams& p, const FastGrid& g, int64_t group,
+                                T* q_tile, int ld) {
+  const int64_t q0 = group * g.queries_per_block;
+  const int64_t n_here = min(g.queries_per_block, p.n_queries - q0);
+  const int rows = static_cast<int>(n_here * p.query_len);
+  const int dim = static_cast<int>(p.dim);
+  const float* src = p.queries + q0 * p.query_len * p.dim;  // rows are contiguous
+  for (int e = threadIdx.x; e < kBlockRows * dim; e += kThreads) {
+    const int r = e / dim, k = e - r * dim;
+    q_tile[r * ld + k] = from_float<T>(r < rows ? src[static_cast<int64_t>(r) * dim + k] : 0.f);
+  }
+  return rows;
+}
+
+// One thread per query of the group sums its rows' maxima (in token order, like the CPU).
+__device__ __forceinline__ void write_scores(const MaxSimParams& p, const FastGrid& g,
+                                             int64_t group, int64_t out, bool empty_doc,
+                                             const float* row_max) {
+  const int64_t q0 = group * g.queries_per_block;
+  const int64_t n_here = min(g.queries_per_block, p.n_queries - q0);
+  if (threadIdx.x < n_here) {
+    const int lq = static_cast<int>(p.query_len);
+    float total = 0.f;
+    for (int i = 0; i < lq; ++i) total += row_max[threadIdx.x * lq + i];
+    p.scores[(q0 + threadIdx.x) * g.n_out + out] = empty_doc ? -INFINITY : total;
+  }
+}
+
+// ---------------------------------------------------------------- fp16 / bf16: WMMA
+// Shared memory: q_tile [kBlockRows][ld] T | doc_tile[2] [kDocTile][ld] T |
+//                scratch [kWarps][16][kScratchLd] f32 | row_max [kBlockRows] f32,
+// ld = dim + kHalfPad. Every section size is a multiple of 128 bytes for dim % 16 == 0
+// (see half_smem_bytes), so every WMMA pointer is 32-byte aligned.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
+  const int dim = static_cast<int>(p.dim);
+  const int ld = dim + kHalfPad;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  unsigned char* smem = dynamic_smem();
+  T* q_tile = reinterpret_cast<T*>(smem);
+  T* doc_tiles = q_tile + kBlockRows * ld;  // two stages of kDocTile * ld
+  float* scratch = reinterpret_cast<float*>(doc_tiles + 2 * kDocTile * ld);
+  float* row_max = scratch + kWarps * 16 * kScratchLd;
+  float* my_scratch = scratch + warp * 16 * kScratchLd;
+  const T* doc = static_cast<const T*>(p.doc_emb);
+  const int chunks_per_row = dim / 8;  // 16-byte chunks of 8 elements
+
+  int64_t loaded_group = -1;
+  int rows = 0;
+  for (int64_t work = blockIdx.x; work < g.n_work; work += gridDim.x) {
+    const int64_t out = work / g.n_groups;
+    const int64_t group = work - out * g.n_groups;
+    if (group != loaded_group) {  // block-uniform; the trailing barrier protects q_tile
+      rows = load_query_group<T>(p, g, group, q_tile, ld);
+      loaded_group = group;
+    }
+    const int64_t d = p.doc_subset ? p.doc_subset[out] : out;
+    const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
+    const int64_t n_tiles = (end - begin + kDocTile - 1) / kDocTile;
+
+    // Queue the copy of tile `tile` into stage tile % 2; rows past the document are zeroed.
+    auto issue_tile = [&](int64_t tile) {
+      const int64_t t0 = begin + tile * kDocTile;
+      const int n_valid = static_cast<int>(min(static_cast<int64_t>(kDocTile), end - t0));
+      T* stage = doc_tiles + (tile & 1) * kDocTile * ld;
+      for (int e = threadIdx.x; e < kDocTile * chunks_per_row; e += kThreads) {
+        const int r = e / chunks_per_row, c = e - r * chunks_per_row;
+        T* dst = stage + r * ld + c * 8;
+        if (r < n_valid)
+          __pipeline_memcpy_async(dst, doc + (t0 + r) * dim + c * 8, 16);
+        else
+          *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      }
+      __pipeline_commit();
+    };
+
+    // Lane `lane` keeps the max of row (lane % 16) of its warp over the columns
+    // (lane / 16) * 8 .. + 7 of every 16-column accumulator tile.
+    float best = -INFINITY;
+    const bool warp_active = warp * 16 < rows;  // warp-uniform: WMMA needs the whole warp
+    if (n_tiles > 0) issue_tile(0);
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      if (tile + 1 < n_tiles) {
+        issue_tile(tile + 1);
+        __pipeline_wait_prior(1);  // this thread's copies of `tile` have landed
+      } else {
+        __pipeline_wait_prior(0);
+      }
+      __syncthreads();  // everyone's copies (and the query tile) are visible
+      const int n_valid =
+          static_cast<int>(min(static_cast<int64_t>(kDocTile), end - (begin + tile * kDocTile)));
+      const T* stage = doc_tiles + (tile & 1) * kDocTile * ld;
+      if (warp_active) {
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kDocTile / 16];
+#pragma unroll
+        for (int c = 0; c < kDocTile / 16; ++c) wmma::fill_fragment(acc[c], 0.f);
+        for (int k0 = 0; k0 < dim; k0 += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+          wmma::load_matrix_sync(a, q_tile + warp * 16 * ld + k0, ld);
+#pragma unroll
+          for (int c = 0; c < kDocTile / 16; ++c) {
+            // B(k, n) = token n's coordinate k: the row-major token tile read column-major.
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+            wmma::load_matrix_sync(b, stage + c * 16 * ld + k0, ld);
+            wmma::mma_sync(acc[c], a, b, acc[c]);
+          }
+        }
+        const int row = lane % 16, col0 = (lane / 16) * 8;
+#pragma unroll
+        for (int c = 0; c < kDocTile / 16; ++c) {
+          wmma::store_matrix_sync(my_scratch, acc[c], kScratchLd, wmma::mem_row_major);
+          __syncwarp();
+#pragma unroll
+          for (int j = 0; j < 8; ++j)
+            if (c * 16 + col0 + j < n_valid) best = fmaxf(best, my_scratch[row * kScratchLd + col0 + j]);
+          __syncwarp();  // reads done before the next store overwrites the scratch
+        }
+      }
+      __syncthreads();  // this stage is read; the next issue_tile may overwrite it
+    }
+    best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, 16));
+    if (lane < 16) row_max[warp * 16 + lane] = best;
+    __syncthreads();
+    write_scores(p, g, group, out, end == begin, row_max);
+    __syncthreads();  // row_max and q_tile are free for the next work item
+  }
+}
+
+size_t half_smem_bytes(int64_t dim) {
+  const size_t ld = static_cast<size_t>(dim) + kHalfPad;
+  return 2 * ld * (kBlockRows + 2 * kDocTile) + sizeof(float) * kWarps * 16 * kScratchLd +
+         sizeof(float) * kBlockRows;
+}
+
+// ---------------------------------------------------------------- fp32: register-tiled FMA
+// Thread t computes a 4 x 4 tile: rows (t / 8) * 4 + a, columns (t % 8) + 8 * b, so warp w
+// covers rows 16w .. 16w + 15 and can skip when they are all padding. Rows are padded by
+// one float (ld = dim + 1) so the 4 row reads and 8 column reads of a warp hit distinct
+// banks. Shared memory: q_tile [kBlockRows][ld] | doc_tile [kDocTile][ld] | row_max.
+__global__ void __launch_bounds__(kThreads)
+maxsim_fp32_kernel(MaxSimParams p, FastGrid g) {
+  const int dim = static_cast<int>(p.dim);
+  const int ld = dim + 1;
+  const int warp = threadIdx.x / 32;
+  const int row_group = threadIdx.x / 8, col_lane = threadIdx.x % 8;
+  float* q_tile = reinterpret_cast<float*>(dynamic_smem());
+  float* doc_tile = q_tile + kBlockRows * ld;
+  float* row_max = doc_tile + kDocTile * ld;
+  const float* doc = static_cast<const float*>(p.doc_emb);
+  const int chunks_per_row = dim / 4;  // float4 chunks
+
+  int64_t loaded_group = -1;
+  int rows = 0;
+  for (int64_t work = blockIdx.x; work < g.n_work; work += gridDim.x) {
+    const int64_t out = work / g.n_groups;
+    const int64_t group = work - out * g.n_groups;
+    if (group != loaded_group) {
+      rows = load_query_group<float>(p, g, group, q_tile, ld);
+      loaded_group = group;
+    }
+    const int64_t d = p.doc_subset ? p.doc_subset[out] : out;
+    const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
+    const bool warp_active = warp * 16 < rows;
+
+    float best[4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a) best[a] = -INFINITY;
+    for (int64_t t0 = begin; t0 < end; t0 += kDocTile) {
+      const int n_valid = static_cast<int>(min(static_cast<int64_t>(kDocTile), end - t0));
+      for (int e = threadIdx.x; e < kDocTile * chunks_per_row; e += kThreads) {
+        const int r = e / chunks_per_row, c = e - r * chunks_per_row;
+        const float4 v = r < n_valid ? *reinterpret_cast<const float4*>(doc + (t0 + r) * dim + c * 4)
+                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+        float* dst = doc_tile + r * ld + c * 4;
+        dst[0] = v.x;
+        dst[1] = v.y;
+        dst[2] = v.z;
+        dst[3] = v.w;
+      }
+      __syncthreads();  // tile (and, the first time, the query rows) visible
+      if (warp_active) {
+        float acc[4][4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+          for (int b = 0; b < 4; ++b) acc[a][b] = 0.f;
+        const float* q_rows = q_tile + (row_group * 4) * ld;
+        const float* d_rows = doc_tile + col_lane * ld;
+        for (int k = 0; k < dim; ++k) {
+          float qv[4], dv[4];
+#pragma unroll
+          for (int a = 0; a < 4; ++a) qv[a] = q_rows[a * ld + k];
+#pragma unroll
+          for (int b = 0; b < 4; ++b) dv[b] = d_rows[(8 * b) * ld + k];
+#pragma unroll
+          for (int a = 0; a < 4; ++a)
+#pragma unroll
+            for (int b = 0; b < 4; ++b) acc[a][b] = fmaf(qv[a], dv[b], acc[a][b]);
+        }
+#pragma unroll
+        for (int b = 0; b < 4; ++b)
+          if (col_lane + 8 * b < n_valid)
+#pragma unroll
+            for (int a = 0; a < 4; ++a) best[a] = fmaxf(best[a], acc[a][b]);
+      }
+      __syncthreads();  // doc_tile is read; the next tile may overwrite it
+    }
+    // Combine the 8 column lanes of each row group (lanes differing in their low 3 bits).
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      best[a] = fmaxf(best[a], __shfl_xor_sync(0xffffffffu, best[a], 1));
+      best[a] = fmaxf(best[a], __shfl_xor_sync(0xffffffffu, best[a], 2));
+      best[a] = fmaxf(best[a], __shfl_xor_sync(0xffffffffu, best[a], 4));
+    }
+    if (col_lane == 0)
+#pragma unroll
+      for (int a = 0; a < 4; ++a) row_max[row_group * 4 + a] = best[a];
+    __syncthreads();
+    write_scores(p, g, group, out, end == begin, row_max);
+    __syncthreads();
+  }
+}
+
+size_t fp32_smem_bytes(int64_t dim) {
+  const size_t ld = static_cast<size_t>(dim) + 1;
+  return sizeof(float) * (ld * (kBlockRows + kDocTile) + kBlockRows);
+}
+
+// ---------------------------------------------------------------- fallback: any shape
+// One block per (document, query) work item: the block stages `tile_tokens` document
+// tokens in shared memory as fp32; thread i owns query tokens i, i + 128, ... (at most
+// kMaxOwned each, so query_len <= 512) and keeps their running max; a block reduction sums.
+constexpr int kFallbackThreads = 128;
+constexpr int kMaxOwned = 4;
+constexpr int kMaxFallbackQueryLen = kFallbackThreads * kMaxOwned;
+constexpr size_t kFallbackSmemBudget = 32 * 1024;
 
 __device__ __forceinline__ float load_elem(const void* base, int64_t i, DType dtype) {
   switch (dtype) {
@@ -23,53 +324,87 @@ __device__ __forceinline__ float load_elem(const void* base, int64_t i, DType dt
   }
 }
 
-__global__ void __launch_bounds__(kThreads)
-maxsim_kernel(MaxSimParams p, int64_t n_out) {
-  extern __shared__ float tile[];  // [kTileTokens, dim]
-  __shared__ float partial[kThreads];
-  const int64_t out = blockIdx.x;
-  const int64_t q = blockIdx.y;
-  const int64_t d = p.doc_subset ? p.doc_subset[out] : out;
-  const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
+// The query value the fast paths multiply: rounded to the documents' 16-bit dtype, so every
+// path gives the same numbers up to summation order.
+__device__ __forceinline__ float query_as_doc_dtype(float x, DType dtype) {
+  switch (dtype) {
+    case DType::F16: return __half2float(__float2half_rn(x));
+    case DType::BF16: return __bfloat162float(__float2bfloat16_rn(x));
+    default: return x;
+  }
+}
+
+__global__ void __launch_bounds__(kFallbackThreads)
+maxsim_fallback_kernel(MaxSimParams p, int64_t n_out, int tile_tokens) {
+  float* tile = reinterpret_cast<float*>(dynamic_smem());  // [tile_tokens, dim]
+  __shared__ float partial[kFallbackThreads];
   const int64_t dim = p.dim, lq = p.query_len;
-  const float* query = p.queries + q * lq * dim;
+  const int64_t n_work = n_out * p.n_queries;
+  for (int64_t work = blockIdx.x; work < n_work; work += gridDim.x) {
+    const int64_t out = work / p.n_queries;
+    const int64_t q = work - out * p.n_queries;
+    const int64_t d = p.doc_subset ? p.doc_subset[out] : out;
+    const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
+    const float* query = p.queries + q * lq * dim;
 
-  // Each thread owns query tokens i = threadIdx.x, threadIdx.x + kThreads, ...
-  constexpr int kMaxOwned = 4;  // query_len <= 512 is checked on the host
-  float best[kMaxOwned];
+    float best[kMaxOwned];
 #pragma unroll
-  for (int r = 0; r < kMaxOwned; ++r) best[r] = -INFINITY;
-
-  for (int64_t t0 = begin; t0 < end; t0 += kTileTokens) {
-    const int64_t n_tile = min(static_cast<int64_t>(kTileTokens), end - t0);
-    for (int64_t e = threadIdx.x; e < n_tile * dim; e += kThreads)
-      tile[e] = load_elem(p.doc_emb, t0 * dim + e, p.doc_dtype);
-    __syncthreads();
+    for (int r = 0; r < kMaxOwned; ++r) best[r] = -INFINITY;
+    for (int64_t t0 = begin; t0 < end; t0 += tile_tokens) {
+      const int64_t n_tile = min(static_cast<int64_t>(tile_tokens), end - t0);
+      for (int64_t e = threadIdx.x; e < n_tile * dim; e += kFallbackThreads)
+        tile[e] = load_elem(p.doc_emb, t0 * dim + e, p.doc_dtype);
+      __syncthreads();
 #pragma unroll
-    for (int r = 0; r < kMaxOwned; ++r) {
-      const int64_t i = threadIdx.x + r * kThreads;
-      if (i < lq) {
-        const float* qi = query + i * dim;
-        for (int64_t t = 0; t < n_tile; ++t) {
-          float dot = 0.f;
-          for (int64_t k = 0; k < dim; ++k) dot = fmaf(qi[k], tile[t * dim + k], dot);
-          best[r] = fmaxf(best[r], dot);
+      for (int r = 0; r < kMaxOwned; ++r) {
+        const int64_t i = threadIdx.x + r * kFallbackThreads;
+        if (i < lq) {
+          const float* qi = query + i * dim;
+          for (int64_t t = 0; t < n_tile; ++t) {
+            float dot = 0.f;
+            for (int64_t k = 0; k < dim; ++k)
+              dot = fmaf(query_as_doc_dtype(qi[k], p.doc_dtype), tile[t * dim + k], dot);
+            best[r] = fmaxf(best[r], dot);
+          }
         }
       }
+      __syncthreads();
     }
-    __syncthreads();
-  }
-  float sum = 0.f;
+    float sum = 0.f;
 #pragma unroll
-  for (int r = 0; r < kMaxOwned; ++r)
-    if (threadIdx.x + r * kThreads < lq) sum += best[r];
-  partial[threadIdx.x] = sum;
-  __syncthreads();
-  for (int s = kThreads / 2; s > 0; s >>= 1) {
-    if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+    for (int r = 0; r < kMaxOwned; ++r)
+      if (threadIdx.x + r * kFallbackThreads < lq) sum += best[r];
+    partial[threadIdx.x] = sum;
     __syncthreads();
+    for (int s = kFallbackThreads / 2; s > 0; s >>= 1) {
+      if (threadIdx.x < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+      __syncthreads();
+    }
+    if (threadIdx.x == 0) p.scores[q * n_out + out] = (end == begin) ? -INFINITY : partial[0];
+    __syncthreads();  // partial[0] read before the next work item overwrites it
   }
-  if (threadIdx.x == 0) p.scores[q * n_out + out] = (end == begin) ? -INFINITY : partial[0];
+}
+
+template <typename Kernel>
+cudaError_t launch_fast(Kernel kernel, size_t smem, const MaxSimParams& p, int64_t n_out,
+                        Stream stream, bool* launched) {
+  *launched = false;
+  const void* fn = reinterpret_cast<const void*>(kernel);
+  if (allow_dynamic_smem(fn, smem) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear a failed cudaFuncSetAttribute; the fallback runs instead
+    return cudaSuccess;
+  }
+  FastGrid g;
+  g.n_out = n_out;
+  g.queries_per_block = kBlockRows / p.query_len;
+  g.n_groups = (p.n_queries + g.queries_per_block - 1) / g.queries_per_block;
+  g.n_work = n_out * g.n_groups;
+  unsigned blocks = 0;
+  // 4 waves: documents of different lengths even out.
+  CE_CUDA_RETURN_IF_ERROR(grid_for(fn, kThreads, smem, g.n_work, g.n_groups, 4, &blocks));
+  kernel<<<blocks, kThreads, smem, stream>>>(p, g);
+  *launched = true;
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -77,9 +412,39 @@ maxsim_kernel(MaxSimParams p, int64_t n_out) {
 int maxsim_cuda(const MaxSimParams& p, Stream stream) {
   const int64_t n_out = p.doc_subset ? p.n_subset : p.n_docs;
   if (n_out == 0 || p.n_queries == 0) return 0;
-  const dim3 grid(static_cast<unsigned>(n_out), static_cast<unsigned>(p.n_queries));
-  const size_t smem = sizeof(float) * kTileTokens * p.dim;
-  maxsim_kernel<<<grid, kThreads, smem, stream>>>(p, n_out);
+  if (p.query_len < 1 || p.dim < 1) return static_cast<int>(cudaErrorInvalidValue);
+
+  const bool fast = p.dim % 16 == 0 && p.dim <= kMaxFastDim && p.query_len <= kMaxFastQueryLen &&
+                    reinterpret_cast<uintptr_t>(p.doc_emb) % 16 == 0;
+  if (fast) {
+    bool launched = false;
+    cudaError_t err = cudaSuccess;
+    switch (p.doc_dtype) {
+      case DType::F16:
+        err = launch_fast(maxsim_wmma_kernel<__half>, half_smem_bytes(p.dim), p, n_out, stream, &launched);
+        break;
+      case DType::BF16:
+        err = launch_fast(maxsim_wmma_kernel<__nv_bfloat16>, half_smem_bytes(p.dim), p, n_out, stream,
+                          &launched);
+        break;
+      case DType::F32:
+        err = launch_fast(maxsim_fp32_kernel, fp32_smem_bytes(p.dim), p, n_out, stream, &launched);
+        break;
+    }
+    if (err != cudaSuccess) return static_cast<int>(err);
+    if (launched) return 0;
+  }
+
+  if (p.query_len > kMaxFallbackQueryLen) return static_cast<int>(cudaErrorInvalidValue);
+  int64_t tile_tokens = static_cast<int64_t>(kFallbackSmemBudget / (sizeof(float) * p.dim));
+  if (tile_tokens > 16) tile_tokens = 16;
+  if (tile_tokens < 1) tile_tokens = 1;
+  const size_t smem = sizeof(float) * tile_tokens * p.dim;
+  const void* fn = reinterpret_cast<const void*>(maxsim_fallback_kernel);
+  CE_CUDA_RETURN_IF_ERROR(allow_dynamic_smem(fn, smem));
+  unsigned blocks = 0;
+  CE_CUDA_RETURN_IF_ERROR(grid_for(fn, kFallbackThreads, smem, n_out * p.n_queries, 1, 4, &blocks));
+  maxsim_fallback_kernel<<<blocks, kFallbackThreads, smem, stream>>>(p, n_out, static_cast<int>(tile_tokens));
   CE_CUDA_RETURN_LAUNCH_ERROR();
 }
 

@@ -103,3 +103,14 @@ def test_offline_hub_id_without_cache(tmp_path, monkeypatch):
     assert "no-such-org/no-such-colbert-model" in message
     assert "config.json" in message and "tokenizer.json" in message and "model.safetensors" in message
     assert "HF_HUB_OFFLINE" in message
+
+
+def test_vocab_size_follows_the_embedding_table(tmp_path):
+    """config.json's vocab_size may disagree with the table (Jina: 250,002 vs 250,004 rows)."""
+    tensors = write_checkpoint(tmp_path, layout="jina")
+    rows = tensors["roberta.embeddings.word_embeddings.weight"].shape[0]
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(cfg, vocab_size=rows - 2)))
+    enc = Encoder.from_pretrained(tmp_path)
+    assert enc.model.config.vocab_size == rows
+    assert enc.encode_queries(["hello"]).shape == (1, 32, 128)

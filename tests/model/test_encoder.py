@@ -113,6 +113,9 @@ def test_order_restored_and_batch_size_invariance(jina):
         emb, off = jina.encode_documents(TEXTS, batch_size=bs)
         assert torch.equal(off, ref_off)
         torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
+    emb, off = jina.encode_documents(TEXTS, batch_size=4, show_progress=True)
+    assert torch.equal(off, ref_off)
+    torch.testing.assert_close(emb, ref_emb, atol=1e-5, rtol=0)
     # documents one by one, concatenated, equal the batched packed output
     singles = [jina.encode_documents([t])[0] for t in TEXTS]
     torch.testing.assert_close(torch.cat(singles), ref_emb, atol=1e-5, rtol=0)
@@ -287,3 +290,11 @@ def test_plain_encoder_has_no_head_and_no_markers(tmp_path):
         Encoder.from_pretrained(tmp_path, device="cpu", dim=16)
     marked = Encoder.from_pretrained(tmp_path, device="cpu", query_marker="[unused0]", document_marker="[unused1]")
     assert marked.colbert_tokenizer.documents(["hello"])[0][1] == vocab["[unused1]"]
+
+
+def test_lengths_and_truncate_dim_from_config_json(tmp_path):
+    write_checkpoint(tmp_path, layout="jina", head_dim=128, query_maxlen=16, doc_maxlen=100, truncate_dim=96)
+    enc = Encoder.from_pretrained(tmp_path, device="cpu")
+    assert (enc.settings.query_length, enc.settings.document_length, enc.dim) == (16, 100, 96)
+    other = Encoder.from_pretrained(tmp_path, device="cpu", dim=128, query_length=20)
+    assert other.encode_queries(["a"]).shape == (1, 20, 128)

@@ -5,6 +5,9 @@
 namespace py = pybind11;
 
 void bind_maxsim(py::module_& m);
+void bind_plaid(py::module_& m);
+void bind_codec(py::module_& m);
+void bind_lut_maxsim(py::module_& m);
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "colbert_engine CUDA kernels (pure functions over caller-owned device buffers)";
@@ -19,4 +22,7 @@ PYBIND11_MODULE(_cuda, m) {
   });
   m.attr("cuda_version") = CUDART_VERSION;
   bind_maxsim(m);
+  bind_plaid(m);
+  bind_codec(m);
+  bind_lut_maxsim(m);
 }

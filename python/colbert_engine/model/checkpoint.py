@@ -30,8 +30,8 @@ class CheckpointFiles:
 
 
 def _looks_like_path(name: str) -> bool:
-    return (os.path.isabs(name) or name.startswith((".", "~")) or os.sep + os.sep in name
-            or name.count("/") > 1 or os.path.exists(name))
+    """Hub ids are ``name`` or ``owner/name``; anything else is meant as a path."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or os.path.exists(name)
 
 
 def _find_weights(folder: str) -> Optional[str]:

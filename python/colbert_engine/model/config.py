@@ -10,7 +10,9 @@ Where each ColBERT setting comes from, first match wins:
 3. ``artifact.metadata`` written by Stanford's colbert-ai (``query_token_id``,
    ``doc_token_id``, ``query_maxlen``, ``doc_maxlen``, ``attend_to_mask_tokens``,
    ``mask_punctuation``);
-4. defaults by checkpoint family (see :func:`default_settings`).
+4. ``query_length`` / ``query_maxlen`` / ``document_length`` / ``doc_maxlen`` in
+   ``config.json``, when a checkpoint keeps them there;
+5. defaults by checkpoint family (see :func:`default_settings`).
 """
 
 from __future__ import annotations
@@ -194,6 +196,15 @@ def settings_from_files(folder: str, family: str) -> ColBERTSettings:
     """Defaults of ``family`` overridden by ``artifact.metadata`` then by PyLate's
     ``config_sentence_transformers.json`` (PyLate's own precedence)."""
     settings = default_settings(family)
+    cfg_path = os.path.join(folder, "config.json")
+    if os.path.isfile(cfg_path):  # lengths some checkpoints keep in config.json itself
+        cfg = read_json(cfg_path)
+        for key in ("query_length", "query_maxlen"):
+            if isinstance(cfg.get(key), int):
+                settings.query_length = cfg[key]
+        for key in ("document_length", "doc_maxlen"):
+            if isinstance(cfg.get(key), int):
+                settings.document_length = cfg[key]
     meta_path = os.path.join(folder, "artifact.metadata")
     if os.path.isfile(meta_path):
         meta = read_json(meta_path)

@@ -142,10 +142,21 @@ class Encoder:
         config = TransformerConfig.from_dict(raw_config, source=os.path.join(files.folder, "config.json"))
         tokenizer = load_tokenizer(files.folder, config.model_type)
 
+        raw_tensors = ckpt.read_tensors(files.weights)
+        rows = next((t.shape[0] for k, t in raw_tensors.items() if k.endswith("embeddings.word_embeddings.weight")),
+                    None)
+        if rows is not None and rows != config.vocab_size:
+            # The table's size is the truth (a published loader of Jina-ColBERT-v2 uses 250,004
+            # rows where the config may say 250,002); ids only need to fall inside it.
+            config = dataclasses.replace(config, vocab_size=int(rows))
+        if tokenizer.get_vocab_size() > config.vocab_size:
+            raise CheckpointError(f"{files.source}: the tokenizer has {tokenizer.get_vocab_size()} tokens but the "
+                                  f"embedding table only {config.vocab_size} rows")
         with torch.device("meta"):  # no random init of ~560M parameters just to overwrite them
             model = Transformer(config)
         expected = {k: v.shape for k, v in model.state_dict().items()}
-        state, head = ckpt.map_state_dict(ckpt.read_tensors(files.weights), expected, files.weights)
+        state, head = ckpt.map_state_dict(raw_tensors, expected, files.weights)
+        del raw_tensors
         model.load_state_dict(state, strict=True, assign=True)
         dense = ckpt.read_dense_modules(files.folder)
         if dense is not None:
@@ -182,6 +193,8 @@ class Encoder:
         colbert_tokenizer = ColBERTTokenizer(tokenizer, colbert_settings, files.folder,
                                              pad_token_id=raw_config.get("pad_token_id"))
         matryoshka = tuple(raw_config.get("matryoshka_dimensions") or ())
+        if dim is None and isinstance(raw_config.get("truncate_dim"), int) and head is not None:
+            dim = raw_config["truncate_dim"]  # the checkpoint's own default output size
         encoder = cls(model, tokenizer, colbert_tokenizer, head, dim=dim, device=device, dtype=dtype,
                       matryoshka_dims=matryoshka)
         encoder.family = family

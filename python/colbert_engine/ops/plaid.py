@@ -231,6 +231,10 @@ def _candidates_group(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset
                  bitmap.data_ptr(), counts.data_ptr(), nq, n_centroids, query_len, nprobe,
                  n_docs, bitmap_words)
     if device.type == "cuda":
+        # csrc/cuda/plaid.cu keeps every token's picks in shared memory.
+        if nprobe < n_centroids and query_len * nprobe > 8192:
+            raise ValueError(f"nprobe: on CUDA query_len * nprobe must be <= 8192 (or nprobe >= the "
+                             f"number of centroids), got {query_len} * {nprobe}")
         module = _cuda_module()
         with torch.cuda.device(device):
             module.candidates_mark(*mark_args, V.stream_of(device))
@@ -355,6 +359,11 @@ def centroid_interaction_launch(scores, doc_codes, doc_offsets, candidates, cand
             out_offsets_dev.data_ptr(), out_scores.data_ptr(), out_ids.data_ptr(), nq, n_centroids,
             query_len, n_docs, ndocs, float(threshold) if prune else 0.0, int(prune))
     if device.type == "cuda":
+        # The CUDA selection holds min(ndocs, m_q) keys in shared memory (at most 8192).
+        largest = int(torch.diff(cand_offsets_host).max())
+        if min(ndocs, largest) > 8192:
+            raise ValueError(f"ndocs: at most 8192 documents kept per query on CUDA, got {ndocs}")
+        args = args[:14] + (min(ndocs, largest),) + args[15:]
         with torch.cuda.device(device):
             _cuda_module().centroid_interaction(*args, V.stream_of(device))
     else:

@@ -22,6 +22,7 @@ from colbert_engine import ops
 from colbert_engine.ops.lut_maxsim import lut_maxsim_launch
 from colbert_engine.ops.maxsim import maxsim_launch
 from colbert_engine.ops.plaid import candidates_launch, centroid_interaction_launch
+from colbert_engine.search import device as device_search
 
 # Tokens decompressed per maxsim call in exact search: bounds the fp32 copy to 128 MB at dim 128.
 EXACT_CHUNK_TOKENS = 1 << 18
@@ -96,6 +97,8 @@ def plaid_search(queries, codec, segments, allowed, params: SearchParams):
     Returns:
         list over queries of (scores float32 (<=k,), internal doc ids int64 (<=k,)), best first.
     """
+    if queries.device.type == "cuda" and device_search.fits(queries.shape[1], codec.centroids.shape[0], params):
+        return device_search.plaid_search_device(queries, codec, segments, allowed, params)  # no host syncs
     nq = queries.shape[0]
     device = queries.device
     scores = ops.centroid_scores(queries, codec.centroids)  # (nq, K, Lq)
@@ -134,6 +137,8 @@ def exact_search(queries, codec, segments, allowed, k: int):
     with the fused MaxSim kernel (:func:`ops.maxsim`).
     Same arguments and result as :func:`plaid_search`.
     """
+    if queries.device.type == "cuda":
+        return device_search.exact_search_device(queries, codec, segments, allowed, k, EXACT_CHUNK_TOKENS)
     nq = queries.shape[0]
     device = queries.device
     best_scores = torch.empty(nq, 0, device=device)

@@ -1,0 +1,170 @@
+// Residual codec on CUDA (contract, bucket rule and bit layout: common/codec.h).
+//
+// Byte-for-byte equal to the CPU: the bucket of r = x - c is the same comparison count
+// (common/codec.h's codec_bucket), bits are packed by the same codec_bit_shift, and every
+// float operation that feeds a stored value (norm sums, inverse norms, renormalisation) is
+// written with round-to-nearest intrinsics in the CPU's order, so nvcc cannot contract
+// a * b + c into an FMA that the CPU does not do.
+//
+// quantize:   one thread per token (index build time, not the search path).
+// decompress: one thread per packed byte (its 8 / nbits output values) when the inverse
+//             norms are given or no normalisation is asked, which is the search path;
+//             one thread per token when the norm must be recomputed (a sequential sum, as
+//             on the CPU).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "common/codec.h"
+#include "cuda/check.cuh"
+
+namespace ce {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float load_elem(const void* base, int64_t i, DType dtype) {
+  switch (dtype) {
+    case DType::F16: return __half2float(static_cast<const __half*>(base)[i]);
+    case DType::BF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+
+__device__ __forceinline__ void store_elem(void* base, int64_t i, float v, DType dtype) {
+  switch (dtype) {
+    case DType::F16: static_cast<__half*>(base)[i] = __float2half_rn(v); break;
+    case DType::BF16: static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v); break;
+    default: static_cast<float*>(base)[i] = v; break;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads)
+quantize_kernel(QuantizeParams p) {
+  __shared__ float cutoffs[15];
+  __shared__ float weights[16];
+  const int nbits = p.nbits, per_byte = 8 / nbits, n_cutoffs = (1 << nbits) - 1;
+  if (threadIdx.x < n_cutoffs) cutoffs[threadIdx.x] = p.bucket_cutoffs[threadIdx.x];
+  if (threadIdx.x <= n_cutoffs) weights[threadIdx.x] = p.bucket_weights[threadIdx.x];
+  __syncthreads();
+  const int64_t dim = p.dim, row_bytes = dim * nbits / 8;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
+       t += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
+    const int64_t row = t * dim;
+    float norm_sq = 0.f;
+    for (int64_t byte = 0; byte < row_bytes; ++byte) {
+      unsigned value = 0;
+      for (int j = 0; j < per_byte; ++j) {
+        const int64_t d = byte * per_byte + j;
+        const float c = centroid[d];
+        const int b = codec_bucket(__fsub_rn(load_elem(p.emb, row + d, p.emb_dtype), c), cutoffs, n_cutoffs);
+        const float decoded = __fadd_rn(c, weights[b]);
+        norm_sq = __fadd_rn(norm_sq, __fmul_rn(decoded, decoded));
+        for (int bit = 0; bit < nbits; ++bit)
+          value |= ((static_cast<unsigned>(b) >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
+      }
+      p.residuals[t * row_bytes + byte] = static_cast<uint8_t>(value);
+    }
+    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(norm_sq)));
+  }
+}
+
+// table[byte * per_byte + j]: the weight of the j-th dimension packed in `byte`.
+__device__ void build_decode_table(const float* bucket_weights, int nbits, float* table) {
+  const int per_byte = 8 / nbits;
+  for (int e = threadIdx.x; e < 256 * per_byte; e += blockDim.x) {
+    const int byte = e / per_byte, j = e - byte * per_byte;
+    table[e] = bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
+  }
+  __syncthreads();
+}
+
+// One thread per packed byte: out = C[code] + w, times the stored inverse norm if asked.
+__global__ void __launch_bounds__(kThreads)
+decompress_bytes_kernel(DecompressParams p) {
+  __shared__ float table[256 * 8];
+  build_decode_table(p.bucket_weights, p.nbits, table);
+  const int per_byte = 8 / p.nbits;
+  const int64_t dim = p.dim, row_bytes = dim * p.nbits / 8;
+  const int64_t n = p.n_tokens * row_bytes;
+  const bool scaled = p.normalize && p.inv_norms != nullptr;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t t = e / row_bytes, byte = e - t * row_bytes;
+    const int64_t d0 = byte * per_byte;
+    const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim + d0;
+    const float* weights = table + static_cast<int>(p.residuals[e]) * per_byte;
+    const float scale = scaled ? __half2float(__ushort_as_half(p.inv_norms[t])) : 1.f;
+    for (int j = 0; j < per_byte; ++j) {
+      float v = __fadd_rn(centroid[j], weights[j]);
+      if (scaled) v = __fmul_rn(v, scale);
+      store_elem(p.out, t * dim + d0 + j, v, p.out_dtype);
+    }
+  }
+}
+
+// One thread per token: recomputes the norm in dimension order (torch's normalize:
+// x / max(||x||, 1e-12)), then writes the row.
+__global__ void __launch_bounds__(kThreads)
+decompress_renorm_kernel(DecompressParams p) {
+  __shared__ float table[256 * 8];
+  build_decode_table(p.bucket_weights, p.nbits, table);
+  const int per_byte = 8 / p.nbits;
+  const int64_t dim = p.dim, row_bytes = dim * p.nbits / 8;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
+       t += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
+    const uint8_t* packed = p.residuals + t * row_bytes;
+    float norm_sq = 0.f;
+    for (int64_t byte = 0; byte < row_bytes; ++byte) {
+      const float* weights = table + static_cast<int>(packed[byte]) * per_byte;
+      for (int j = 0; j < per_byte; ++j) {
+        const float v = __fadd_rn(centroid[byte * per_byte + j], weights[j]);
+        norm_sq = __fadd_rn(norm_sq, __fmul_rn(v, v));
+      }
+    }
+    const float scale = __fdiv_rn(1.f, fmaxf(__fsqrt_rn(norm_sq), 1e-12f));
+    for (int64_t byte = 0; byte < row_bytes; ++byte) {
+      const float* weights = table + static_cast<int>(packed[byte]) * per_byte;
+      for (int j = 0; j < per_byte; ++j) {
+        const int64_t d = byte * per_byte + j;
+        store_elem(p.out, t * dim + d, __fmul_rn(__fadd_rn(centroid[d], weights[j]), scale), p.out_dtype);
+      }
+    }
+  }
+}
+
+template <typename Kernel, typename Params>
+cudaError_t launch_strided(Kernel kernel, int64_t n_items, Stream stream, const Params& params) {
+  if (n_items == 0) return cudaSuccess;
+  unsigned blocks = 0;
+  // Enough resident blocks to cover n_items once, or fill the device twice.
+  CE_CUDA_RETURN_IF_ERROR(grid_for(reinterpret_cast<const void*>(kernel), kThreads, 0,
+                                   (n_items + kThreads - 1) / kThreads, 1, 2, &blocks));
+  kernel<<<blocks, kThreads, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+bool valid_nbits(int nbits, int64_t dim) {
+  return (nbits == 1 || nbits == 2 || nbits == 4) && dim > 0 && (dim * nbits) % 8 == 0;
+}
+
+}  // namespace
+
+int quantize_residuals_cuda(const QuantizeParams& p, Stream stream) {
+  if (p.n_tokens == 0) return 0;
+  if (!valid_nbits(p.nbits, p.dim)) return static_cast<int>(cudaErrorInvalidValue);
+  return static_cast<int>(launch_strided(quantize_kernel, p.n_tokens, stream, p));
+}
+
+int decompress_residuals_cuda(const DecompressParams& p, Stream stream) {
+  if (p.n_tokens == 0) return 0;
+  if (!valid_nbits(p.nbits, p.dim)) return static_cast<int>(cudaErrorInvalidValue);
+  if (p.normalize && p.inv_norms == nullptr)
+    return static_cast<int>(launch_strided(decompress_renorm_kernel, p.n_tokens, stream, p));
+  return static_cast<int>(launch_strided(decompress_bytes_kernel, p.n_tokens * (p.dim * p.nbits / 8), stream, p));
+}
+
+}  // namespace ce
