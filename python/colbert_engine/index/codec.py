@@ -24,7 +24,7 @@ import torch
 # Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
 _ASSIGN_BUDGET = 1 << 22
 _MAX_HELDOUT_VALUES = 1 << 23
-_ACCUMULATE_ROWS = 1 << 15  # rows per index_add_ in k-means (16 MB of fp32 at dim 128)
+_ACCUMULATE_ROWS = 1 << 14  # rows per index_add_ in k-means (8 MB of fp32 at dim 128)
 HELDOUT_TOKENS = 50_000  # ColBERTv2 holds out 5% of the sample, at most 50k tokens
 
 
