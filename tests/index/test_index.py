@@ -308,3 +308,18 @@ def test_cuda_index_matches_cpu(built_index, collection, tmp_path):
     built = Index.build(tmp_path / "g", collection.doc_emb, collection.doc_offsets, device="cuda")
     assert built.recall(collection.queries, k=10) >= 0.95
     built.close()
+
+
+def test_selective_filter_returns_min_k_matches(built_index, collection):
+    # Two matching documents anywhere in the collection: both come back, whatever cells
+    # the queries probe, with the exact scores.
+    with Index.open(built_index) as index:
+        far = index.search(collection.queries[:1], k=50, exact=True)[0][-2:]  # query 0's 49th and 50th
+        wanted = {doc_id for doc_id, _ in far}
+        got = index.search(collection.queries, k=10, filter=list(wanted))
+        exact = index.search(collection.queries, k=10, exact=True, filter=list(wanted))
+    for row, row_exact in zip(got, exact):
+        assert {doc_id for doc_id, _ in row} == wanted
+        assert [d for d, _ in row] == [d for d, _ in row_exact]
+        for (_, score), (_, score_exact) in zip(row, row_exact):
+            assert score == pytest.approx(score_exact, rel=1e-4, abs=1e-4)
