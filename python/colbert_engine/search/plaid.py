@@ -8,8 +8,8 @@
 4. exact late interaction of the survivors, scored in place from the compressed tokens
    (:func:`ops.lut_maxsim`), top k.
 
-A filter that leaves at most stage 4's budget of documents in a segment skips stages 1-3
-there and scores all of them exactly: a selective filter still returns min(k, matches).
+A segment with at most stage 4's budget of allowed documents (a small appended segment, or
+a selective filter) skips stages 1-3 and scores all of them exactly: it returns min(k, matches).
 
 Segments are searched one after the other with the same centroid scores and merged
 by score; every segment's funnel keeps its own ``ndocs``.
@@ -110,18 +110,18 @@ def plaid_search(queries, codec, segments, allowed, params: SearchParams):
         if seg.n_docs == 0:
             continue
         subset = None if allowed is None else allowed[seg.doc_base:seg.doc_base + seg.n_docs].contiguous()
-        if subset is not None:
-            allowed_ids = subset.nonzero().flatten()
-            if allowed_ids.numel() <= params.exact_docs:
-                # A restrictive filter: the probed cells may hold fewer than k of its documents,
-                # so score all of them exactly, no more than stage 4 would score anyway.
-                if allowed_ids.numel():
-                    exact = torch.empty(nq, allowed_ids.numel(), dtype=torch.float32, device=device)
-                    lut_maxsim_launch(queries, scores, seg.codes, seg.residuals, seg.inv_norms, seg.doc_offsets,
-                                      allowed_ids, codec.bucket_weights, codec.nbits, exact)
-                    for q in range(nq):
-                        best[q] = _merge_topk(*best[q], exact[q], allowed_ids + seg.doc_base, params.k)
-                continue
+        if (subset.sum() if subset is not None else seg.n_docs) <= params.exact_docs:
+            # A small segment or a restrictive filter: the probed cells may hold fewer than k of
+            # its documents, so score all of them exactly, no more than stage 4 would anyway.
+            allowed_ids = (torch.arange(seg.n_docs, device=device) if subset is None
+                           else subset.nonzero().flatten())
+            if allowed_ids.numel():
+                exact = torch.empty(nq, allowed_ids.numel(), dtype=torch.float32, device=device)
+                lut_maxsim_launch(queries, scores, seg.codes, seg.residuals, seg.inv_norms, seg.doc_offsets,
+                                  allowed_ids, codec.bucket_weights, codec.nbits, exact)
+                for q in range(nq):
+                    best[q] = _merge_topk(*best[q], exact[q], allowed_ids + seg.doc_base, params.k)
+            continue
         cands, cand_offsets = candidates_launch(scores, seg.ivf, seg.ivf_offsets, params.nprobe, seg.n_docs, subset)
         if cands.numel() == 0:
             continue
