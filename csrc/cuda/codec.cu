@@ -9,8 +9,8 @@
 // quantize:   one thread per token (index build time, not the search path).
 // decompress: one thread per packed byte (its 8 / nbits output values) when the inverse
 //             norms are given or no normalisation is asked, which is the search path;
-//             one thread per token when the norm must be recomputed (a sequential sum, as
-//             on the CPU).
+//             one thread per token when the norm must be recomputed (16 partial sums in
+//             the CPU's order, see sum_partials16).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -40,6 +40,16 @@ __device__ __forceinline__ void store_elem(void* base, int64_t i, float v, DType
   }
 }
 
+// csrc/cpu/codec.cpp's sum_of_squares sums x[d]^2 into 16 partial sums,
+// partial[d % 16] in dimension order, then adds the partials in order from 0. Norms here
+// accumulate the same way (partial[d & 15]) and end with this sum, so stored inverse norms
+// and recomputed norms are bit-identical to the CPU's.
+__device__ __forceinline__ float sum_partials16(const float* partial) {
+  float total = 0.f;
+  for (int l = 0; l < 16; ++l) total = __fadd_rn(total, partial[l]);
+  return total;
+}
+
 __global__ void __launch_bounds__(kThreads)
 quantize_kernel(QuantizeParams p) {
   __shared__ float cutoffs[15];
@@ -53,7 +63,7 @@ quantize_kernel(QuantizeParams p) {
        t += static_cast<int64_t>(gridDim.x) * kThreads) {
     const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
     const int64_t row = t * dim;
-    float norm_sq = 0.f;
+    float partial[16] = {};  // the CPU's summation order (see sum_partials16)
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       unsigned value = 0;
       for (int j = 0; j < per_byte; ++j) {
@@ -61,13 +71,13 @@ quantize_kernel(QuantizeParams p) {
         const float c = centroid[d];
         const int b = codec_bucket(__fsub_rn(load_elem(p.emb, row + d, p.emb_dtype), c), cutoffs, n_cutoffs);
         const float decoded = __fadd_rn(c, weights[b]);
-        norm_sq = __fadd_rn(norm_sq, __fmul_rn(decoded, decoded));
+        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
         for (int bit = 0; bit < nbits; ++bit)
           value |= ((static_cast<unsigned>(b) >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
       }
       p.residuals[t * row_bytes + byte] = static_cast<uint8_t>(value);
     }
-    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(norm_sq)));
+    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(sum_partials16(partial))));
   }
 }
 
@@ -117,14 +127,16 @@ decompress_renorm_kernel(DecompressParams p) {
        t += static_cast<int64_t>(gridDim.x) * kThreads) {
     const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
     const uint8_t* packed = p.residuals + t * row_bytes;
-    float norm_sq = 0.f;
+    float partial[16] = {};  // the CPU's summation order (see sum_partials16)
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       const float* weights = table + static_cast<int>(packed[byte]) * per_byte;
       for (int j = 0; j < per_byte; ++j) {
-        const float v = __fadd_rn(centroid[byte * per_byte + j], weights[j]);
-        norm_sq = __fadd_rn(norm_sq, __fmul_rn(v, v));
+        const int64_t d = byte * per_byte + j;
+        const float v = __fadd_rn(centroid[d], weights[j]);
+        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(v, v));
       }
     }
+    const float norm_sq = sum_partials16(partial);
     const float scale = __fdiv_rn(1.f, fmaxf(__fsqrt_rn(norm_sq), 1e-12f));
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       const float* weights = table + static_cast<int>(packed[byte]) * per_byte;
