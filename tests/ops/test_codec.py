@@ -369,3 +369,33 @@ def test_bad_input_names_the_argument():
     raises(ValueError, "inv_norms", decompress, codes, residuals, centroids, weights, 2, inv_norms=inv_norms[:3])
     raises(TypeError, "out_dtype", decompress, codes, residuals, centroids, weights, 2, out_dtype=torch.int32)
     raises(ValueError, "out", decompress, codes, residuals, centroids, weights, 2, out=torch.empty(3, 64))
+
+
+def _norm_sq_16_partials(x: np.ndarray) -> np.ndarray:
+    """Row sums of squares in the kernels' fixed order (csrc/cpu/codec.cpp sum_of_squares,
+    mirrored by csrc/cuda/codec.cu): partial[d % 16] += x[d]^2 in dimension order, then the
+    16 partials added in order. float32 throughout, no FMA."""
+    partial = np.zeros((x.shape[0], 16), dtype=np.float32)
+    for d in range(x.shape[1]):
+        partial[:, d % 16] = partial[:, d % 16] + x[:, d] * x[:, d]
+    total = np.zeros(x.shape[0], dtype=np.float32)
+    for lane in range(16):
+        total = total + partial[:, lane]
+    return total
+
+
+@pytest.mark.parametrize("dim", [24, 128])
+def test_norms_use_the_pinned_summation_order(device, dim):
+    """Stored inverse norms and recomputed norms are bit-exact functions of the decoded vector,
+    in the order both backends share (CPU and CUDA must agree byte for byte)."""
+    nbits = 2
+    centroids, cutoffs, weights = make_codec(dim, nbits, device=device)
+    emb = tokens(centroids.cpu(), 257, seed=3).to(device)
+    codes, residuals, inv_norms = ops.compress_residuals(emb, centroids, cutoffs, weights, nbits)
+    decoded = ops.decompress_residuals(codes, residuals, centroids, weights, nbits, normalize=False).cpu().numpy()
+    norm_sq = _norm_sq_16_partials(decoded)
+    want_inv = np.minimum(np.float32(1) / np.sqrt(norm_sq), np.float32(65504)).astype(np.float16)
+    assert np.array_equal(inv_norms.cpu().numpy().view(np.int16), want_inv.view(np.int16))
+    got = ops.decompress_residuals(codes, residuals, centroids, weights, nbits, normalize=True).cpu().numpy()
+    scale = np.float32(1) / np.maximum(np.sqrt(norm_sq), np.float32(1e-12))
+    assert np.array_equal(got.view(np.int32), (decoded * scale[:, None]).view(np.int32))
