@@ -399,3 +399,20 @@ def test_norms_use_the_pinned_summation_order(device, dim):
     got = ops.decompress_residuals(codes, residuals, centroids, weights, nbits, normalize=True).cpu().numpy()
     scale = np.float32(1) / np.maximum(np.sqrt(norm_sq), np.float32(1e-12))
     assert np.array_equal(got.view(np.int32), (decoded * scale[:, None]).view(np.int32))
+
+
+def test_zero_dim_is_rejected_on_every_device(device):
+    """csrc/cuda/codec.cu and lut_maxsim.cu reject dim 0, so the ops do on the CPU too."""
+    centroids = torch.zeros(2, 0, device=device)
+    weights = torch.zeros(4, device=device)
+    with pytest.raises(ValueError, match="dim"):
+        ops.compress_residuals(torch.zeros(3, 0, device=device), centroids, torch.zeros(3, device=device),
+                               weights, 2)
+    codes = torch.zeros(3, dtype=torch.int32, device=device)
+    residuals = torch.zeros(3, 0, dtype=torch.uint8, device=device)
+    with pytest.raises(ValueError, match="dim"):
+        ops.decompress_residuals(codes, residuals, centroids, weights, 2)
+    with pytest.raises(ValueError, match="dim"):
+        ops.lut_maxsim(torch.zeros(1, 2, 0, device=device), torch.zeros(1, 2, 2, device=device), codes, residuals,
+                       torch.ones(3, dtype=torch.float16, device=device), torch.tensor([0, 3], device=device),
+                       torch.tensor([0], device=device), weights, 2)

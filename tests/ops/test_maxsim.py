@@ -315,3 +315,13 @@ def test_isa_path(isa):
     result = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_zero_dim_is_rejected_on_every_device(device):
+    """csrc/cuda/maxsim.cu rejects dim 0, so the op does on the CPU too (it returned zeros)."""
+    queries, emb = torch.zeros(1, 2, 0, device=device), torch.zeros(3, 0, device=device)
+    offsets = torch.tensor([0, 1, 3], device=device)
+    with pytest.raises(ValueError, match="queries"):
+        ops.maxsim(queries, emb, offsets)
+    with pytest.raises(ValueError, match="queries"):
+        ops.maxsim_topk(queries, emb, offsets, 1)

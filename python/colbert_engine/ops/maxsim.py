@@ -39,6 +39,8 @@ def _prepare(queries, doc_emb, doc_offsets, doc_subset):
     V.check_size(queries, "queries", 2, doc_emb.shape[1], "doc_emb's dim")
     if queries.shape[1] == 0:
         raise ValueError(f"queries: needs at least one query token, got shape {tuple(queries.shape)}")
+    if queries.shape[2] == 0:  # the CUDA kernels reject dim 0; keep both devices alike
+        raise ValueError(f"queries: needs dim >= 1, got shape {tuple(queries.shape)}")
     if device.type == "cuda" and queries.shape[1] > 512:
         raise ValueError(f"queries: at most 512 query tokens on CUDA, got {queries.shape[1]}")
     V.check_finite(queries, "queries")
