@@ -103,6 +103,7 @@ def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.floa
         V.check_ndim(weight, "weight", (2,))
         V.check_size(weight, "weight", 1, H, "hidden's size H")
         V.check_same_device(device, weight=weight)
+        V.check_finite(weight, "weight")
         full = weight.shape[0]
     else:
         full = H
@@ -120,6 +121,7 @@ def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.floa
         V.check_ndim(bias, "bias", (1,))
         V.check_size(bias, "bias", 0, full, "weight's rows")
         V.check_same_device(device, bias=bias)
+        V.check_finite(bias, "bias")
     if mask is not None:
         mask = V.as_tensor(mask, "mask")
         if mask.dtype != torch.bool:
