@@ -323,3 +323,22 @@ def test_selective_filter_returns_min_k_matches(built_index, collection):
         assert [d for d, _ in row] == [d for d, _ in row_exact]
         for (_, score), (_, score_exact) in zip(row, row_exact):
             assert score == pytest.approx(score_exact, rel=1e-4, abs=1e-4)
+
+
+def test_search_sizes_must_be_ints(built_index, collection):
+    """nprobe=1.7 used to be truncated to 1, k=1.5 / k="3" failed inside torch, and a NaN
+    centroid_score_threshold silently disabled pruning."""
+    with Index.open(built_index) as index:
+        for name, value in (("k", 1.5), ("k", "3"), ("nprobe", 1.7), ("nprobe", "x"), ("ndocs", 2.0),
+                            ("k", True)):
+            with pytest.raises(TypeError, match=name):
+                index.search(collection.queries, **{name: value})
+        with pytest.raises(TypeError, match="k"):
+            index.search(collection.queries, k=1.5, exact=True)
+        with pytest.raises(ValueError, match="ndocs"):
+            index.search(collection.queries, ndocs=0)
+        for value in (float("nan"), float("inf"), "a"):
+            with pytest.raises(ValueError, match="centroid_score_threshold"):
+                index.search(collection.queries, centroid_score_threshold=value)
+        assert index.search(collection.queries, k=np.int64(3), nprobe=np.int32(2)) == \
+            index.search(collection.queries, k=3, nprobe=2)

@@ -276,8 +276,7 @@ class Index:
         queries, _ = self._prepare_queries(queries)
         allowed = self._allowed(filter)
         if exact:
-            if not isinstance(k, int) or k < 1:
-                raise ValueError(f"k: must be an int >= 1, got {k!r}")
+            k = plaid.check_count(k, "k")
             return plaid.exact_search(queries, self.codec, self.segments, allowed, k)
         params = plaid.default_params(k, nprobe, centroid_score_threshold, ndocs)
         return plaid.plaid_search(queries, self.codec, self.segments, allowed, params)
