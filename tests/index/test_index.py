@@ -342,3 +342,22 @@ def test_search_sizes_must_be_ints(built_index, collection):
                 index.search(collection.queries, centroid_score_threshold=value)
         assert index.search(collection.queries, k=np.int64(3), nprobe=np.int32(2)) == \
             index.search(collection.queries, k=3, nprobe=2)
+
+
+def test_id_collections_are_checked(built_index, collection, tmp_path):
+    """A bare str/bytes or a non-iterable where a collection of ids is expected is a TypeError
+    naming the argument (metadata("x") used to look up "x" letter by letter, delete(b"..")
+    deleted the ids of its byte values, filter=5 failed with "'int' object is not iterable")."""
+    with Index.open(built_index) as index:
+        n_live = index.n_live
+        with pytest.raises(TypeError, match="ids"):
+            index.metadata("0")
+        with pytest.raises(TypeError, match="ids"):
+            index.delete(b"\x00\x01")
+        with pytest.raises(TypeError, match="ids"):
+            index.delete(object())
+        with pytest.raises(TypeError, match="filter"):
+            index.search(collection.queries, filter=5)
+        assert index.n_live == n_live
+    with pytest.raises(ValueError, match="device"):
+        Index.open(built_index, device="tpu")

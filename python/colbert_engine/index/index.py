@@ -36,10 +36,26 @@ _OWN_FILE = re.compile(r"^(seg\d+\..*\.npy|ids\.\d+\.sqlite(-journal|-wal|-shm)?
 def _resolve_device(device) -> torch.device:
     if device is None:
         return torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: {device!r} is not a device (cpu or cuda): {err}") from None
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device: {device} is not supported (cpu or cuda)")
     return device
+
+
+def _id_list(ids, name: str) -> list:
+    """A collection of external ids as a list. A str or bytes is not a collection of ids (it
+    used to be iterated: metadata("d1") looked up "d" and "1", delete(b"d1") ids 100 and 49)."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{name}: expected a sequence of ids, got {type(ids).__name__} {ids!r:.60}; wrap one id in a list")
+    if isinstance(ids, (np.ndarray, torch.Tensor)):
+        return ids.tolist()
+    try:
+        return list(ids)
+    except TypeError:
+        raise TypeError(f"{name}: expected a sequence of ids, got {type(ids).__name__}") from None
 
 
 def _seg_name(gen: int) -> str:
@@ -247,9 +263,8 @@ class Index:
         elif isinstance(filter, str):
             doc_ids = self._ids.where(filter, (), self.generation)
         else:
-            if isinstance(filter, (np.ndarray, torch.Tensor)):
-                filter = filter.tolist()
-            found = self._ids.lookup_live(list(filter), self.generation)
+            filter = _id_list(filter, "filter")
+            found = self._ids.lookup_live(filter, self.generation)
             doc_ids = np.fromiter(found.values(), dtype=np.int64, count=len(found))
         mask = torch.zeros(self.n_docs, dtype=torch.bool)
         if doc_ids.size:
@@ -323,7 +338,8 @@ class Index:
 
     def metadata(self, ids: Sequence) -> list:
         """The metadata stored with live documents ``ids`` (None where absent or unknown)."""
-        found = self._ids.lookup_live(list(ids), self.generation)
+        ids = _id_list(ids, "ids")
+        found = self._ids.lookup_live(ids, self.generation)
         meta = self._ids.metadata(list(found.values()))
         return [meta.get(found.get(i)) for i in ids]
 
@@ -393,10 +409,9 @@ class Index:
         """
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        if isinstance(ids, (np.ndarray, torch.Tensor)):
-            ids = ids.tolist()
+        ids = _id_list(ids, "ids")
         self._begin_write()
-        found = self._ids.lookup_live(list(ids), self.generation)
+        found = self._ids.lookup_live(ids, self.generation)
         if not found:
             return 0
         self._ids.begin()
