@@ -361,3 +361,15 @@ def test_id_collections_are_checked(built_index, collection, tmp_path):
         assert index.n_live == n_live
     with pytest.raises(ValueError, match="device"):
         Index.open(built_index, device="tpu")
+
+
+def test_build_rejects_bad_kmeans_settings(collection, tmp_path):
+    """n_centroids=0 used to fail inside k-means as "kmeans: k must lie in ..." and
+    kmeans_niters=-1 was accepted silently."""
+    emb, offsets = collection.doc_emb[:40], torch.tensor([0, 20, 40])
+    with pytest.raises(ValueError, match="n_centroids"):
+        Index.build(tmp_path / "a", emb, offsets, n_centroids=0)
+    with pytest.raises(TypeError, match="n_centroids"):
+        Index.build(tmp_path / "b", emb, offsets, n_centroids=4.5)
+    with pytest.raises(ValueError, match="kmeans_niters"):
+        Index.build(tmp_path / "c", emb, offsets, kmeans_niters=-1)

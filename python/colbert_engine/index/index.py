@@ -7,6 +7,7 @@ Layout and crash-safety rules are in ``FORMAT.md``. One writer at a time per fol
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import re
 import time
@@ -497,6 +498,10 @@ class Index:
             raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
         device = _resolve_device(device)
         folder = Path(path)
+        if n_centroids is not None:
+            n_centroids = plaid.check_count(n_centroids, "n_centroids")
+        if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
+            raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / F.MANIFEST).exists():
             raise ValueError(f"{folder}: already holds an index (open it and add, or remove it first)")
