@@ -315,3 +315,14 @@ def test_isa_path(isa):
     result = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_numpy_integer_k_is_an_int():
+    """k = np.int64(2) (e.g. read from an array) was rejected as "expected a positive int"."""
+    gen = torch.Generator().manual_seed(0)
+    queries, doc_emb = torch.randn(4, 8, generator=gen), torch.randn(10, 8, generator=gen)
+    doc_offsets = torch.tensor([0, 3, 7, 10])
+    want = ops.maxsim_topk(queries, doc_emb, doc_offsets, 2)
+    for k in (np.int64(2), np.int32(2)):
+        got = ops.maxsim_topk(queries, doc_emb, doc_offsets, k)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

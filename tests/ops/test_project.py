@@ -191,3 +191,8 @@ def test_non_finite_weight_or_bias_is_rejected():
     bad_bias[3] = float("inf")
     with pytest.raises(ValueError, match="bias"):
         ops.project(hidden, weight, bad_bias)
+
+
+def test_numpy_integer_dim_is_an_int():
+    hidden, weight = torch.randn(2, 3, 16), torch.randn(8, 16)
+    assert torch.equal(ops.project(hidden, weight, dim=np.int64(4)), ops.project(hidden, weight, dim=4))
