@@ -344,11 +344,11 @@ def test_search_sizes_must_be_ints(built_index, collection):
             index.search(collection.queries, k=3, nprobe=2)
 
 
-def test_id_collections_are_checked(built_index, collection, tmp_path):
+def test_id_collections_are_checked(index_copy, collection):
     """A bare str/bytes or a non-iterable where a collection of ids is expected is a TypeError
     naming the argument (metadata("x") used to look up "x" letter by letter, delete(b"..")
     deleted the ids of its byte values, filter=5 failed with "'int' object is not iterable")."""
-    with Index.open(built_index) as index:
+    with Index.open(index_copy) as index:
         n_live = index.n_live
         with pytest.raises(TypeError, match="ids"):
             index.metadata("0")
@@ -360,7 +360,7 @@ def test_id_collections_are_checked(built_index, collection, tmp_path):
             index.search(collection.queries, filter=5)
         assert index.n_live == n_live
     with pytest.raises(ValueError, match="device"):
-        Index.open(built_index, device="tpu")
+        Index.open(index_copy, device="tpu")
 
 
 def test_build_rejects_bad_kmeans_settings(collection, tmp_path):
@@ -373,3 +373,18 @@ def test_build_rejects_bad_kmeans_settings(collection, tmp_path):
         Index.build(tmp_path / "b", emb, offsets, n_centroids=4.5)
     with pytest.raises(ValueError, match="kmeans_niters"):
         Index.build(tmp_path / "c", emb, offsets, kmeans_niters=-1)
+
+
+def test_metadata_must_be_strict_json(index_copy, collection):
+    """Metadata holding NaN used to be stored as non-JSON, after which every json_extract
+    filter on the index failed with "malformed JSON"; nothing is added now."""
+    emb, offsets = collection.doc_emb[:10], torch.tensor([0, 4, 10])
+    with Index.open(index_copy) as index:
+        n_docs = index.n_docs
+        with pytest.raises(ValueError, match="metadata"):
+            index.add(emb, offsets, ids=["nan-a", "nan-b"], metadata=[{"lang": float("nan")}, None])
+        with pytest.raises(TypeError, match="metadata"):
+            index.add(emb, offsets, ids=["obj-a", "obj-b"], metadata=[{"lang": object()}, None])
+        assert index.n_docs == n_docs
+        index.search(collection.queries, filter=("json_extract(metadata, '$.lang') = ?", ["de"]))
+        assert index.add(emb, offsets, ids=["nan-a", "nan-b"]) == ["nan-a", "nan-b"]

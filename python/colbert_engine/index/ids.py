@@ -53,6 +53,17 @@ def normalize_id(value):
     raise TypeError(f"ids: each id must be an int or a str, got {type(value).__name__} {value!r}")
 
 
+def _metadata_json(value, ext) -> str:
+    """Strict JSON: NaN/inf would be stored as the non-JSON tokens NaN/Infinity, and SQLite's
+    json_extract then fails with "malformed JSON" on every filter over the whole index."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"metadata: the metadata of id {ext!r:.60} holds NaN or infinity, which JSON cannot store") from None
+    except TypeError as err:
+        raise TypeError(f"metadata: the metadata of id {ext!r:.60} is not JSON serialisable: {err}") from None
+
+
 class IdStore:
     """The SQLite database of one index generation range (see module docstring)."""
 
@@ -81,7 +92,7 @@ class IdStore:
         """Insert rows for doc ids ``first_doc_id ..`` inside the open transaction."""
         rows = []
         for i, ext in enumerate(ids):
-            meta = None if metadata is None or metadata[i] is None else json.dumps(metadata[i])
+            meta = None if metadata is None or metadata[i] is None else _metadata_json(metadata[i], ext)
             rows.append((first_doc_id + i, normalize_id(ext), meta, gen))
         try:
             self.conn.executemany("INSERT INTO docs(doc_id, id, metadata, added_gen) VALUES (?, ?, ?, ?)", rows)
