@@ -298,3 +298,14 @@ def test_lengths_and_truncate_dim_from_config_json(tmp_path):
     assert (enc.settings.query_length, enc.settings.document_length, enc.dim) == (16, 100, 96)
     other = Encoder.from_pretrained(tmp_path, device="cpu", dim=128, query_length=20)
     assert other.encode_queries(["a"]).shape == (1, 20, 128)
+
+
+def test_query_length_is_bounded(jina_dir, tmp_path):
+    """query_length=100000 used to be accepted and ran a 100k-token attention per query;
+    past an absolute position table it would index out of the table."""
+    with pytest.raises(ValueError, match="query_length"):
+        Encoder.from_pretrained(jina_dir, device="cpu", query_length=100000)
+    write_checkpoint(tmp_path, layout="bert", head_dim=32, hidden=32)
+    longest = json.loads((tmp_path / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(ValueError, match="query_length"):
+        Encoder.from_pretrained(tmp_path, device="cpu", query_length=longest + 1)

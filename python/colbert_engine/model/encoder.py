@@ -190,6 +190,9 @@ class Encoder:
                 raise ValueError(f"document_length: {document_length} exceeds what the checkpoint's position table "
                                  f"covers ({longest})")
             colbert_settings.document_length = min(longest, MAX_DOCUMENT_LENGTH)
+        if config.position_embedding_type == "absolute" and colbert_settings.query_length > longest:
+            raise ValueError(f"query_length: {colbert_settings.query_length} exceeds what the checkpoint's position "
+                             f"table covers ({longest})")
         colbert_tokenizer = ColBERTTokenizer(tokenizer, colbert_settings, files.folder,
                                              pad_token_id=raw_config.get("pad_token_id"))
         matryoshka = tuple(raw_config.get("matryoshka_dimensions") or ())
