@@ -388,3 +388,17 @@ def test_metadata_must_be_strict_json(index_copy, collection):
         assert index.n_docs == n_docs
         index.search(collection.queries, filter=("json_extract(metadata, '$.lang') = ?", ["de"]))
         assert index.add(emb, offsets, ids=["nan-a", "nan-b"]) == ["nan-a", "nan-b"]
+
+
+def test_closed_index_says_so(index_copy, collection):
+    """Every call on a closed Index used to fail with "'NoneType' object has no attribute ..."
+    (or search_internal returned nothing)."""
+    index = Index.open(index_copy)
+    index.close()
+    emb, offsets = collection.doc_emb[:10], torch.tensor([0, 4, 10])
+    for call in (lambda: index.search(collection.queries), lambda: index.search_internal(collection.queries),
+                 lambda: index.metadata(["doc-1"]), lambda: index.add(emb, offsets), lambda: index.delete("doc-1"),
+                 index.compact):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    index.close()  # closing twice is fine

@@ -222,6 +222,12 @@ class Index:
             self._ids = None
         self.segments = []
 
+    def _check_open(self) -> None:
+        # After close() the segments are gone: a search returned nothing or failed with
+        # "'NoneType' object has no attribute ..." deep inside.
+        if self._ids is None:
+            raise ValueError(f"{self.path}: this Index was closed; open it again with Index.open")
+
     def __enter__(self):
         return self
 
@@ -289,6 +295,7 @@ class Index:
     def search_internal(self, queries, k=10, nprobe=None, centroid_score_threshold=None, ndocs=None,
                         exact=False, filter=None):
         """Like :meth:`search` but returns internal doc ids: list of (scores, doc_ids) tensors."""
+        self._check_open()
         queries, _ = self._prepare_queries(queries)
         allowed = self._allowed(filter)
         if exact:
@@ -339,6 +346,7 @@ class Index:
 
     def metadata(self, ids: Sequence) -> list:
         """The metadata stored with live documents ``ids`` (None where absent or unknown)."""
+        self._check_open()
         ids = _id_list(ids, "ids")
         found = self._ids.lookup_live(ids, self.generation)
         meta = self._ids.metadata(list(found.values()))
@@ -347,6 +355,7 @@ class Index:
     # ----------------------------------------------------------------- writing
     def _begin_write(self) -> None:
         """Undo leftovers of a writer that crashed, remove files no manifest names."""
+        self._check_open()
         self._ids.rollback_uncommitted(self.generation)
         _collect_garbage(self.path, self._manifest)
 
