@@ -402,3 +402,18 @@ def test_closed_index_says_so(index_copy, collection):
         with pytest.raises(ValueError, match="closed"):
             call()
     index.close()  # closing twice is fine
+
+
+def test_runaway_filter_is_interrupted(built_index, collection, monkeypatch):
+    """A WHERE clause that never ends (a recursive CTE) used to hang search; one that builds
+    a gigabyte blob allocated it."""
+    from colbert_engine.index import ids as ids_module
+
+    monkeypatch.setattr(ids_module, "FILTER_TIMEOUT_S", 0.5)
+    endless = "id IN (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)"
+    with Index.open(built_index) as index:
+        with pytest.raises(ValueError, match="interrupted"):
+            index.search(collection.queries, filter=endless)
+        with pytest.raises(ValueError, match="filter"):
+            index.search(collection.queries, filter="length(randomblob(1000000000)) > 0")
+        assert index.search(collection.queries, k=3, filter=("json_extract(metadata, '$.lang') = ?", ["de"]))

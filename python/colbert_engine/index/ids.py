@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+# A user filter runs at most this long (a recursive CTE never ends; search hung), and no
+# string or blob it builds may exceed FILTER_MAX_BYTES (randomblob(1e9) allocated 1 GB).
+FILTER_TIMEOUT_S = 30.0
+FILTER_MAX_BYTES = 256 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -161,12 +167,18 @@ class IdStore:
         """
         sql = f"SELECT doc_id FROM docs WHERE ({_visible(gen)}) AND ({clause})"
         ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        deadline = time.monotonic() + FILTER_TIMEOUT_S
         try:
             ro.execute("PRAGMA query_only = ON")
+            ro.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, FILTER_MAX_BYTES)
+            ro.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
             rows = ro.execute(sql, params if isinstance(params, dict) else tuple(params))  # :name or ?
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
         except sqlite3.Error as exc:
-            raise ValueError(f"filter: SQL error in WHERE clause {clause!r}: {exc}") from None
+            if time.monotonic() > deadline:
+                raise ValueError(f"filter: WHERE clause {clause!r:.200} ran longer than {FILTER_TIMEOUT_S:g} s "
+                                 "and was interrupted") from None
+            raise ValueError(f"filter: SQL error in WHERE clause {clause!r:.200}: {exc}") from None
         finally:
             ro.close()
 
