@@ -417,3 +417,14 @@ def test_runaway_filter_is_interrupted(built_index, collection, monkeypatch):
         with pytest.raises(ValueError, match="filter"):
             index.search(collection.queries, filter="length(randomblob(1000000000)) > 0")
         assert index.search(collection.queries, k=3, filter=("json_extract(metadata, '$.lang') = ?", ["de"]))
+
+
+def test_filter_parameters_must_be_a_sequence_or_dict(built_index, collection):
+    """("... = ?", "de") bound "d" and "e" ("2 supplied"); ("...", None) failed in tuple()."""
+    clause = "json_extract(metadata, '$.lang') = ?"
+    with Index.open(built_index) as index:
+        for params in ("de", 5):
+            with pytest.raises(TypeError, match="filter: parameters"):
+                index.search(collection.queries, filter=(clause, params))
+        assert index.search(collection.queries, filter=("id = 'doc-1'", None)) == \
+            index.search(collection.queries, filter="id = 'doc-1'")

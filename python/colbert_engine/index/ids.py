@@ -165,6 +165,12 @@ class IdStore:
         ``json_extract(metadata, '$.lang') = ?``) and ``doc_id``; values are bound
         parameters. It runs on a read-only connection, so it cannot change the index.
         """
+        if params is None:
+            params = ()
+        elif isinstance(params, (str, bytes)) or not isinstance(params, (dict, list, tuple)):
+            # a bare "de" used to be bound letter by letter ("2 supplied"); None failed in tuple()
+            raise TypeError(f"filter: parameters must be a list/tuple (for ?) or a dict (for :name), "
+                            f"got {type(params).__name__} {params!r:.60}")
         sql = f"SELECT doc_id FROM docs WHERE ({_visible(gen)}) AND ({clause})"
         ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         deadline = time.monotonic() + FILTER_TIMEOUT_S
