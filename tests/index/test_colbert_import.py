@@ -94,3 +94,19 @@ def test_from_colbert_errors(colbert_folder, tmp_path):
     (empty / "centroids.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="centroids.pt: cannot be read"):
         Index.from_colbert(empty, tmp_path / "z")
+
+
+def test_from_colbert_malformed_config(tmp_path):
+    """Invalid JSON or a config without dim/nbits used to raise a bare JSONDecodeError /
+    KeyError: 'dim' that named no file."""
+    folder = tmp_path / "colbert"
+    folder.mkdir()
+    (folder / "metadata.json").write_text("{not json")
+    with pytest.raises(ValueError, match="metadata.json: not valid JSON"):
+        Index.from_colbert(folder, tmp_path / "a")
+    (folder / "metadata.json").write_text(json.dumps({"config": {"nbits": 2}}))
+    with pytest.raises(ValueError, match="metadata.json: no integer config field 'dim'"):
+        Index.from_colbert(folder, tmp_path / "b")
+    (folder / "metadata.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ValueError, match="metadata.json"):
+        Index.from_colbert(folder, tmp_path / "c")

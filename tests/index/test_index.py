@@ -323,3 +323,108 @@ def test_selective_filter_returns_min_k_matches(built_index, collection):
         assert [d for d, _ in row] == [d for d, _ in row_exact]
         for (_, score), (_, score_exact) in zip(row, row_exact):
             assert score == pytest.approx(score_exact, rel=1e-4, abs=1e-4)
+
+
+def test_search_sizes_must_be_ints(built_index, collection):
+    """nprobe=1.7 used to be truncated to 1, k=1.5 / k="3" failed inside torch, and a NaN
+    centroid_score_threshold silently disabled pruning."""
+    with Index.open(built_index) as index:
+        for name, value in (("k", 1.5), ("k", "3"), ("nprobe", 1.7), ("nprobe", "x"), ("ndocs", 2.0),
+                            ("k", True)):
+            with pytest.raises(TypeError, match=name):
+                index.search(collection.queries, **{name: value})
+        with pytest.raises(TypeError, match="k"):
+            index.search(collection.queries, k=1.5, exact=True)
+        with pytest.raises(ValueError, match="ndocs"):
+            index.search(collection.queries, ndocs=0)
+        for value in (float("nan"), float("inf"), "a"):
+            with pytest.raises(ValueError, match="centroid_score_threshold"):
+                index.search(collection.queries, centroid_score_threshold=value)
+        assert index.search(collection.queries, k=np.int64(3), nprobe=np.int32(2)) == \
+            index.search(collection.queries, k=3, nprobe=2)
+
+
+def test_id_collections_are_checked(index_copy, collection):
+    """A bare str/bytes or a non-iterable where a collection of ids is expected is a TypeError
+    naming the argument (metadata("x") used to look up "x" letter by letter, delete(b"..")
+    deleted the ids of its byte values, filter=5 failed with "'int' object is not iterable")."""
+    with Index.open(index_copy) as index:
+        n_live = index.n_live
+        with pytest.raises(TypeError, match="ids"):
+            index.metadata("0")
+        with pytest.raises(TypeError, match="ids"):
+            index.delete(b"\x00\x01")
+        with pytest.raises(TypeError, match="ids"):
+            index.delete(object())
+        with pytest.raises(TypeError, match="filter"):
+            index.search(collection.queries, filter=5)
+        assert index.n_live == n_live
+    with pytest.raises(ValueError, match="device"):
+        Index.open(index_copy, device="tpu")
+
+
+def test_build_rejects_bad_kmeans_settings(collection, tmp_path):
+    """n_centroids=0 used to fail inside k-means as "kmeans: k must lie in ..." and
+    kmeans_niters=-1 was accepted silently."""
+    emb, offsets = collection.doc_emb[:40], torch.tensor([0, 20, 40])
+    with pytest.raises(ValueError, match="n_centroids"):
+        Index.build(tmp_path / "a", emb, offsets, n_centroids=0)
+    with pytest.raises(TypeError, match="n_centroids"):
+        Index.build(tmp_path / "b", emb, offsets, n_centroids=4.5)
+    with pytest.raises(ValueError, match="kmeans_niters"):
+        Index.build(tmp_path / "c", emb, offsets, kmeans_niters=-1)
+
+
+def test_metadata_must_be_strict_json(index_copy, collection):
+    """Metadata holding NaN used to be stored as non-JSON, after which every json_extract
+    filter on the index failed with "malformed JSON"; nothing is added now."""
+    emb, offsets = collection.doc_emb[:10], torch.tensor([0, 4, 10])
+    with Index.open(index_copy) as index:
+        n_docs = index.n_docs
+        with pytest.raises(ValueError, match="metadata"):
+            index.add(emb, offsets, ids=["nan-a", "nan-b"], metadata=[{"lang": float("nan")}, None])
+        with pytest.raises(TypeError, match="metadata"):
+            index.add(emb, offsets, ids=["obj-a", "obj-b"], metadata=[{"lang": object()}, None])
+        assert index.n_docs == n_docs
+        index.search(collection.queries, filter=("json_extract(metadata, '$.lang') = ?", ["de"]))
+        assert index.add(emb, offsets, ids=["nan-a", "nan-b"]) == ["nan-a", "nan-b"]
+
+
+def test_closed_index_says_so(index_copy, collection):
+    """Every call on a closed Index used to fail with "'NoneType' object has no attribute ..."
+    (or search_internal returned nothing)."""
+    index = Index.open(index_copy)
+    index.close()
+    emb, offsets = collection.doc_emb[:10], torch.tensor([0, 4, 10])
+    for call in (lambda: index.search(collection.queries), lambda: index.search_internal(collection.queries),
+                 lambda: index.metadata(["doc-1"]), lambda: index.add(emb, offsets), lambda: index.delete("doc-1"),
+                 index.compact):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    index.close()  # closing twice is fine
+
+
+def test_runaway_filter_is_interrupted(built_index, collection, monkeypatch):
+    """A WHERE clause that never ends (a recursive CTE) used to hang search; one that builds
+    a gigabyte blob allocated it."""
+    from colbert_engine.index import ids as ids_module
+
+    monkeypatch.setattr(ids_module, "FILTER_TIMEOUT_S", 0.5)
+    endless = "id IN (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)"
+    with Index.open(built_index) as index:
+        with pytest.raises(ValueError, match="interrupted"):
+            index.search(collection.queries, filter=endless)
+        with pytest.raises(ValueError, match="filter"):
+            index.search(collection.queries, filter="length(randomblob(1000000000)) > 0")
+        assert index.search(collection.queries, k=3, filter=("json_extract(metadata, '$.lang') = ?", ["de"]))
+
+
+def test_filter_parameters_must_be_a_sequence_or_dict(built_index, collection):
+    """("... = ?", "de") bound "d" and "e" ("2 supplied"); ("...", None) failed in tuple()."""
+    clause = "json_extract(metadata, '$.lang') = ?"
+    with Index.open(built_index) as index:
+        for params in ("de", 5):
+            with pytest.raises(TypeError, match="filter: parameters"):
+                index.search(collection.queries, filter=(clause, params))
+        assert index.search(collection.queries, filter=("id = 'doc-1'", None)) == \
+            index.search(collection.queries, filter="id = 'doc-1'")

@@ -298,3 +298,28 @@ def test_lengths_and_truncate_dim_from_config_json(tmp_path):
     assert (enc.settings.query_length, enc.settings.document_length, enc.dim) == (16, 100, 96)
     other = Encoder.from_pretrained(tmp_path, device="cpu", dim=128, query_length=20)
     assert other.encode_queries(["a"]).shape == (1, 20, 128)
+
+
+def test_query_length_is_bounded(jina_dir, tmp_path):
+    """query_length=100000 used to be accepted and ran a 100k-token attention per query;
+    past an absolute position table it would index out of the table."""
+    with pytest.raises(ValueError, match="query_length"):
+        Encoder.from_pretrained(jina_dir, device="cpu", query_length=100000)
+    write_checkpoint(tmp_path, layout="bert", head_dim=32, hidden=32)
+    longest = json.loads((tmp_path / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(ValueError, match="query_length"):
+        Encoder.from_pretrained(tmp_path, device="cpu", query_length=longest + 1)
+
+
+def test_invalid_unicode_device_and_numpy_batch_size(jina_dir, jina):
+    """A lone surrogate failed inside the tokenizer with "TextEncodeInput must be ...", a
+    malformed device string with torch's RuntimeError, and np.int64 batch sizes were rejected."""
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        jina.encode_documents(["ok", "bad \ud800 text"])
+    with pytest.raises(ValueError, match=r"texts\[0\]"):
+        jina.encode_queries(["\udfff"])
+    with pytest.raises(ValueError, match="device"):
+        Encoder.from_pretrained(jina_dir, device="tpu")
+    import numpy as np
+
+    assert torch.equal(jina.encode_queries(["a", "b"], batch_size=np.int64(1)), jina.encode_queries(["a", "b"]))

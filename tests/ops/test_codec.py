@@ -416,3 +416,13 @@ def test_zero_dim_is_rejected_on_every_device(device):
         ops.lut_maxsim(torch.zeros(1, 2, 0, device=device), torch.zeros(1, 2, 2, device=device), codes, residuals,
                        torch.ones(3, dtype=torch.float16, device=device), torch.tensor([0, 3], device=device),
                        torch.tensor([0], device=device), weights, 2)
+def test_numpy_integer_nbits_is_an_int():
+    """nbits = np.int64(2) (as read from an index's metadata) was rejected."""
+    gen = torch.Generator().manual_seed(0)
+    emb, centroids = torch.randn(20, 8, generator=gen), torch.randn(4, 8, generator=gen)
+    cutoffs, weights = torch.tensor([-0.1, 0.0, 0.1]), torch.tensor([-0.2, -0.05, 0.05, 0.2])
+    want = ops.compress_residuals(emb, centroids, cutoffs, weights, 2)
+    got = ops.compress_residuals(emb, centroids, cutoffs, weights, np.int64(2))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    back = ops.decompress_residuals(got[0], got[1], centroids, weights, np.int32(2))
+    assert torch.equal(back, ops.decompress_residuals(want[0], want[1], centroids, weights, 2))

@@ -325,3 +325,14 @@ def test_zero_dim_is_rejected_on_every_device(device):
         ops.maxsim(queries, emb, offsets)
     with pytest.raises(ValueError, match="queries"):
         ops.maxsim_topk(queries, emb, offsets, 1)
+
+
+def test_numpy_integer_k_is_an_int():
+    """k = np.int64(2) (e.g. read from an array) was rejected as "expected a positive int"."""
+    gen = torch.Generator().manual_seed(0)
+    queries, doc_emb = torch.randn(4, 8, generator=gen), torch.randn(10, 8, generator=gen)
+    doc_offsets = torch.tensor([0, 3, 7, 10])
+    want = ops.maxsim_topk(queries, doc_emb, doc_offsets, 2)
+    for k in (np.int64(2), np.int32(2)):
+        got = ops.maxsim_topk(queries, doc_emb, doc_offsets, k)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

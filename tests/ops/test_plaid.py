@@ -396,3 +396,19 @@ def test_cuda_matches_cpu():
                                            [g for g in got], 100, threshold=threshold)
         for (gs, gi), (ws, wi) in zip(got_top, want_top):
             assert torch.equal(gs.cpu(), ws) and torch.equal(gi.cpu(), wi)
+
+
+def test_huge_nprobe_and_ndocs_mean_all():
+    """nprobe / ndocs beyond int64 (2**63) behave like "every cell" / "every candidate"
+    (they used to fail in the binding or in torch with an unrelated overflow error)."""
+    doc_codes, doc_offsets, ivf, ivf_offsets = make_index(20, 6, seed=1)
+    scores = torch.randn(6, 4)
+    every = ops.candidates(scores, ivf, ivf_offsets, 6, 20)
+    assert torch.equal(ops.candidates(scores, ivf, ivf_offsets, 2**63, 20), every)
+    assert torch.equal(ops.candidates(scores.unsqueeze(0), ivf, ivf_offsets, 2**70, 20)[0], every)
+    cands = torch.arange(20)
+    want = ops.centroid_interaction(scores, doc_codes, doc_offsets, cands, 20)
+    got = ops.centroid_interaction(scores, doc_codes, doc_offsets, cands, 2**63)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    got = ops.centroid_interaction(scores.unsqueeze(0), doc_codes, doc_offsets, [cands], 2**64)
+    assert torch.equal(got[0][1], want[1])

@@ -177,3 +177,22 @@ def test_property_matches_reference(B, L, H, D, keep, seed, use_bias):
     torch.testing.assert_close(emb, ref_emb, atol=TOL[torch.float32], rtol=0)
     norms = emb.norm(dim=-1)
     assert bool(((norms - 1).abs() < 1e-4).logical_or(norms == 0).all())
+
+
+def test_non_finite_weight_or_bias_is_rejected():
+    """NaN/inf in the head used to come out as silent NaN / unnormalised garbage."""
+    hidden = torch.randn(2, 3, 16)
+    weight, bias = torch.randn(8, 16), torch.randn(8)
+    bad_weight = weight.clone()
+    bad_weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight"):
+        ops.project(hidden, bad_weight)
+    bad_bias = bias.clone()
+    bad_bias[3] = float("inf")
+    with pytest.raises(ValueError, match="bias"):
+        ops.project(hidden, weight, bad_bias)
+
+
+def test_numpy_integer_dim_is_an_int():
+    hidden, weight = torch.randn(2, 3, 16), torch.randn(8, 16)
+    assert torch.equal(ops.project(hidden, weight, dim=np.int64(4)), ops.project(hidden, weight, dim=4))

@@ -58,8 +58,17 @@ def _config(folder: Path) -> dict:
     for name in ("metadata.json", "plan.json"):
         path = folder / name
         if path.is_file():
-            body = json.loads(path.read_text())
-            return body.get("config", body)
+            try:
+                body = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ValueError(f"{path}: not valid JSON ({exc})") from None
+            config = body.get("config", body) if isinstance(body, dict) else None
+            # A missing or malformed dim/nbits used to surface as a bare KeyError: 'dim'.
+            for key in ("dim", "nbits"):
+                if not isinstance(config, dict) or isinstance(config.get(key), bool) \
+                        or not isinstance(config.get(key), int):
+                    raise ValueError(f"{path}: no integer config field {key!r} (not a ColBERT index config)")
+            return config
     raise ValueError(f"{folder}: no metadata.json or plan.json (not a ColBERT index folder)")
 
 

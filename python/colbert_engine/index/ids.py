@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+# A user filter runs at most this long (a recursive CTE never ends; search hung), and no
+# string or blob it builds may exceed FILTER_MAX_BYTES (randomblob(1e9) allocated 1 GB).
+FILTER_TIMEOUT_S = 30.0
+FILTER_MAX_BYTES = 256 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -53,6 +59,17 @@ def normalize_id(value):
     raise TypeError(f"ids: each id must be an int or a str, got {type(value).__name__} {value!r}")
 
 
+def _metadata_json(value, ext) -> str:
+    """Strict JSON: NaN/inf would be stored as the non-JSON tokens NaN/Infinity, and SQLite's
+    json_extract then fails with "malformed JSON" on every filter over the whole index."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"metadata: the metadata of id {ext!r:.60} holds NaN or infinity, which JSON cannot store") from None
+    except TypeError as err:
+        raise TypeError(f"metadata: the metadata of id {ext!r:.60} is not JSON serialisable: {err}") from None
+
+
 class IdStore:
     """The SQLite database of one index generation range (see module docstring)."""
 
@@ -81,7 +98,7 @@ class IdStore:
         """Insert rows for doc ids ``first_doc_id ..`` inside the open transaction."""
         rows = []
         for i, ext in enumerate(ids):
-            meta = None if metadata is None or metadata[i] is None else json.dumps(metadata[i])
+            meta = None if metadata is None or metadata[i] is None else _metadata_json(metadata[i], ext)
             rows.append((first_doc_id + i, normalize_id(ext), meta, gen))
         try:
             self.conn.executemany("INSERT INTO docs(doc_id, id, metadata, added_gen) VALUES (?, ?, ?, ?)", rows)
@@ -148,14 +165,26 @@ class IdStore:
         ``json_extract(metadata, '$.lang') = ?``) and ``doc_id``; values are bound
         parameters. It runs on a read-only connection, so it cannot change the index.
         """
+        if params is None:
+            params = ()
+        elif isinstance(params, (str, bytes)) or not isinstance(params, (dict, list, tuple)):
+            # a bare "de" used to be bound letter by letter ("2 supplied"); None failed in tuple()
+            raise TypeError(f"filter: parameters must be a list/tuple (for ?) or a dict (for :name), "
+                            f"got {type(params).__name__} {params!r:.60}")
         sql = f"SELECT doc_id FROM docs WHERE ({_visible(gen)}) AND ({clause})"
         ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        deadline = time.monotonic() + FILTER_TIMEOUT_S
         try:
             ro.execute("PRAGMA query_only = ON")
+            ro.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, FILTER_MAX_BYTES)
+            ro.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
             rows = ro.execute(sql, params if isinstance(params, dict) else tuple(params))  # :name or ?
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
         except sqlite3.Error as exc:
-            raise ValueError(f"filter: SQL error in WHERE clause {clause!r}: {exc}") from None
+            if time.monotonic() > deadline:
+                raise ValueError(f"filter: WHERE clause {clause!r:.200} ran longer than {FILTER_TIMEOUT_S:g} s "
+                                 "and was interrupted") from None
+            raise ValueError(f"filter: SQL error in WHERE clause {clause!r:.200}: {exc}") from None
         finally:
             ro.close()
 

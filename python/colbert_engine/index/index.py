@@ -7,6 +7,7 @@ Layout and crash-safety rules are in ``FORMAT.md``. One writer at a time per fol
 from __future__ import annotations
 
 import itertools
+import numbers
 import os
 import re
 import time
@@ -36,10 +37,26 @@ _OWN_FILE = re.compile(r"^(seg\d+\..*\.npy|ids\.\d+\.sqlite(-journal|-wal|-shm)?
 def _resolve_device(device) -> torch.device:
     if device is None:
         return torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device: {device!r} is not a device (cpu or cuda): {err}") from None
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device: {device} is not supported (cpu or cuda)")
     return device
+
+
+def _id_list(ids, name: str) -> list:
+    """A collection of external ids as a list. A str or bytes is not a collection of ids (it
+    used to be iterated: metadata("d1") looked up "d" and "1", delete(b"d1") ids 100 and 49)."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{name}: expected a sequence of ids, got {type(ids).__name__} {ids!r:.60}; wrap one id in a list")
+    if isinstance(ids, (np.ndarray, torch.Tensor)):
+        return ids.tolist()
+    try:
+        return list(ids)
+    except TypeError:
+        raise TypeError(f"{name}: expected a sequence of ids, got {type(ids).__name__}") from None
 
 
 def _seg_name(gen: int) -> str:
@@ -205,6 +222,12 @@ class Index:
             self._ids = None
         self.segments = []
 
+    def _check_open(self) -> None:
+        # After close() the segments are gone: a search returned nothing or failed with
+        # "'NoneType' object has no attribute ..." deep inside.
+        if self._ids is None:
+            raise ValueError(f"{self.path}: this Index was closed; open it again with Index.open")
+
     def __enter__(self):
         return self
 
@@ -247,9 +270,8 @@ class Index:
         elif isinstance(filter, str):
             doc_ids = self._ids.where(filter, (), self.generation)
         else:
-            if isinstance(filter, (np.ndarray, torch.Tensor)):
-                filter = filter.tolist()
-            found = self._ids.lookup_live(list(filter), self.generation)
+            filter = _id_list(filter, "filter")
+            found = self._ids.lookup_live(filter, self.generation)
             doc_ids = np.fromiter(found.values(), dtype=np.int64, count=len(found))
         mask = torch.zeros(self.n_docs, dtype=torch.bool)
         if doc_ids.size:
@@ -273,11 +295,11 @@ class Index:
     def search_internal(self, queries, k=10, nprobe=None, centroid_score_threshold=None, ndocs=None,
                         exact=False, filter=None):
         """Like :meth:`search` but returns internal doc ids: list of (scores, doc_ids) tensors."""
+        self._check_open()
         queries, _ = self._prepare_queries(queries)
         allowed = self._allowed(filter)
         if exact:
-            if not isinstance(k, int) or k < 1:
-                raise ValueError(f"k: must be an int >= 1, got {k!r}")
+            k = plaid.check_count(k, "k")
             return plaid.exact_search(queries, self.codec, self.segments, allowed, k)
         params = plaid.default_params(k, nprobe, centroid_score_threshold, ndocs)
         return plaid.plaid_search(queries, self.codec, self.segments, allowed, params)
@@ -324,13 +346,16 @@ class Index:
 
     def metadata(self, ids: Sequence) -> list:
         """The metadata stored with live documents ``ids`` (None where absent or unknown)."""
-        found = self._ids.lookup_live(list(ids), self.generation)
+        self._check_open()
+        ids = _id_list(ids, "ids")
+        found = self._ids.lookup_live(ids, self.generation)
         meta = self._ids.metadata(list(found.values()))
         return [meta.get(found.get(i)) for i in ids]
 
     # ----------------------------------------------------------------- writing
     def _begin_write(self) -> None:
         """Undo leftovers of a writer that crashed, remove files no manifest names."""
+        self._check_open()
         self._ids.rollback_uncommitted(self.generation)
         _collect_garbage(self.path, self._manifest)
 
@@ -394,10 +419,9 @@ class Index:
         """
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        if isinstance(ids, (np.ndarray, torch.Tensor)):
-            ids = ids.tolist()
+        ids = _id_list(ids, "ids")
         self._begin_write()
-        found = self._ids.lookup_live(list(ids), self.generation)
+        found = self._ids.lookup_live(ids, self.generation)
         if not found:
             return 0
         self._ids.begin()
@@ -483,6 +507,10 @@ class Index:
             raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
         device = _resolve_device(device)
         folder = Path(path)
+        if n_centroids is not None:
+            n_centroids = plaid.check_count(n_centroids, "n_centroids")
+        if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
+            raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
         folder.mkdir(parents=True, exist_ok=True)
         if (folder / F.MANIFEST).exists():
             raise ValueError(f"{folder}: already holds an index (open it and add, or remove it first)")

@@ -141,8 +141,9 @@ class ColBERTSettings:
     skiplist_words: tuple = tuple(string.punctuation)
 
     def validate(self) -> None:
-        if not isinstance(self.query_length, int) or self.query_length < 3:
-            raise ValueError(f"query_length: expected an int >= 3, got {self.query_length!r}")
+        # Bounded like document_length: query_length=100000 ran a 100k-token attention per query.
+        if not isinstance(self.query_length, int) or not 3 <= self.query_length <= MAX_DOCUMENT_LENGTH:
+            raise ValueError(f"query_length: expected an int in [3, {MAX_DOCUMENT_LENGTH}], got {self.query_length!r}")
         if not isinstance(self.document_length, int) or not 3 <= self.document_length <= MAX_DOCUMENT_LENGTH:
             raise ValueError(f"document_length: expected an int in [3, {MAX_DOCUMENT_LENGTH}], "
                              f"got {self.document_length!r}")

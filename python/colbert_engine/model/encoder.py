@@ -9,6 +9,7 @@ the head (projection + normalisation + drop of padding / punctuation) is one fus
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -41,13 +42,18 @@ def _check_texts(texts, name: str = "texts") -> List[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}]: expected str, got {type(t).__name__}")
+        if not t.isascii():
+            try:  # a lone surrogate ("\ud800") made the tokenizer fail with an opaque TypeError
+                t.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ValueError(f"{name}[{i}]: not valid Unicode text ({err.reason} at position {err.start})") from None
     return texts
 
 
 def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    return batch_size
+    return int(batch_size)
 
 
 class Encoder:
@@ -72,8 +78,11 @@ class Encoder:
     def __init__(self, model: Transformer, tokenizer, colbert_tokenizer: ColBERTTokenizer,
                  head: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]], dim: Optional[int] = None,
                  device=None, dtype: Optional[torch.dtype] = None, matryoshka_dims: Sequence[int] = ()):
-        self.device = torch.device(device) if device is not None else (
-            torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        try:
+            self.device = torch.device(device) if device is not None else (
+                torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device: {device!r} is not a device: {err}") from None
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise TypeError(f"dtype: {dtype} is not supported; expected float32, float16 or bfloat16")
         self.dtype = dtype or _default_dtype(self.device)
@@ -190,6 +199,9 @@ class Encoder:
                 raise ValueError(f"document_length: {document_length} exceeds what the checkpoint's position table "
                                  f"covers ({longest})")
             colbert_settings.document_length = min(longest, MAX_DOCUMENT_LENGTH)
+        if config.position_embedding_type == "absolute" and colbert_settings.query_length > longest:
+            raise ValueError(f"query_length: {colbert_settings.query_length} exceeds what the checkpoint's position "
+                             f"table covers ({longest})")
         colbert_tokenizer = ColBERTTokenizer(tokenizer, colbert_settings, files.folder,
                                              pad_token_id=raw_config.get("pad_token_id"))
         matryoshka = tuple(raw_config.get("matryoshka_dimensions") or ())

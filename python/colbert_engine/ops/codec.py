@@ -13,6 +13,8 @@ bytes (``numpy.packbits``): ``dim * nbits / 8`` bytes per token.
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from colbert_engine import _native
@@ -26,10 +28,12 @@ _ARGMAX_BLOCK_BYTES = 1 << 23
 
 
 def check_nbits(nbits, dim: int | None = None) -> int:
-    if isinstance(nbits, bool) or not isinstance(nbits, int) or nbits not in NBITS:
+    # numpy integers (np.int64(2) read from a file) are ints too.
+    if isinstance(nbits, bool) or not isinstance(nbits, numbers.Integral) or nbits not in NBITS:
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits!r}")
     if dim is not None and dim < 1:  # the CUDA kernels reject dim 0; keep both devices alike
         raise ValueError(f"dim: needs dim >= 1, got {dim}")
+    nbits = int(nbits)
     if dim is not None and (dim * nbits) % 8:
         raise ValueError(f"nbits: dim * nbits must be a multiple of 8, got dim {dim} and nbits {nbits}")
     return nbits

@@ -7,6 +7,8 @@ time) and ``csrc/cuda/maxsim.cu`` (contract in ``csrc/common/maxsim.h``); refere
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from colbert_engine import _native
@@ -151,8 +153,9 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
         ``(scores, indices)``: float32 ``(nq, k')`` and int64 ``(nq, k')`` (``(k',)`` each
         for 2-D queries), on the inputs' device. numpy in, numpy out.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
+    k = int(k)
     queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy = _prepare(
         queries, doc_emb, doc_offsets, doc_subset)
     device = doc_emb.device

@@ -184,6 +184,8 @@ def candidates(scores, ivf, ivf_offsets, nprobe, n_docs, subset=None):
     if n_docs >= 2**31:
         raise ValueError(f"n_docs: at most 2^31 - 1 documents (int32 ids), got {n_docs}")
     ivf, ivf_offsets = _check_ivf(ivf, ivf_offsets, scores.shape[-2], n_docs, device)
+    # nprobe >= K probes every cell: clamp so a huge value (2**63) still fits the binding's int64.
+    nprobe = min(nprobe, scores.shape[-2])
     subset = _check_subset(subset, n_docs, device)
     batched = scores.dim() == 3
     ids, offsets = candidates_launch(scores if batched else scores.unsqueeze(0), ivf, ivf_offsets,
@@ -318,6 +320,8 @@ def centroid_interaction(scores, doc_codes, doc_offsets, candidates, ndocs, thre
     cand_offsets = torch.zeros(len(per_query) + 1, dtype=torch.int64)
     cand_offsets[1:] = torch.cumsum(torch.tensor([c.numel() for c in per_query], dtype=torch.int64), 0)
     flat = torch.cat(per_query) if per_query else torch.empty(0, dtype=torch.int32, device=device)
+    # No query keeps more than its candidates: clamp so a huge ndocs (2**63) fits int64 arithmetic.
+    ndocs = min(ndocs, max(1, flat.numel()))
     approx, ids, out_offsets = centroid_interaction_launch(
         scores if batched else scores.unsqueeze(0), doc_codes, doc_offsets, flat,
         cand_offsets.to(device), ndocs, threshold)

@@ -10,6 +10,7 @@ Reference: :func:`colbert_engine.ops.reference.project`.
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 
@@ -103,6 +104,7 @@ def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.floa
         V.check_ndim(weight, "weight", (2,))
         V.check_size(weight, "weight", 1, H, "hidden's size H")
         V.check_same_device(device, weight=weight)
+        V.check_finite(weight, "weight")
         full = weight.shape[0]
     else:
         full = H
@@ -110,8 +112,9 @@ def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.floa
             raise ValueError("bias: given without weight")
     if dim is None:
         dim = full
-    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= full:
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 1 <= dim <= full:
         raise ValueError(f"dim: expected an int in [1, {full}], got {dim!r}")
+    dim = int(dim)
     if weight is None and dim != H:
         raise ValueError(f"dim: without a projection weight the output keeps all {H} hidden coordinates, got {dim}")
     if bias is not None:
@@ -120,6 +123,7 @@ def project(hidden, weight, bias=None, mask=None, dim=None, out_dtype=torch.floa
         V.check_ndim(bias, "bias", (1,))
         V.check_size(bias, "bias", 0, full, "weight's rows")
         V.check_same_device(device, bias=bias)
+        V.check_finite(bias, "bias")
     if mask is not None:
         mask = V.as_tensor(mask, "mask")
         if mask.dtype != torch.bool:

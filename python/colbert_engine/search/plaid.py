@@ -18,6 +18,8 @@ by score; every segment's funnel keeps its own ``ndocs``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
+import numbers
 
 import torch
 
@@ -42,6 +44,16 @@ class SearchParams:
     exact_docs: int
 
 
+def check_count(value, name: str) -> int:
+    """A search size (k, nprobe, ndocs): an int >= 1. A float or a string is a TypeError, not
+    silently truncated (nprobe=1.7 used to mean 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: must be >= 1, got {value}")
+    return int(value)
+
+
 def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=None) -> SearchParams:
     """PLAID's defaults by k (DESIGN.md section 5); any given value overrides its default.
 
@@ -50,21 +62,22 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
     | <= 100 | 2      | 0.45 | 1024           | 256     |
     | > 100  | 4      | 0.4  | max(4k, 4096)  | ndocs/4 |
     """
-    if k < 1:
-        raise ValueError(f"k: must be >= 1, got {k}")
+    k = check_count(k, "k")
     if k <= 10:
         d_nprobe, d_tcs, d_ndocs = 1, 0.5, 256
     elif k <= 100:
         d_nprobe, d_tcs, d_ndocs = 2, 0.45, 1024
     else:
         d_nprobe, d_tcs, d_ndocs = 4, 0.4, max(4 * k, 4096)
-    nprobe = d_nprobe if nprobe is None else int(nprobe)
-    if nprobe < 1:
-        raise ValueError(f"nprobe: must be >= 1, got {nprobe}")
-    t_cs = d_tcs if centroid_score_threshold is None else float(centroid_score_threshold)
-    ndocs = d_ndocs if ndocs is None else int(ndocs)
-    if ndocs < 1:
-        raise ValueError(f"ndocs: must be >= 1, got {ndocs}")
+    nprobe = d_nprobe if nprobe is None else check_count(nprobe, "nprobe")
+    if centroid_score_threshold is None:
+        t_cs = d_tcs
+    elif isinstance(centroid_score_threshold, bool) or not isinstance(centroid_score_threshold, numbers.Real) \
+            or not math.isfinite(centroid_score_threshold):
+        raise ValueError(f"centroid_score_threshold: expected a finite float or None, got {centroid_score_threshold!r}")
+    else:
+        t_cs = float(centroid_score_threshold)
+    ndocs = d_ndocs if ndocs is None else check_count(ndocs, "ndocs")
     return SearchParams(k, nprobe, t_cs, ndocs, max(ndocs // 4, k))
 
 
