@@ -428,3 +428,9 @@ def test_filter_parameters_must_be_a_sequence_or_dict(built_index, collection):
                 index.search(collection.queries, filter=(clause, params))
         assert index.search(collection.queries, filter=("id = 'doc-1'", None)) == \
             index.search(collection.queries, filter="id = 'doc-1'")
+
+
+def test_ndocs_below_k_still_returns_k(built_index, collection):
+    with Index.open(built_index) as index:
+        got = index.search(collection.queries[:3], k=5, ndocs=1)
+    assert all(len(row) == 5 for row in got)

@@ -78,6 +78,8 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
     else:
         t_cs = float(centroid_score_threshold)
     ndocs = d_ndocs if ndocs is None else check_count(ndocs, "ndocs")
+    # Stage 2 keeps ndocs documents: fewer than k would silently cut the result short.
+    ndocs = max(ndocs, k)
     return SearchParams(k, nprobe, t_cs, ndocs, max(ndocs // 4, k))
 
 
