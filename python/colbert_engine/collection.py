@@ -93,7 +93,9 @@ def read_records(path, *, skip_bad: bool = False, bad: BadRecords | None = None,
         yield record
 
 
-def _read_jsonl(path: Path):
+def _numbered_lines(path: Path):
+    """(where "file:line", line number, line without its newline, error) for each line; a
+    line that is not UTF-8 ends the file with an error naming it."""
     with open(path, encoding="utf-8", errors="strict") as f:
         line_no = 0
         while True:
@@ -101,23 +103,31 @@ def _read_jsonl(path: Path):
             try:
                 line = f.readline()
             except UnicodeDecodeError as e:
-                yield where, None, f"not UTF-8 ({e.reason})"
+                yield where, line_no + 1, None, f"not UTF-8 ({e.reason})"
                 return
             if not line:
                 return
             line_no += 1
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield where, None, f"not valid JSON ({e.msg} at column {e.colno})"
-                continue
-            if not isinstance(obj, dict):
-                yield where, None, f"expected a JSON object, got {type(obj).__name__}"
-                continue
-            record, error = _record_from_object(obj, where)
-            yield where, record, error
+            yield where, line_no, line.rstrip("\r\n"), None
+
+
+def _read_jsonl(path: Path):
+    for where, _, line, error in _numbered_lines(path):
+        if error is not None:
+            yield where, None, error
+            return
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield where, None, f"not valid JSON ({e.msg} at column {e.colno})"
+            continue
+        if not isinstance(obj, dict):
+            yield where, None, f"expected a JSON object, got {type(obj).__name__}"
+            continue
+        record, error = _record_from_object(obj, where)
+        yield where, record, error
 
 
 def _record_from_object(obj: dict, where: str):
@@ -145,32 +155,23 @@ def _record_from_object(obj: dict, where: str):
 
 
 def _read_tsv(path: Path):
-    with open(path, encoding="utf-8", errors="strict") as f:
-        line_no = 0
-        while True:
-            where = f"{path}:{line_no + 1}"
-            try:
-                line = f.readline()
-            except UnicodeDecodeError as e:
-                yield where, None, f"not UTF-8 ({e.reason})"
-                return
-            if not line:
-                return
-            line_no += 1
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            if line_no == 1 and line.lower() == "id\ttext":
-                continue
-            doc_id, tab, text = line.partition("\t")
-            if not tab:
-                yield where, None, "expected id<TAB>text, found no tab"
-            elif not doc_id.strip():
-                yield where, None, "empty id"
-            elif not text.strip():
-                yield where, None, "empty text"
-            else:
-                yield where, Record(doc_id, text, None, where), None
+    for where, line_no, line, error in _numbered_lines(path):
+        if error is not None:
+            yield where, None, error
+            return
+        if not line.strip():
+            continue
+        if line_no == 1 and line.lower() == "id\ttext":
+            continue
+        doc_id, tab, text = line.partition("\t")
+        if not tab:
+            yield where, None, "expected id<TAB>text, found no tab"
+        elif not doc_id.strip():
+            yield where, None, "empty id"
+        elif not text.strip():
+            yield where, None, "empty text"
+        else:
+            yield where, Record(doc_id, text, None, where), None
 
 
 def _read_folder(path: Path):
