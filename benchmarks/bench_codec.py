@@ -101,14 +101,8 @@ def decompress_then_maxsim_torch(c):
 # ----------------------------------------------------------------------------- pytest-benchmark
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads_torch, threads_ours = torch.get_num_threads(), ops.get_num_threads()
-    torch.set_num_threads(1)
-    ops.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads_torch)
-    ops.set_num_threads(threads_ours)
+# Single-thread comparison: benchmarks/conftest.py pins torch and our kernels to one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=[2], ids=lambda b: f"nbits{b}")

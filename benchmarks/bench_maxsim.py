@@ -23,14 +23,8 @@ from colbert_engine import _native, ops
 QUERY_LEN, DIM, DOC_LEN = 32, 128, 128
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads_torch, threads_ours = torch.get_num_threads(), ops.get_num_threads()
-    torch.set_num_threads(1)
-    ops.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads_torch)
-    ops.set_num_threads(threads_ours)
+# Single-thread comparison: benchmarks/conftest.py pins torch and our kernels to one thread.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=[1000, 10000], ids=lambda n: f"{n}docs")

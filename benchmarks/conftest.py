@@ -20,6 +20,21 @@ from workload import make_workload  # noqa: E402
 BENCH_SIZE = os.environ.get("CE_BENCH_SIZE", "small")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch and colbert_engine kernels on one thread for the module, restored afterwards."""
+    import torch
+
+    from colbert_engine import ops
+
+    threads_torch, threads_ours = torch.get_num_threads(), ops.get_num_threads()
+    torch.set_num_threads(1)
+    ops.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads_torch)
+    ops.set_num_threads(threads_ours)
+
+
 @pytest.fixture(scope="session")
 def workload():
     """The ``CE_BENCH_SIZE`` clustered collection (default "small": 2,000 docs x ~100
