@@ -42,6 +42,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS docs_live_id ON docs(id) WHERE deleted_gen IS 
 _LOOKUP_CHUNK = 900  # bound parameters per IN (...) query
 
 
+def _rows_in(conn, select: str, column: str, values: list, where: str = "1"):
+    """Rows of ``SELECT {select} FROM docs WHERE {column} IN (values) AND {where}``, querying
+    in chunks of _LOOKUP_CHUNK bound parameters (SQLite's limit on variables per statement)."""
+    for start in range(0, len(values), _LOOKUP_CHUNK):
+        part = values[start:start + _LOOKUP_CHUNK]
+        marks = ",".join("?" * len(part))
+        yield from conn.execute(f"SELECT {select} FROM docs WHERE {column} IN ({marks}) AND {where}", part)
+
+
 def _visible(gen: int) -> str:
     return f"added_gen <= {int(gen)} AND (deleted_gen IS NULL OR deleted_gen > {int(gen)})"
 
@@ -135,24 +144,12 @@ class IdStore:
     def lookup_live(self, ids: Iterable, gen: int) -> dict:
         """external id -> internal doc id, for those of ``ids`` live at ``gen``."""
         ids = [normalize_id(i) for i in ids]
-        found = {}
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            part = ids[start:start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(part))
-            for doc_id, ext in self.conn.execute(
-                    f"SELECT doc_id, id FROM docs WHERE id IN ({marks}) AND {_visible(gen)}", part):
-                found[ext] = doc_id
-        return found
+        return {ext: doc_id for doc_id, ext in _rows_in(self.conn, "doc_id, id", "id", ids, _visible(gen))}
 
     def external_ids(self, doc_ids: Sequence[int]) -> dict:
         """internal doc id -> external id."""
         doc_ids = [int(d) for d in doc_ids]
-        out = {}
-        for start in range(0, len(doc_ids), _LOOKUP_CHUNK):
-            part = doc_ids[start:start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(part))
-            out.update(self.conn.execute(f"SELECT doc_id, id FROM docs WHERE doc_id IN ({marks})", part))
-        return out
+        return dict(_rows_in(self.conn, "doc_id, id", "doc_id", doc_ids))
 
     def deleted_doc_ids(self, gen: int) -> np.ndarray:
         rows = self.conn.execute("SELECT doc_id FROM docs WHERE added_gen <= ? AND deleted_gen <= ?", (gen, gen))
@@ -191,12 +188,8 @@ class IdStore:
     def metadata(self, doc_ids: Sequence[int]) -> dict:
         doc_ids = [int(d) for d in doc_ids]
         out = {}
-        for start in range(0, len(doc_ids), _LOOKUP_CHUNK):
-            part = doc_ids[start:start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(part))
-            for doc_id, meta in self.conn.execute(
-                    f"SELECT doc_id, metadata FROM docs WHERE doc_id IN ({marks})", part):
-                out[doc_id] = None if meta is None else json.loads(meta)
+        for doc_id, meta in _rows_in(self.conn, "doc_id, metadata", "doc_id", doc_ids):
+            out[doc_id] = None if meta is None else json.loads(meta)
         return out
 
     def copy_live_to(self, other: "IdStore", gen: int, new_gen: int) -> None:
