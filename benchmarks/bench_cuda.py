@@ -89,22 +89,29 @@ def bench_maxsim(args, report):
     copy_gbs = copy_bandwidth_gbs(n_tokens * dim * 2)
     report["d2d_copy_gbs"] = copy_gbs
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
+    from colbert_engine.ops.maxsim import maxsim_launch
+
     for nq in (1, 8, 64):
         queries = torch.nn.functional.normalize(torch.randn(nq, lq, dim, device="cuda", generator=gen), dim=-1)
+        out = torch.empty(nq, args.docs, device="cuda")
+        # The kernel alone, as the search path calls it (arguments already validated), and
+        # the public op with its device-side checks and one host synchronisation.
+        kernel = time_ms(lambda: maxsim_launch(queries, emb, offsets, None, out))
         fused = time_ms(lambda: ops.maxsim(queries, emb, offsets))
         baseline = time_ms(lambda: padded_maxsim(queries, padded, mask))
         got = ops.maxsim(queries, emb, offsets)
         want = padded_maxsim(queries, padded, mask)
         err = float((got - want).abs().max())
         doc_bytes = n_tokens * dim * 2
-        gbs = doc_bytes / (fused * 1e-3) / 1e9
-        tflops = 2 * nq * lq * n_tokens * dim / (fused * 1e-3) / 1e12
-        row = dict(nq=nq, fused_ms=fused, padded_ms=baseline, speedup=baseline / fused, doc_read_gbs=gbs,
-                   fraction_of_copy_bandwidth=gbs / (copy_gbs / 2), tensor_tflops=tflops, max_abs_diff=err)
+        gbs = doc_bytes / (kernel * 1e-3) / 1e9
+        tflops = 2 * nq * lq * n_tokens * dim / (kernel * 1e-3) / 1e12
+        row = dict(nq=nq, kernel_ms=kernel, op_ms=fused, padded_ms=baseline, kernel_speedup=baseline / kernel,
+                   op_speedup=baseline / fused, doc_read_gbs=gbs, fraction_of_copy_bandwidth=gbs / (copy_gbs / 2),
+                   tensor_tflops=tflops, max_abs_diff=err)
         report.setdefault("maxsim", []).append(row)
-        print(f"maxsim nq={nq:3d}: fused {fused:.3f} ms, padded bmm {baseline:.3f} ms ({baseline / fused:.1f}x); "
-              f"docs read at {gbs:.0f} GB/s = {gbs / (copy_gbs / 2):.0%} of copy read rate; "
-              f"{tflops:.1f} TFLOP/s; max |diff| {err:.2e}")
+        print(f"maxsim nq={nq:3d}: kernel {kernel:.3f} ms, checked op {fused:.3f} ms, padded bmm {baseline:.3f} ms "
+              f"(kernel {baseline / kernel:.1f}x, op {baseline / fused:.1f}x); kernel reads docs at {gbs:.0f} GB/s = "
+              f"{gbs / (copy_gbs / 2):.0%} of copy read rate; {tflops:.1f} TFLOP/s; max |diff| {err:.2e}")
 
 
 def bench_decompress(args, report):

@@ -26,12 +26,20 @@ struct MaxSimParams {
   int64_t n_docs;
   int64_t n_subset;            // length of doc_subset (ignored when it is nullptr)
   DType doc_dtype;
+  // CUDA only, may be nullptr: a device status word. The checked op (ops/maxsim.py) writes
+  // kMaxSimBadInput there from its device-side argument checks before the launch; every block
+  // then returns at once, so invalid offsets or subset entries are never dereferenced. The
+  // kernels OR in kMaxSimNonFinite when a similarity is NaN or infinite. One read of the word
+  // after the launch is the op's only host synchronisation.
+  int* status = nullptr;
 };
 
 // Status of the CPU kernels: a similarity was NaN or infinite. With finite queries this
 // means a scored document holds NaN/inf; the kernels detect it on the fly so that the
 // caller needs no separate validation pass over doc_emb (the outputs are then unspecified).
 constexpr int kMaxSimNonFinite = 1;
+// Status bit of the CUDA status word (MaxSimParams::status): the caller's checks failed.
+constexpr int kMaxSimBadInput = 2;
 
 // Writes every score[q, d]. CPU: OpenMP over documents, dynamic schedule; SIMD path chosen
 // once by cpu_isa() (common/isa.h). Per-document work is independent, so the result does not

@@ -92,6 +92,16 @@ __device__ int load_query_group(const MaxSimParams& p, const FastGrid& g, int64_
   return rows;
 }
 
+// True when the caller's device-side checks flagged the arguments: the block does nothing.
+__device__ __forceinline__ bool bad_input(const MaxSimParams& p) {
+  return p.status != nullptr && (*reinterpret_cast<const volatile int*>(p.status) & kMaxSimBadInput);
+}
+
+// Reports a NaN/inf similarity seen by this thread (rare: one atomic per offending thread).
+__device__ __forceinline__ void report_non_finite(const MaxSimParams& p, bool non_finite) {
+  if (non_finite && p.status != nullptr) atomicOr(p.status, kMaxSimNonFinite);
+}
+
 // One thread per query of the group sums its rows' maxima (in token order, like the CPU).
 __device__ __forceinline__ void write_scores(const MaxSimParams& p, const FastGrid& g,
                                              int64_t group, int64_t out, bool empty_doc,
@@ -125,7 +135,9 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
   float* my_scratch = scratch + warp * 16 * kScratchLd;
   const T* doc = static_cast<const T*>(p.doc_emb);
   const int chunks_per_row = dim / 8;  // 16-byte chunks of 8 elements
+  if (bad_input(p)) return;  // block-uniform
 
+  bool non_finite = false;
   int64_t loaded_group = -1;
   int rows = 0;
   for (int64_t work = blockIdx.x; work < g.n_work; work += gridDim.x) {
@@ -193,7 +205,11 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
           __syncwarp();
 #pragma unroll
           for (int j = 0; j < 8; ++j)
-            if (c * 16 + col0 + j < n_valid) best = fmaxf(best, my_scratch[row * kScratchLd + col0 + j]);
+            if (c * 16 + col0 + j < n_valid) {
+              const float v = my_scratch[row * kScratchLd + col0 + j];
+              non_finite |= !isfinite(v);
+              best = fmaxf(best, v);
+            }
           __syncwarp();  // reads done before the next store overwrites the scratch
         }
       }
@@ -205,6 +221,7 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
     write_scores(p, g, group, out, end == begin, row_max);
     __syncthreads();  // row_max and q_tile are free for the next work item
   }
+  report_non_finite(p, non_finite);
 }
 
 size_t half_smem_bytes(int64_t dim) {
@@ -229,7 +246,9 @@ maxsim_fp32_kernel(MaxSimParams p, FastGrid g) {
   float* row_max = doc_tile + kDocTile * ld;
   const float* doc = static_cast<const float*>(p.doc_emb);
   const int chunks_per_row = dim / 4;  // float4 chunks
+  if (bad_input(p)) return;  // block-uniform
 
+  bool non_finite = false;
   int64_t loaded_group = -1;
   int rows = 0;
   for (int64_t work = blockIdx.x; work < g.n_work; work += gridDim.x) {
@@ -282,7 +301,10 @@ maxsim_fp32_kernel(MaxSimParams p, FastGrid g) {
         for (int b = 0; b < 4; ++b)
           if (col_lane + 8 * b < n_valid)
 #pragma unroll
-            for (int a = 0; a < 4; ++a) best[a] = fmaxf(best[a], acc[a][b]);
+            for (int a = 0; a < 4; ++a) {
+              non_finite |= !isfinite(acc[a][b]);
+              best[a] = fmaxf(best[a], acc[a][b]);
+            }
       }
       __syncthreads();  // doc_tile is read; the next tile may overwrite it
     }
@@ -300,6 +322,7 @@ maxsim_fp32_kernel(MaxSimParams p, FastGrid g) {
     write_scores(p, g, group, out, end == begin, row_max);
     __syncthreads();
   }
+  report_non_finite(p, non_finite);
 }
 
 size_t fp32_smem_bytes(int64_t dim) {
@@ -340,6 +363,8 @@ maxsim_fallback_kernel(MaxSimParams p, int64_t n_out, int tile_tokens) {
   __shared__ float partial[kFallbackThreads];
   const int64_t dim = p.dim, lq = p.query_len;
   const int64_t n_work = n_out * p.n_queries;
+  if (bad_input(p)) return;  // block-uniform
+  bool non_finite = false;
   for (int64_t work = blockIdx.x; work < n_work; work += gridDim.x) {
     const int64_t out = work / p.n_queries;
     const int64_t q = work - out * p.n_queries;
@@ -364,6 +389,7 @@ maxsim_fallback_kernel(MaxSimParams p, int64_t n_out, int tile_tokens) {
             float dot = 0.f;
             for (int64_t k = 0; k < dim; ++k)
               dot = fmaf(query_as_doc_dtype(qi[k], p.doc_dtype), tile[t * dim + k], dot);
+            non_finite |= !isfinite(dot);
             best[r] = fmaxf(best[r], dot);
           }
         }
@@ -383,6 +409,7 @@ maxsim_fallback_kernel(MaxSimParams p, int64_t n_out, int tile_tokens) {
     if (threadIdx.x == 0) p.scores[q * n_out + out] = (end == begin) ? -INFINITY : partial[0];
     __syncthreads();  // partial[0] read before the next work item overwrites it
   }
+  report_non_finite(p, non_finite);
 }
 
 template <typename Kernel>

@@ -315,3 +315,43 @@ def test_lut_maxsim_cpu_cuda_parity(nbits, query_len):
     assert got.device.type == "cuda" and got.shape == want.shape
     torch.testing.assert_close(got.cpu(), want, atol=1e-4 * query_len, rtol=1e-5)
     assert torch.isneginf(got[:, 1]).all()
+
+
+@pytest.mark.gpu
+def test_checked_maxsim_syncs_once_and_names_bad_arguments():
+    """The public op checks its arguments on the device and reads one status word after the
+    launch: one host synchronisation, and each bad argument still named in a ValueError."""
+    import warnings
+
+    emb, offsets = _packed([5, 0, 9], 64, torch.float16, 3)
+    queries = _queries(2, 32, 64, 3)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ops.maxsim(queries, emb, offsets)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchronizing" in str(w.message)]
+    assert len(syncs) == 1, [str(w.message) for w in caught]
+
+    bad_offsets = offsets.clone()
+    bad_offsets[1] = 100
+    with pytest.raises(ValueError, match="doc_offsets"):
+        ops.maxsim(queries, emb, bad_offsets)
+    with pytest.raises(ValueError, match="doc_subset"):
+        ops.maxsim(queries, emb, offsets, doc_subset=torch.tensor([0, 3], device="cuda"))
+    nan_docs = emb.clone()
+    nan_docs[2, 0] = float("nan")
+    with pytest.raises(ValueError, match="doc_emb"):
+        ops.maxsim(queries, nan_docs, offsets)
+    with pytest.raises(ValueError, match="doc_emb"):
+        ops.maxsim_topk(queries, nan_docs, offsets, 2)
+    nan_queries = queries.clone()
+    nan_queries[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="queries"):
+        ops.maxsim(nan_queries, emb, offsets)
+    # After the errors the same inputs score normally (no sticky state).
+    torch.testing.assert_close(ops.maxsim(queries, emb, offsets).cpu(), _want(queries, emb, offsets),
+                               rtol=1e-5, atol=1e-4)

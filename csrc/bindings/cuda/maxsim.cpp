@@ -11,14 +11,14 @@ void bind_maxsim(py::module_& m) {
       "maxsim",
       [](uintptr_t queries, uintptr_t doc_emb, uintptr_t doc_offsets, uintptr_t doc_subset,
          uintptr_t scores, int64_t n_queries, int64_t query_len, int64_t dim, int64_t n_docs,
-         int64_t n_subset, int doc_dtype, uintptr_t stream) {
+         int64_t n_subset, int doc_dtype, uintptr_t stream, uintptr_t status) {
         ce::MaxSimParams p{reinterpret_cast<const float*>(queries),
                            reinterpret_cast<const void*>(doc_emb),
                            reinterpret_cast<const int64_t*>(doc_offsets),
                            reinterpret_cast<const int64_t*>(doc_subset),
                            reinterpret_cast<float*>(scores),
                            n_queries, query_len, dim, n_docs, n_subset,
-                           static_cast<ce::DType>(doc_dtype)};
+                           static_cast<ce::DType>(doc_dtype), reinterpret_cast<int*>(status)};
         int err;
         {
           py::gil_scoped_release release;
@@ -28,5 +28,6 @@ void bind_maxsim(py::module_& m) {
       },
       py::arg("queries"), py::arg("doc_emb"), py::arg("doc_offsets"), py::arg("doc_subset"),
       py::arg("scores"), py::arg("n_queries"), py::arg("query_len"), py::arg("dim"),
-      py::arg("n_docs"), py::arg("n_subset"), py::arg("doc_dtype"), py::arg("stream"));
+      py::arg("n_docs"), py::arg("n_subset"), py::arg("doc_dtype"), py::arg("stream"),
+      py::arg("status") = 0);
 }

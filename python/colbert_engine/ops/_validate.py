@@ -59,15 +59,21 @@ def check_device_supported(device: torch.device, name: str) -> None:
         raise ValueError(f"{name}: device {device} is not supported (cpu or cuda)")
 
 
-def check_offsets(offsets: torch.Tensor, name: str, n_rows: int) -> torch.Tensor:
-    """Packed-layout offsets: int64 (int32 accepted and widened), 1-D, starts at 0,
-    non-decreasing, ends at n_rows. Returns a contiguous int64 tensor."""
+def offsets_tensor(offsets: torch.Tensor, name: str) -> torch.Tensor:
+    """The checks of :func:`check_offsets` that need no look at the values (no device
+    synchronisation): int64 (int32 widened), 1-D, non-empty. Returns contiguous int64."""
     if offsets.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"{name}: dtype {offsets.dtype} is not supported; expected int64")
     check_ndim(offsets, name, (1,))
     if offsets.numel() == 0:
         raise ValueError(f"{name}: must have n_docs + 1 >= 1 entries, got none")
-    offsets = offsets.to(torch.int64).contiguous()
+    return offsets.to(torch.int64).contiguous()
+
+
+def check_offsets(offsets: torch.Tensor, name: str, n_rows: int) -> torch.Tensor:
+    """Packed-layout offsets: int64 (int32 accepted and widened), 1-D, starts at 0,
+    non-decreasing, ends at n_rows. Returns a contiguous int64 tensor."""
+    offsets = offsets_tensor(offsets, name)
     if int(offsets[0]) != 0:
         raise ValueError(f"{name}: must start at 0, got {int(offsets[0])}")
     if offsets.numel() > 1 and bool((offsets[1:] < offsets[:-1]).any()):
@@ -77,12 +83,18 @@ def check_offsets(offsets: torch.Tensor, name: str, n_rows: int) -> torch.Tensor
     return offsets
 
 
-def check_index_range(idx: torch.Tensor, name: str, upper: int) -> torch.Tensor:
-    """Integer indices in [0, upper): returns a contiguous int64 tensor."""
+def index_tensor(idx: torch.Tensor, name: str) -> torch.Tensor:
+    """The checks of :func:`check_index_range` that need no look at the values: an integer
+    dtype, 1-D. Returns a contiguous int64 tensor."""
     if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"{name}: dtype {idx.dtype} is not supported; expected an integer dtype")
     check_ndim(idx, name, (1,))
-    idx = idx.to(torch.int64).contiguous()
+    return idx.to(torch.int64).contiguous()
+
+
+def check_index_range(idx: torch.Tensor, name: str, upper: int) -> torch.Tensor:
+    """Integer indices in [0, upper): returns a contiguous int64 tensor."""
+    idx = index_tensor(idx, name)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= upper):
         raise ValueError(f"{name}: values must lie in [0, {upper}), got range [{int(idx.min())}, {int(idx.max())}]")
     return idx

@@ -16,6 +16,8 @@ from colbert_engine.ops import _validate as V
 
 # ce::kMaxSimNonFinite (csrc/common/maxsim.h): a similarity came out NaN or infinite.
 _NON_FINITE = 1
+# ce::kMaxSimBadInput: the device-side argument checks failed (CUDA status word).
+_BAD_INPUT = 2
 # Documents scored per CUDA call in maxsim_topk (bounds the (nq, chunk) score buffer).
 _CUDA_TOPK_CHUNK = 1 << 16
 
@@ -23,7 +25,13 @@ _CUDA_TOPK_CHUNK = 1 << 16
 def _prepare(queries, doc_emb, doc_offsets, doc_subset):
     """Shared checks of maxsim and maxsim_topk. Returns (queries fp32 (nq, Lq, dim)
     contiguous, doc_emb contiguous, doc_offsets int64, doc_subset int64 or None, squeeze,
-    return_numpy)."""
+    return_numpy, status).
+
+    On CPU every value check runs here (it costs no synchronisation) and status is None.
+    On CUDA the shape/dtype checks run here and the value checks (offsets, subset range,
+    finite queries) are computed on the device into ``status``, a (1,) int32 status word
+    that the kernel reads before touching anything (csrc/common/maxsim.h); the op reads it
+    once after the launch (:func:`_check_status`), its only host synchronisation."""
     return_numpy = not isinstance(queries, torch.Tensor) and not isinstance(doc_emb, torch.Tensor)
     queries = V.as_tensor(queries, "queries")
     doc_emb = V.as_tensor(doc_emb, "doc_emb")
@@ -45,18 +53,51 @@ def _prepare(queries, doc_emb, doc_offsets, doc_subset):
         raise ValueError(f"queries: needs dim >= 1, got shape {tuple(queries.shape)}")
     if device.type == "cuda" and queries.shape[1] > 512:
         raise ValueError(f"queries: at most 512 query tokens on CUDA, got {queries.shape[1]}")
-    V.check_finite(queries, "queries")
-    # On CPU the kernels detect NaN/inf in the documents they score on the fly (see
-    # csrc/cpu/maxsim_impl.h): a separate pass over doc_emb would cost more than scoring.
-    if device.type == "cuda":
-        V.check_finite(doc_emb, "doc_emb")
-    doc_offsets = V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
-    n_docs = doc_offsets.numel() - 1
     if doc_subset is not None:
-        doc_subset = V.check_index_range(V.as_tensor(doc_subset, "doc_subset"), "doc_subset", n_docs)
+        doc_subset = V.as_tensor(doc_subset, "doc_subset")
         V.check_same_device(device, doc_subset=doc_subset)
+    status = None
+    if device.type == "cuda":
+        doc_offsets = V.offsets_tensor(doc_offsets, "doc_offsets")
+        if doc_subset is not None:
+            doc_subset = V.index_tensor(doc_subset, "doc_subset")
+        status = _device_checks(queries, doc_offsets, doc_subset, doc_emb.shape[0])
+    else:
+        # On CPU the kernels detect NaN/inf in the documents they score on the fly (see
+        # csrc/cpu/maxsim_impl.h): a separate pass over doc_emb would cost more than scoring.
+        V.check_finite(queries, "queries")
+        doc_offsets = V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
+        if doc_subset is not None:
+            doc_subset = V.check_index_range(doc_subset, "doc_subset", doc_offsets.numel() - 1)
     return (queries.to(torch.float32).contiguous(), doc_emb.contiguous(), doc_offsets, doc_subset,
-            squeeze, return_numpy)
+            squeeze, return_numpy, status)
+
+
+def _device_checks(queries, doc_offsets, doc_subset, n_rows):
+    """The value checks of :func:`_prepare` as device ops (no synchronisation): a (1,) int32
+    status word, ce::kMaxSimBadInput when an argument is invalid, else 0."""
+    bad = (doc_offsets[0] != 0) | (doc_offsets[-1] != n_rows) | ~torch.isfinite(queries).all()
+    if doc_offsets.numel() > 1:
+        bad = bad | (doc_offsets[1:] < doc_offsets[:-1]).any()
+    if doc_subset is not None and doc_subset.numel():
+        bad = bad | (doc_subset.min() < 0) | (doc_subset.max() >= doc_offsets.numel() - 1)
+    return (bad.to(torch.int32) * _BAD_INPUT).reshape(1)
+
+
+def _check_status(status, queries, doc_emb, doc_offsets, doc_subset) -> None:
+    """Reads the CUDA status word once; on a failure reruns the host-side checks to raise
+    the error naming the argument."""
+    if status is None:
+        return
+    code = int(status.item())
+    if code & _BAD_INPUT:
+        V.check_finite(queries, "queries")
+        V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
+        if doc_subset is not None:
+            V.check_index_range(doc_subset, "doc_subset", doc_offsets.numel() - 1)
+        raise ValueError("maxsim: invalid arguments (device-side check)")  # not reached
+    if code & _NON_FINITE:
+        _raise_non_finite()
 
 
 def _raise_non_finite() -> None:
@@ -89,7 +130,7 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
         ValueError / TypeError naming the argument. NaN or inf in doc_emb is reported for
         the documents scored (on CPU it is detected while scoring; ``out`` is then garbage).
     """
-    queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy = _prepare(
+    queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy, status = _prepare(
         queries, doc_emb, doc_offsets, doc_subset)
     device = doc_emb.device
     n_docs = doc_offsets.numel() - 1
@@ -101,17 +142,19 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
         if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != shape \
                 or out.device != device or not out.is_contiguous():
             raise ValueError(f"out: expected a contiguous float32 tensor of shape {shape} on {device}")
-    maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out)
+    maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out, status=status)
+    _check_status(status, queries, doc_emb, doc_offsets, doc_subset)
     result = out[0] if squeeze else out
     return result.numpy() if return_numpy else result
 
 
-def maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out) -> None:
+def maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out, *, status=None) -> None:
     """Unchecked launch for callers that already validated (the index's search path).
 
     queries fp32 ``(nq, Lq, dim)``, doc_emb ``(T, dim)``, doc_offsets int64, doc_subset
     int64 or None, out fp32 ``(nq, n_out)``; all contiguous and on one device. On CPU a NaN
-    or inf met in a scored document still raises ValueError (the check is free there).
+    or inf met in a scored document still raises ValueError (the check is free there). On
+    CUDA ``status`` is an optional (1,) int32 device status word (see :func:`_prepare`).
     """
     n_docs = doc_offsets.numel() - 1
     args = (
@@ -124,7 +167,8 @@ def maxsim_launch(queries, doc_emb, doc_offsets, doc_subset, out) -> None:
         return
     if doc_emb.device.type == "cuda":
         with torch.cuda.device(doc_emb.device):
-            _native.cuda().maxsim(*args, V.stream_of(doc_emb.device))
+            _native.cuda().maxsim(*args, stream=V.stream_of(doc_emb.device),
+                                  status=0 if status is None else status.data_ptr())
     elif _native.cpu().maxsim(*args) == _NON_FINITE:
         _raise_non_finite()
 
@@ -156,7 +200,7 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
     k = int(k)
-    queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy = _prepare(
+    queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy, status = _prepare(
         queries, doc_emb, doc_offsets, doc_subset)
     device = doc_emb.device
     n_docs = doc_offsets.numel() - 1
@@ -167,16 +211,17 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     top_indices = torch.empty((nq, k_out), dtype=torch.int64, device=device)
     if nq and k_out:
         if device.type == "cuda":
-            _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k_out, top_scores, top_indices)
+            _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k_out, top_scores, top_indices, status)
         else:
-            status = _native.cpu().maxsim_topk(
+            cpu_status = _native.cpu().maxsim_topk(
                 queries.data_ptr(), doc_emb.data_ptr(), doc_offsets.data_ptr(),
                 0 if doc_subset is None else doc_subset.data_ptr(),
                 nq, queries.shape[1], queries.shape[2], n_docs,
                 0 if doc_subset is None else doc_subset.numel(), V.DTYPE_CODE[doc_emb.dtype],
                 k_out, top_scores.data_ptr(), top_indices.data_ptr())
-            if status == _NON_FINITE:
+            if cpu_status == _NON_FINITE:
                 _raise_non_finite()
+    _check_status(status, queries, doc_emb, doc_offsets, doc_subset)
     if squeeze:
         top_scores, top_indices = top_scores[0], top_indices[0]
     if return_numpy:
@@ -184,7 +229,7 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     return top_scores, top_indices
 
 
-def _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k, top_scores, top_indices):
+def _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k, top_scores, top_indices, status=None):
     """Chunks of documents through the CUDA maxsim kernel, merged into a running top-k."""
     device = doc_emb.device
     n_docs = doc_offsets.numel() - 1
@@ -195,7 +240,7 @@ def _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k, top_scores, top_ind
     for start in range(0, ids_all.numel(), _CUDA_TOPK_CHUNK):
         chunk = ids_all[start:start + _CUDA_TOPK_CHUNK].contiguous()
         scores = torch.empty((nq, chunk.numel()), dtype=torch.float32, device=device)
-        maxsim_launch(queries, doc_emb, doc_offsets, chunk, scores)
+        maxsim_launch(queries, doc_emb, doc_offsets, chunk, scores, status=status)
         merged_scores = torch.cat([best_scores, scores], dim=1)
         merged_ids = torch.cat([best_ids, chunk.expand(nq, -1)], dim=1)
         # Order each row by (score desc, id asc): two stable sorts along the row.
