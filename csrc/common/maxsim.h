@@ -68,4 +68,10 @@ namespace ce {
 // With fp16/bf16 documents the queries are rounded to the documents' dtype (tensor-core
 // products, fp32 accumulation); query_len <= 512. Shape routing: csrc/cuda/maxsim.cu.
 int maxsim_cuda(const MaxSimParams& p, Stream stream);
+
+// The checked op's argument checks as one launch (no host synchronisation): sets *status to
+// kMaxSimBadInput when offsets are not 0 .. n_rows non-decreasing, a subset entry lies outside
+// [0, n_docs), or a query value is NaN/inf; else to 0. Pointers as in MaxSimParams (queries
+// fp32 contiguous), status a device int.
+int maxsim_check_cuda(const MaxSimParams& p, int64_t n_rows, Stream stream);
 }  // namespace ce

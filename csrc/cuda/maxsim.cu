@@ -15,9 +15,9 @@
 // Fast-path work decomposition: a block owns `kBlockRows` = 64 query-token rows (as many
 // whole queries as fit: 2 queries of 32 tokens, 1 of 33..64) and one document. The query
 // rows sit in shared memory for the whole document; the document's tokens stream through
-// shared memory in tiles of `kDocTile` tokens (double-buffered with cp.async on the 16-bit
-// path). Each thread keeps running maxima (from -inf) for its rows; at the end one thread
-// per query sums its rows' maxima in token order. Work items are (document, query group)
+// shared memory in tiles of `kDocTile` tokens (a cp.async pipeline kStages deep on the
+// 16-bit path). Each thread keeps running maxima (from -inf) for its rows; at the end one
+// thread per query sums its rows' maxima in token order. Work items are (document, query group)
 // pairs, query group fastest so the blocks working on one document run together and read
 // it once from DRAM; a grid-stride loop over work items keeps grids within limits and,
 // because the grid is a multiple of the number of query groups, each block keeps one query
@@ -42,14 +42,14 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;    // 128
 constexpr int kBlockRows = kWarps * 16;  // query-token rows per block: 16 per warp
 constexpr int kDocTile = 32;             // document tokens per shared-memory tile
+// cp.async stages of document tiles on the 16-bit path: three tiles in flight per block
+// while one is multiplied (two stages left one nq=1 scan at a third of DRAM bandwidth).
+constexpr int kStages = 4;
 constexpr int kMaxFastDim = 256;
 constexpr int kMaxFastQueryLen = kBlockRows;
 // 16-bit rows are padded by 8 elements (16 bytes): rows stay 16-byte aligned for cp.async
 // and WMMA (ldm a multiple of 8), and consecutive rows start in different banks.
 constexpr int kHalfPad = 8;
-// Per-warp fp32 scratch for one 16x16 accumulator tile; ldm multiple of 4 as WMMA needs,
-// 20 rather than 16 to spread the row-wise reads over banks.
-constexpr int kScratchLd = 20;
 
 __device__ __forceinline__ unsigned char* dynamic_smem() {
   extern __shared__ __align__(128) unsigned char ce_maxsim_smem[];
@@ -117,8 +117,8 @@ __device__ __forceinline__ void write_scores(const MaxSimParams& p, const FastGr
 }
 
 // ---------------------------------------------------------------- fp16 / bf16: WMMA
-// Shared memory: q_tile [kBlockRows][ld] T | doc_tile[2] [kDocTile][ld] T |
-//                scratch [kWarps][16][kScratchLd] f32 | row_max [kBlockRows] f32,
+// Shared memory: q_tile [kBlockRows][ld] T | doc_tile[kStages] [kDocTile][ld] T |
+//                row_max [kBlockRows] f32,
 // ld = dim + kHalfPad. Every section size is a multiple of 128 bytes for dim % 16 == 0
 // (see half_smem_bytes), so every WMMA pointer is 32-byte aligned.
 template <typename T>
@@ -129,10 +129,8 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   unsigned char* smem = dynamic_smem();
   T* q_tile = reinterpret_cast<T*>(smem);
-  T* doc_tiles = q_tile + kBlockRows * ld;  // two stages of kDocTile * ld
-  float* scratch = reinterpret_cast<float*>(doc_tiles + 2 * kDocTile * ld);
-  float* row_max = scratch + kWarps * 16 * kScratchLd;
-  float* my_scratch = scratch + warp * 16 * kScratchLd;
+  T* doc_tiles = q_tile + kBlockRows * ld;  // kStages stages of kDocTile * ld
+  float* row_max = reinterpret_cast<float*>(doc_tiles + kStages * kDocTile * ld);
   const T* doc = static_cast<const T*>(p.doc_emb);
   const int chunks_per_row = dim / 8;  // 16-byte chunks of 8 elements
   if (bad_input(p)) return;  // block-uniform
@@ -151,38 +149,40 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
     const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
     const int64_t n_tiles = (end - begin + kDocTile - 1) / kDocTile;
 
-    // Queue the copy of tile `tile` into stage tile % 2; rows past the document are zeroed.
+    // Queue the copy of tile `tile` into stage tile % kStages (rows past the document are
+    // zeroed) and close a cp.async group; past the last tile the group is empty, so that
+    // "all but the newest kStages - 1 groups have landed" always means "tile t has landed".
     auto issue_tile = [&](int64_t tile) {
-      const int64_t t0 = begin + tile * kDocTile;
-      const int n_valid = static_cast<int>(min(static_cast<int64_t>(kDocTile), end - t0));
-      T* stage = doc_tiles + (tile & 1) * kDocTile * ld;
-      for (int e = threadIdx.x; e < kDocTile * chunks_per_row; e += kThreads) {
-        const int r = e / chunks_per_row, c = e - r * chunks_per_row;
-        T* dst = stage + r * ld + c * 8;
-        if (r < n_valid)
-          __pipeline_memcpy_async(dst, doc + (t0 + r) * dim + c * 8, 16);
-        else
-          *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+      if (tile < n_tiles) {
+        const int64_t t0 = begin + tile * kDocTile;
+        const int n_valid = static_cast<int>(min(static_cast<int64_t>(kDocTile), end - t0));
+        T* stage = doc_tiles + (tile % kStages) * kDocTile * ld;
+        for (int e = threadIdx.x; e < kDocTile * chunks_per_row; e += kThreads) {
+          const int r = e / chunks_per_row, c = e - r * chunks_per_row;
+          T* dst = stage + r * ld + c * 8;
+          if (r < n_valid)
+            __pipeline_memcpy_async(dst, doc + (t0 + r) * dim + c * 8, 16);
+          else
+            *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
+        }
       }
       __pipeline_commit();
     };
 
-    // Lane `lane` keeps the max of row (lane % 16) of its warp over the columns
-    // (lane / 16) * 8 .. + 7 of every 16-column accumulator tile.
-    float best = -INFINITY;
-    const bool warp_active = warp * 16 < rows;  // warp-uniform: WMMA needs the whole warp
-    if (n_tiles > 0) issue_tile(0);
+    // Accumulator fragments follow mma.m16n8k16's layout on sm_80+: element i of lane l is
+    // row l / 4 + 8 * ((i / 2) % 2), column (l % 4) * 2 + i % 2 + 8 * (i / 4). Each lane keeps
+    // the running max of its two rows over its columns; the 4 lanes of a row combine at the
+    // end. (tests/ops/test_cuda_parity.py checks every path against the reference.)
+    float best_lo = -INFINITY, best_hi = -INFINITY;  // rows lane / 4 and lane / 4 + 8
+    const bool warp_active = warp * 16 < rows;       // warp-uniform: WMMA needs the whole warp
+    for (int s = 0; s < kStages - 1; ++s) issue_tile(s);
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
-      if (tile + 1 < n_tiles) {
-        issue_tile(tile + 1);
-        __pipeline_wait_prior(1);  // this thread's copies of `tile` have landed
-      } else {
-        __pipeline_wait_prior(0);
-      }
-      __syncthreads();  // everyone's copies (and the query tile) are visible
+      issue_tile(tile + kStages - 1);
+      __pipeline_wait_prior(kStages - 1);  // this thread's copies of `tile` have landed
+      __syncthreads();                     // everyone's copies (and the query tile) are visible
       const int n_valid =
           static_cast<int>(min(static_cast<int64_t>(kDocTile), end - (begin + tile * kDocTile)));
-      const T* stage = doc_tiles + (tile & 1) * kDocTile * ld;
+      const T* stage = doc_tiles + (tile % kStages) * kDocTile * ld;
       if (warp_active) {
         wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kDocTile / 16];
 #pragma unroll
@@ -198,25 +198,30 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
             wmma::mma_sync(acc[c], a, b, acc[c]);
           }
         }
-        const int row = lane % 16, col0 = (lane / 16) * 8;
 #pragma unroll
         for (int c = 0; c < kDocTile / 16; ++c) {
-          wmma::store_matrix_sync(my_scratch, acc[c], kScratchLd, wmma::mem_row_major);
-          __syncwarp();
 #pragma unroll
-          for (int j = 0; j < 8; ++j)
-            if (c * 16 + col0 + j < n_valid) {
-              const float v = my_scratch[row * kScratchLd + col0 + j];
+          for (int i = 0; i < 8; ++i) {
+            const int col = c * 16 + (lane % 4) * 2 + (i % 2) + 8 * (i / 4);
+            if (col < n_valid) {
+              const float v = acc[c].x[i];
               non_finite |= !isfinite(v);
-              best = fmaxf(best, v);
+              if ((i / 2) % 2) best_hi = fmaxf(best_hi, v); else best_lo = fmaxf(best_lo, v);
             }
-          __syncwarp();  // reads done before the next store overwrites the scratch
+          }
         }
       }
-      __syncthreads();  // this stage is read; the next issue_tile may overwrite it
+      __syncthreads();  // this stage is read; a later issue_tile may overwrite it
     }
-    best = fmaxf(best, __shfl_xor_sync(0xffffffffu, best, 16));
-    if (lane < 16) row_max[warp * 16 + lane] = best;
+    __pipeline_wait_prior(0);  // drain the empty trailing groups before the next document
+    best_lo = fmaxf(best_lo, __shfl_xor_sync(0xffffffffu, best_lo, 1));
+    best_lo = fmaxf(best_lo, __shfl_xor_sync(0xffffffffu, best_lo, 2));
+    best_hi = fmaxf(best_hi, __shfl_xor_sync(0xffffffffu, best_hi, 1));
+    best_hi = fmaxf(best_hi, __shfl_xor_sync(0xffffffffu, best_hi, 2));
+    if (lane % 4 == 0) {
+      row_max[warp * 16 + lane / 4] = best_lo;
+      row_max[warp * 16 + lane / 4 + 8] = best_hi;
+    }
     __syncthreads();
     write_scores(p, g, group, out, end == begin, row_max);
     __syncthreads();  // row_max and q_tile are free for the next work item
@@ -226,8 +231,7 @@ maxsim_wmma_kernel(MaxSimParams p, FastGrid g) {
 
 size_t half_smem_bytes(int64_t dim) {
   const size_t ld = static_cast<size_t>(dim) + kHalfPad;
-  return 2 * ld * (kBlockRows + 2 * kDocTile) + sizeof(float) * kWarps * 16 * kScratchLd +
-         sizeof(float) * kBlockRows;
+  return 2 * ld * (kBlockRows + kStages * kDocTile) + sizeof(float) * kBlockRows;
 }
 
 // ---------------------------------------------------------------- fp32: register-tiled FMA
@@ -434,7 +438,37 @@ cudaError_t launch_fast(Kernel kernel, size_t smem, const MaxSimParams& p, int64
   return cudaGetLastError();
 }
 
+
+constexpr int kCheckThreads = 256;
+
+__global__ void __launch_bounds__(kCheckThreads)
+maxsim_check_kernel(MaxSimParams p, int64_t n_rows) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  bool bad = false;
+  if (first == 0) bad = p.doc_offsets[0] != 0 || p.doc_offsets[p.n_docs] != n_rows;
+  for (int64_t i = first; i < p.n_docs; i += stride) bad |= p.doc_offsets[i + 1] < p.doc_offsets[i];
+  if (p.doc_subset)
+    for (int64_t i = first; i < p.n_subset; i += stride)
+      bad |= p.doc_subset[i] < 0 || p.doc_subset[i] >= p.n_docs;
+  const int64_t n_values = p.n_queries * p.query_len * p.dim;
+  for (int64_t i = first; i < n_values; i += stride) bad |= !isfinite(p.queries[i]);
+  if (__any_sync(0xffffffffu, bad) && (threadIdx.x % 32) == 0) atomicOr(p.status, kMaxSimBadInput);
+}
 }  // namespace
+
+int maxsim_check_cuda(const MaxSimParams& p, int64_t n_rows, Stream stream) {
+  if (p.status == nullptr || p.doc_offsets == nullptr) return static_cast<int>(cudaErrorInvalidValue);
+  CE_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(p.status, 0, sizeof(int), stream));
+  const int64_t n_values = p.n_queries * p.query_len * p.dim;
+  int64_t work = p.n_docs > n_values ? p.n_docs : n_values;
+  if (p.doc_subset && p.n_subset > work) work = p.n_subset;
+  int64_t blocks = (work + kCheckThreads - 1) / kCheckThreads;
+  if (blocks < 1) blocks = 1;
+  if (blocks > 1024) blocks = 1024;  // grid-stride beyond: one small launch
+  maxsim_check_kernel<<<static_cast<unsigned>(blocks), kCheckThreads, 0, stream>>>(p, n_rows);
+  CE_CUDA_RETURN_LAUNCH_ERROR();
+}
 
 int maxsim_cuda(const MaxSimParams& p, Stream stream) {
   const int64_t n_out = p.doc_subset ? p.n_subset : p.n_docs;

@@ -23,7 +23,9 @@ CPU_ONLY_UTILITIES = {"isa", "max_threads", "set_num_threads"}
 # torch.argmax on the GEMM output (common/codec.h says so).
 COMPOSED_ON_CUDA = {"maxsim_topk", "argmax_rows"}
 # Functions of colbert_engine._cuda that are not kernels.
-CUDA_ONLY_UTILITIES = {"device_count", "error_string"}
+# maxsim_check: the checked op's argument checks on the device (on CPU they run on the host
+# at no synchronisation cost).
+CUDA_ONLY_UTILITIES = {"device_count", "error_string", "maxsim_check"}
 
 
 def _functions(module) -> set[str]:

@@ -57,6 +57,7 @@ def _prepare(queries, doc_emb, doc_offsets, doc_subset):
         doc_subset = V.as_tensor(doc_subset, "doc_subset")
         V.check_same_device(device, doc_subset=doc_subset)
     status = None
+    queries = queries.to(torch.float32).contiguous()
     if device.type == "cuda":
         doc_offsets = V.offsets_tensor(doc_offsets, "doc_offsets")
         if doc_subset is not None:
@@ -69,19 +70,22 @@ def _prepare(queries, doc_emb, doc_offsets, doc_subset):
         doc_offsets = V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
         if doc_subset is not None:
             doc_subset = V.check_index_range(doc_subset, "doc_subset", doc_offsets.numel() - 1)
-    return (queries.to(torch.float32).contiguous(), doc_emb.contiguous(), doc_offsets, doc_subset,
-            squeeze, return_numpy, status)
+    return queries, doc_emb.contiguous(), doc_offsets, doc_subset, squeeze, return_numpy, status
 
 
 def _device_checks(queries, doc_offsets, doc_subset, n_rows):
-    """The value checks of :func:`_prepare` as device ops (no synchronisation): a (1,) int32
-    status word, ce::kMaxSimBadInput when an argument is invalid, else 0."""
-    bad = (doc_offsets[0] != 0) | (doc_offsets[-1] != n_rows) | ~torch.isfinite(queries).all()
-    if doc_offsets.numel() > 1:
-        bad = bad | (doc_offsets[1:] < doc_offsets[:-1]).any()
-    if doc_subset is not None and doc_subset.numel():
-        bad = bad | (doc_subset.min() < 0) | (doc_subset.max() >= doc_offsets.numel() - 1)
-    return (bad.to(torch.int32) * _BAD_INPUT).reshape(1)
+    """The value checks of :func:`_prepare` in one CUDA launch (no synchronisation): a (1,)
+    int32 status word, ce::kMaxSimBadInput when an argument is invalid, else 0. ``queries``
+    is fp32 contiguous."""
+    status = torch.empty(1, dtype=torch.int32, device=queries.device)
+    with torch.cuda.device(queries.device):
+        _native.cuda().maxsim_check(
+            queries=queries.data_ptr(), doc_offsets=doc_offsets.data_ptr(),
+            doc_subset=0 if doc_subset is None else doc_subset.data_ptr(),
+            n_queries=queries.shape[0], query_len=queries.shape[1], dim=queries.shape[2],
+            n_docs=doc_offsets.numel() - 1, n_subset=0 if doc_subset is None else doc_subset.numel(),
+            n_rows=n_rows, status=status.data_ptr(), stream=V.stream_of(queries.device))
+    return status
 
 
 def _check_status(status, queries, doc_emb, doc_offsets, doc_subset) -> None:
