@@ -3,7 +3,7 @@
 # build with CUDA for the local GPU, CUDA tests, the whole suite, compute-sanitizer memcheck
 # over the kernel tests, and the CUDA benchmarks. Each step is bounded in time and logged to
 # $OUT (default ./gpu-out); a failing step does not stop the next.
-#   OUT=/tmp/gpu bash benchmarks/gpu_checks.sh [steps...]   steps: build tests sanitize bench full
+#   OUT=/tmp/gpu bash benchmarks/gpu_checks.sh [steps...]   steps: build tests sanitize bench bench10m full
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -33,6 +33,8 @@ for s in $STEPS; do case $s in
     step tests 180 $PY -m pytest -q -p no:cacheprovider -rfE --durations=5 tests/ops tests/index/test_search_device.py -m "gpu or not gpu" ;;
   bench)
     step bench 200 $PY benchmarks/bench_cuda.py --json "$OUT/bench_cuda.json" ;;
+  bench10m)
+    step bench10m 200 $PY benchmarks/bench_cuda.py --search-tokens 10000000 --json "$OUT/bench_cuda_10m.json" ;;
   sanitize)
     step sanitize 200 compute-sanitizer --tool memcheck --print-limit 20 $PY -m pytest -q -p no:cacheprovider -x -rfE tests/ops/test_cuda_parity.py ;;
   full)
