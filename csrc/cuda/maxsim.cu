@@ -42,9 +42,10 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;    // 128
 constexpr int kBlockRows = kWarps * 16;  // query-token rows per block: 16 per warp
 constexpr int kDocTile = 32;             // document tokens per shared-memory tile
-// cp.async stages of document tiles on the 16-bit path: three tiles in flight per block
-// while one is multiplied (two stages left one nq=1 scan at a third of DRAM bandwidth).
-constexpr int kStages = 4;
+// cp.async stages of document tiles on the 16-bit path: two tiles in flight per block while
+// one is multiplied; 3 stages (49 KB of shared memory) keep 4 blocks per SM on H200, where
+// 4 stages (58 KB, 3 blocks) measured no faster (benchmarks/RESULTS.md).
+constexpr int kStages = 3;
 constexpr int kMaxFastDim = 256;
 constexpr int kMaxFastQueryLen = kBlockRows;
 // 16-bit rows are padded by 8 elements (16 bytes): rows stay 16-byte aligned for cp.async
