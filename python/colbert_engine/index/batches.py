@@ -41,9 +41,14 @@ def check_batch(emb, offsets, where: str):
 def _as_list(values, n: int, name: str):
     if values is None:
         return None
+    if isinstance(values, (str, bytes, dict)):  # ids="abc" used to store the ids 'a', 'b', 'c'
+        raise TypeError(f"{name}: expected one entry per document, got {type(values).__name__} {values!r:.60}")
     if isinstance(values, (np.ndarray, torch.Tensor)):
         values = values.tolist()
-    values = list(values)
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(f"{name}: expected one entry per document, got {type(values).__name__}") from None
     if len(values) != n:
         raise ValueError(f"{name}: {len(values)} entries for {n} documents")
     return values

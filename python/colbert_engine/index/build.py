@@ -13,7 +13,7 @@ import torch
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import batches_of, check_batch, gather_rows, sample_rows
 from colbert_engine.index.codec import HELDOUT_TOKENS, num_centroids, train_codec
-from colbert_engine.index.writer import remove_leftovers, write_index
+from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
 from colbert_engine.search import plaid
 
 # Streaming builds train the codec on the documents of the first this-many tokens.
@@ -31,10 +31,17 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
     if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
         raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    if (folder / F.MANIFEST).exists():
-        raise ValueError(f"{folder}: already holds an index (open it and add, or remove it first)")
-    remove_leftovers(folder)
+    with writer_lock(folder, DEFAULT_LOCK_TIMEOUT_S):
+        if (folder / F.MANIFEST).exists():
+            raise ValueError(f"{folder}: already holds an index (open it and add, or remove it first)")
+        remove_leftovers(folder)
+        _train_and_write(folder, doc_emb, doc_offsets, ids, metadata, nbits, device, n_centroids, kmeans_niters,
+                         seed, train_buffer_tokens, n_tokens_hint, max_points_per_centroid)
 
+
+def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device,
+                     n_centroids, kmeans_niters, seed, train_buffer_tokens, n_tokens_hint,
+                     max_points_per_centroid) -> None:
     batches = batches_of(doc_emb, doc_offsets, ids, metadata)
     buffered, buffered_tokens = [], 0
     for batch in batches:

@@ -32,7 +32,7 @@ from colbert_engine import ops
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec
 from colbert_engine.index.codec_files import inverse_norms
-from colbert_engine.index.writer import write_index
+from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
 
 _CHUNK_TOKENS = 1 << 16
 
@@ -90,8 +90,6 @@ def import_colbert(source: Path, path: Path, device: torch.device) -> None:
         raise ValueError(f"{source}: no <i>.codes.pt chunk files")
 
     path.mkdir(parents=True, exist_ok=True)
-    if (path / F.MANIFEST).exists():
-        raise ValueError(f"{path}: already holds an index")
     work = codec.to(device)
     packed = dim * nbits // 8
 
@@ -114,4 +112,8 @@ def import_colbert(source: Path, path: Path, device: torch.device) -> None:
                 inv_norms[t0:t0 + c.numel()] = inverse_norms(vectors.norm(dim=1)).cpu()
             yield (codes.numpy(), residuals.contiguous().numpy(), inv_norms.numpy()), doclens, None, None
 
-    write_index(path, codec, batches(), device, compressed=True)
+    with writer_lock(path, DEFAULT_LOCK_TIMEOUT_S):
+        if (path / F.MANIFEST).exists():
+            raise ValueError(f"{path}: already holds an index")
+        remove_leftovers(path)
+        write_index(path, codec, batches(), device, compressed=True)

@@ -9,6 +9,7 @@ generation intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,19 @@ TMP_SUFFIX = ".tmp"
 # Fixed npy header length for streamed arrays (the shape is patched in at the end).
 _STREAM_HEADER_BYTES = 128
 _CHUNK = 1 << 24  # bytes per read when checksumming
+
+
+class MissingFileError(ValueError):
+    """A file the manifest names is not there (a reader racing a writer's garbage
+    collection sees this and re-reads the manifest)."""
+
+
+def named_os_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` (a failed write: disk full, quota, I/O error) as an OSError naming ``path``;
+    numpy's own message ("6798 requested and 5088 written") names no file."""
+    err = OSError(exc.errno, f"{path}: write failed ({exc.strerror or exc})")
+    err.filename = str(path)
+    return err
 
 
 def crash_point(name: str) -> None:
@@ -80,8 +94,8 @@ def _npy_header(path: Path):
             else:
                 raise ValueError(f"unsupported npy version {version}")
             offset = f.tell()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many kinds (tokenize.TokenError)
+        raise ValueError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from None
     if fortran:
         raise ValueError(f"{path}: Fortran-ordered arrays are not part of the format")
     return tuple(shape), dtype, offset
@@ -92,9 +106,14 @@ def write_npy(folder: Path, name: str, array) -> dict:
     array = np.ascontiguousarray(array.numpy() if isinstance(array, torch.Tensor) else array)
     final = folder / name
     tmp = folder / (name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        np.lib.format.write_array(f, array, allow_pickle=False)
-    commit_file(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array(f, array, allow_pickle=False)
+        commit_file(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # the cleanup must not hide why the write failed
+            tmp.unlink(missing_ok=True)
+        raise named_os_error(tmp, exc) from exc
     _, _, offset = _npy_header(final)
     crc = zlib.crc32(memoryview(array).cast("B")) if array.size else 0
     return {"dtype": array.dtype.str, "shape": list(array.shape), "bytes": final.stat().st_size, "crc32": crc,
@@ -125,7 +144,10 @@ class NpyAppender:
         if block.shape[1:] != self.row_shape:
             raise ValueError(f"{self.name}: row shape {block.shape[1:]} != {self.row_shape}")
         raw = memoryview(block).cast("B") if block.size else b""
-        self.file.write(raw)
+        try:
+            self.file.write(raw)
+        except OSError as exc:
+            raise named_os_error(self.tmp, exc) from exc
         self.crc = zlib.crc32(raw, self.crc)
         self.rows += block.shape[0]
 
@@ -138,21 +160,28 @@ class NpyAppender:
         pad = _STREAM_HEADER_BYTES - 10 - len(text) - 1
         if pad < 0:
             raise ValueError(f"{self.name}: shape {shape} does not fit the streamed npy header")
-        self.file.seek(0)
-        self.file.write(b"\x93NUMPY\x01\x00" + (_STREAM_HEADER_BYTES - 10).to_bytes(2, "little")
-                        + text + b" " * pad + b"\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
         final = self.folder / self.name
-        os.replace(self.tmp, final)
-        fsync_dir(self.folder)
+        try:
+            self.file.seek(0)
+            self.file.write(b"\x93NUMPY\x01\x00" + (_STREAM_HEADER_BYTES - 10).to_bytes(2, "little")
+                            + text + b" " * pad + b"\n")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, final)
+            fsync_dir(self.folder)
+        except OSError as exc:
+            raise named_os_error(self.tmp, exc) from exc
         return {"dtype": self.dtype.str, "shape": list(shape), "bytes": final.stat().st_size, "crc32": self.crc,
                 "data_offset": _STREAM_HEADER_BYTES}
 
     def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Best-effort removal after a failure: errors here (closing a file on a full
+        disk fails to flush) must not replace the error being raised."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
 
 def load_npy(folder: Path, name: str, entry: dict, verify: bool) -> np.ndarray:
@@ -162,19 +191,29 @@ def load_npy(folder: Path, name: str, entry: dict, verify: bool) -> np.ndarray:
     With ``verify`` also the crc32 of the data (reads the whole file once).
     """
     path = folder / name
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: missing (named in the manifest)") from None
     if not path.is_file():
-        raise ValueError(f"{path}: missing (named in the manifest)")
-    size = path.stat().st_size
+        raise ValueError(f"{path}: not a regular file")
     if size != entry["bytes"]:
         raise ValueError(f"{path}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
     shape, dtype, offset = _npy_header(path)
+    if offset != entry["data_offset"]:
+        raise ValueError(f"{path}: data starts at byte {offset}, manifest says {entry['data_offset']}")
     if dtype.str != entry["dtype"] or list(shape) != list(entry["shape"]):
         raise ValueError(f"{path}: holds {dtype.str} {list(shape)}, manifest says {entry['dtype']} {entry['shape']}")
     if verify and _data_crc32(path, offset) != entry["crc32"]:
         raise ValueError(f"{path}: checksum mismatch (crc32 of its data differs from the manifest): corrupt file")
     if int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: missing (named in the manifest)") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot be memory-mapped ({exc})") from None
 
 
 def as_torch(array: np.ndarray) -> torch.Tensor:
@@ -198,11 +237,16 @@ def write_manifest(folder: Path, body: dict) -> None:
     body = dict(body)
     body["checksum"] = _manifest_checksum(body)
     tmp = folder / (MANIFEST + TMP_SUFFIX)
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1, sort_keys=True)
-        f.write("\n")
-    crash_point("manifest_tmp_written")
-    commit_file(tmp, folder / MANIFEST)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(body, f, indent=1, sort_keys=True)
+            f.write("\n")
+        crash_point("manifest_tmp_written")
+        commit_file(tmp, folder / MANIFEST)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise named_os_error(tmp, exc) from exc
 
 
 def read_manifest(folder: Path) -> dict:
@@ -212,7 +256,9 @@ def read_manifest(folder: Path) -> dict:
         raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)")
     try:
         body = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: corrupt manifest, not valid JSON ({exc})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: not a colbert-engine index manifest (format field {body.get('format')!r})"

@@ -9,6 +9,7 @@ manifest, the commit point.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,26 @@ def _resolve_device(device) -> torch.device:
     return device
 
 
+def _check_timeout(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise ValueError(f"lock_timeout: expected seconds >= 0, got {value!r}")
+    return float(value)
+
+
+# Largest query score bound accepted: leaves float32 headroom for sums and intermediates.
+_MAX_SCORE = 1e30
+
+
 class Index(IndexReader):
     """A compressed late-interaction index in one folder. Use :meth:`build`, :meth:`open`
     or :meth:`from_colbert`; search with :meth:`search`."""
 
+    # seconds a write waits for another writer's lock (FORMAT.md, "Writers and readers")
+    lock_timeout: float = writer.DEFAULT_LOCK_TIMEOUT_S
+
     @classmethod
-    def open(cls, path, device=None, verify: bool = True) -> "Index":
+    def open(cls, path, device=None, verify: bool = True, lock_timeout: float = writer.DEFAULT_LOCK_TIMEOUT_S
+             ) -> "Index":
         """Open an index folder.
 
         Args:
@@ -48,12 +63,18 @@ class Index(IndexReader):
             verify: check the crc32 of every file's data and the index invariants the
                 kernels rely on (reads each file once: about 0.3 s per GB from the page
                 cache, plus the disk read). File sizes, npy headers, dtypes and shapes are
-                always checked; ``verify=False`` trusts the files' contents.
+                always checked, and so are the bounds the kernels index with (codes < K,
+                offsets, inverted lists); ``verify=False`` trusts the rest of the contents.
+            lock_timeout: seconds a write through this handle waits while another writer
+                holds the folder's lock, then :class:`IndexLockedError`; 0 fails at once.
         Raises:
-            ValueError naming the file: missing/corrupt manifest, newer format_version,
-            truncated or corrupt array, id database not matching the manifest.
+            ValueError naming the file: missing/corrupt/invalid manifest, newer
+            format_version, truncated or corrupt array, id database not matching the manifest.
         """
-        return cls(Path(path), _resolve_device(device), verify)
+        lock_timeout = _check_timeout(lock_timeout)
+        index = cls(Path(path), _resolve_device(device), verify)
+        index.lock_timeout = lock_timeout
+        return index
 
     def __enter__(self):
         return self
@@ -77,7 +98,14 @@ class Index(IndexReader):
         if queries.shape[1] == 0:
             raise ValueError(f"queries: need at least one query token, got shape {tuple(queries.shape)}")
         V.check_finite(queries, "queries")
-        return queries.to(self.device, torch.float32).contiguous(), single
+        queries = queries.to(self.device, torch.float32).contiguous()
+        # A score is at most the sum of the query tokens' norms (documents are unit vectors):
+        # past float32's range it overflows to inf/NaN and search returned [] (queries of 1e37).
+        bound = float(queries.double().norm(dim=2).sum(dim=1).max())
+        if not bound < _MAX_SCORE:
+            raise ValueError(f"queries: values too large (token norms sum to {bound:.3g}; scores would overflow "
+                             f"float32, limit {_MAX_SCORE:.0e}); normalise the query vectors")
+        return queries, single
 
     def search_internal(self, queries, k=10, nprobe=None, centroid_score_threshold=None, ndocs=None,
                         exact=False, filter=None):
@@ -116,6 +144,10 @@ class Index(IndexReader):
         results = self.search_internal(queries, k, nprobe, centroid_score_threshold, ndocs, exact, filter)
         all_ids = torch.cat([ids for _, ids in results]).unique().tolist() if results else []
         external = self._ids.external_ids(all_ids)
+        if len(external) != len(all_ids):
+            missing = sorted(set(all_ids) - set(external))[:5]
+            raise ValueError(f"{self._ids.path}: no id stored for internal doc ids {missing}: the id database "
+                             "does not match the segments")
         out = [[(external[int(d)], float(s)) for s, d in zip(scores.tolist(), ids.tolist())]
                for scores, ids in results]
         return out[0] if single else out

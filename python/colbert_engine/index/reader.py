@@ -14,7 +14,12 @@ from colbert_engine.index.batches import id_list
 from colbert_engine.index.codec import Codec
 from colbert_engine.index.codec_files import load_codec
 from colbert_engine.index.ids import IdStore
+from colbert_engine.index.manifest import read_checked_manifest
 from colbert_engine.index.segment import Segment
+
+
+# A reader opening while writers commit retries this often with the newer manifest.
+_OPEN_ATTEMPTS = 5
 
 
 class IndexReader:
@@ -29,36 +34,74 @@ class IndexReader:
         self.segments: list[Segment] = []
         self._load()
 
-    def _load(self) -> None:
-        manifest = F.read_manifest(self.path)
-        self._manifest = manifest
-        if self.codec is None:  # the codec never changes after build
-            self.codec = load_codec(self.path, manifest, self._verify, self.device)
-        # segments are immutable: after a commit only the new ones are opened (and verified)
+    def _load(self, manifest: dict | None = None) -> None:
+        """Open the generation the manifest names (re-reading it when not given). A reader
+        racing another process's commit can find a file of the generation it read already
+        removed; it then re-reads the manifest and opens the newer generation. The handle's
+        state changes only once everything opened."""
+        for attempt in range(_OPEN_ATTEMPTS):
+            manifest = manifest or read_checked_manifest(self.path)
+            try:
+                self._open_generation(manifest)
+                return
+            except F.MissingFileError:
+                newer = read_checked_manifest(self.path)
+                if newer["generation"] == manifest["generation"] or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                manifest = newer
+
+    def _open_generation(self, manifest: dict) -> None:
+        codec = self.codec
+        if codec is None:  # the codec never changes after build
+            codec = load_codec(self.path, manifest, self._verify, self.device)
+        # segments are immutable: after a commit only the new ones are opened (and checked)
         opened = {s.name: s for s in self.segments}
-        self.segments = [opened.get(entry["name"]) or Segment.open(self.path, entry, self.device, self._verify,
-                                                                       self.codec.centroids.shape[0])
-                         for entry in manifest["segments"]]
+        segments = [opened.get(entry["name"]) or Segment.open(self.path, entry, self.device, self._verify,
+                                                                  codec.centroids.shape[0])
+                    for entry in manifest["segments"]]
         db = self.path / manifest["ids_db"]
-        if not db.is_file():
-            raise ValueError(f"{db}: missing (named in the manifest)")
-        if self._ids is not None and self._ids.path != db:
+        store = self._ids if self._ids is not None and self._ids.path == db else None
+        if store is None:
+            if not db.is_file():
+                raise F.MissingFileError(f"{db}: missing (named in the manifest)")
+            try:
+                store = IdStore(db)
+            except ValueError:
+                if not db.is_file():  # removed between the check and the open
+                    raise F.MissingFileError(f"{db}: missing (named in the manifest)") from None
+                raise
+        try:
+            generation, n_docs = manifest["generation"], manifest["n_docs"]
+            store.check(generation, n_docs, quick_check=self._verify and store is not self._ids)
+            deleted = store.deleted_doc_ids(generation)
+            if deleted.size != manifest["n_deleted"]:
+                raise ValueError(f"{db}: {deleted.size} deleted documents, manifest says {manifest['n_deleted']}: "
+                                 "the id database does not belong to this manifest")
+            live = None
+            if deleted.size:
+                if int(deleted.min()) < 0 or int(deleted.max()) >= n_docs:
+                    raise ValueError(f"{db}: deleted doc ids outside [0, {n_docs})")
+                live = torch.ones(n_docs, dtype=torch.bool)
+                live[torch.from_numpy(deleted)] = False
+                live = live.to(self.device)
+        except BaseException:
+            if store is not self._ids:
+                store.close()
+            raise
+        if self._ids is not None and self._ids is not store:
             self._ids.close()
-            self._ids = None
-        if self._ids is None:
-            self._ids = IdStore(db)
-        self.generation = manifest["generation"]
-        self.n_docs = manifest["n_docs"]
-        deleted = self._ids.deleted_doc_ids(self.generation)
-        if deleted.size != manifest["n_deleted"]:
-            raise ValueError(f"{db}: {deleted.size} deleted documents, manifest says {manifest['n_deleted']}: "
-                             "the id database does not belong to this manifest")
-        if deleted.size:
-            live = torch.ones(self.n_docs, dtype=torch.bool)
-            live[torch.from_numpy(deleted)] = False
-            self._live = live.to(self.device)
-        else:
-            self._live = None
+        self.codec, self.segments, self._ids, self._manifest = codec, segments, store, manifest
+        self.generation, self.n_docs, self._live = generation, n_docs, live
+
+    def refresh(self) -> bool:
+        """Move this handle to the folder's current generation (another handle or process
+        may have written since it was opened). Returns whether the generation changed."""
+        self._check_open()
+        manifest = read_checked_manifest(self.path)
+        if manifest["generation"] == self.generation and manifest["checksum"] == self._manifest["checksum"]:
+            return False
+        self._load(manifest)
+        return True
 
     def close(self) -> None:
         if self._ids is not None:
@@ -97,6 +140,7 @@ class IndexReader:
         """bool (n_docs,) of docs that may be returned: live, and matching ``filter``."""
         if filter is None:
             return self._live
+        # a 2-tuple starting with a str is (clause, params); ids are given as a list
         if isinstance(filter, tuple) and len(filter) == 2 and isinstance(filter[0], str):
             doc_ids = self._ids.where(filter[0], filter[1], self.generation)
         elif isinstance(filter, str):

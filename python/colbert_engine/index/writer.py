@@ -3,6 +3,8 @@ the add / delete / compact generations of an open one. Crash-safety rules: FORMA
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import time
@@ -19,7 +21,52 @@ from colbert_engine.index.codec_files import write_codec
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import SegmentWriter
 
-_OWN_FILE = re.compile(r"^(seg\d+\..*\.npy|ids\.\d+\.sqlite(-journal|-wal|-shm)?|codec\..*\.npy)(\.tmp)?$|.*\.tmp$")
+# The files this package writes (and their temporaries); garbage collection never touches
+# anything else in the folder (a user's notes.tmp used to vanish on build and delete).
+_OWN_FILE = re.compile(r"^(?:seg(?P<seg_gen>\d{6,})\.(?:codes|residuals|inv_norms|doc_offsets|ivf|ivf_offsets)\.npy"
+                       r"|ids\.(?P<db_gen>\d{6,})\.sqlite(?:-journal|-wal|-shm)?"
+                       r"|codec\.(?:centroids|bucket_cutoffs|bucket_weights)\.npy"
+                       r"|manifest\.json)(?P<tmp>\.tmp)?$")
+LOCK_FILE = "writer.lock"
+# How long a write waits for another writer's lock by default (seconds).
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+_LOCK_POLL_S = 0.02
+
+
+class IndexLockedError(TimeoutError):
+    """Another writer holds the folder's lock (one writer per folder)."""
+
+
+@contextlib.contextmanager
+def writer_lock(folder: Path, timeout: float):
+    """Hold the folder's advisory writer lock (``fcntl.flock`` on ``writer.lock``) for the
+    duration of one write. Waits up to ``timeout`` seconds (0: fail at once), then raises
+    :class:`IndexLockedError` naming the folder and the holder's pid. The lock dies with
+    its process (kill -9 included), so a crashed writer never leaves the folder locked.
+    Readers never take it."""
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise F.named_os_error(path, exc) from exc
+    try:
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                    raise IndexLockedError(f"{folder}: another writer (pid {holder}) is writing to this index; "
+                                           f"waited {timeout:g} s for its lock ({path})") from None
+                time.sleep(_LOCK_POLL_S)
+        with contextlib.suppress(OSError):  # the pid is informational only
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def seg_name(gen: int) -> str:
@@ -31,10 +78,11 @@ def db_name(gen: int) -> str:
 
 
 def remove_leftovers(folder: Path) -> None:
-    """Before a first generation: remove what a build that crashed before its manifest left."""
+    """Before a first generation (lock held, no manifest): remove what a build that crashed
+    before its manifest left."""
     for leftover in os.listdir(folder):
         if _OWN_FILE.match(leftover):
-            (folder / leftover).unlink()
+            (folder / leftover).unlink(missing_ok=True)
 
 
 def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.device,
@@ -47,7 +95,7 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
     """
     codec_entries = write_codec(folder, codec)
     gen = 1
-    store = IdStore(folder / db_name(gen))
+    store = IdStore(folder / db_name(gen), create=True)
     writer = SegmentWriter(folder, seg_name(gen), codec, device)
     store.begin()
     try:
@@ -82,11 +130,17 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
     F.write_manifest(folder, manifest)
 
 
-def _begin_write(index) -> None:
-    """Undo leftovers of a writer that crashed, remove files no manifest names."""
+@contextlib.contextmanager
+def _writing(index):
+    """One write through ``index``: take the folder's lock, move the handle to the current
+    generation (a write through a handle opened before another handle's commit then builds
+    on that commit, never rolls it back), undo what a crashed writer left, remove garbage."""
     index._check_open()
-    index._ids.rollback_uncommitted(index.generation)
-    collect_garbage(index.path, index._manifest)
+    with writer_lock(index.path, index.lock_timeout):
+        index.refresh()
+        index._ids.rollback_uncommitted(index.generation)
+        collect_garbage(index.path, index._manifest)
+        yield
 
 
 def _commit(index, manifest: dict) -> None:
@@ -101,13 +155,28 @@ def _commit(index, manifest: dict) -> None:
         collect_garbage(index.path, index._manifest)
 
 
+def add(index, doc_emb, doc_offsets, ids, metadata) -> list:
+    with _writing(index):
+        return _add(index, doc_emb, doc_offsets, ids, metadata)
+
+
+def delete(index, ids) -> int:
+    ids = id_list(ids, "ids")
+    with _writing(index):
+        return _delete(index, ids)
+
+
+def compact(index) -> None:
+    with _writing(index):
+        _compact(index)
+
+
 def _check_dim(index, emb) -> None:
     if emb.shape[1] != index.codec.dim:
         raise ValueError(f"doc_emb: dim {emb.shape[1]} does not match the index's dim {index.codec.dim}")
 
 
-def add(index, doc_emb, doc_offsets, ids, metadata) -> list:
-    _begin_write(index)
+def _add(index, doc_emb, doc_offsets, ids, metadata) -> list:
     gen = index.generation + 1
     base = index.n_docs
     writer = SegmentWriter(index.path, seg_name(gen), index.codec, index.device)
@@ -138,9 +207,7 @@ def add(index, doc_emb, doc_offsets, ids, metadata) -> list:
     return added
 
 
-def delete(index, ids) -> int:
-    ids = id_list(ids, "ids")
-    _begin_write(index)
+def _delete(index, ids: list) -> int:
     found = index._ids.lookup_live(ids, index.generation)
     if not found:
         return 0
@@ -159,8 +226,7 @@ def delete(index, ids) -> int:
     return len(found)
 
 
-def compact(index) -> None:
-    _begin_write(index)
+def _compact(index) -> None:
     gen = index.generation + 1
     writer = SegmentWriter(index.path, seg_name(gen), index.codec, index.device)
     new_db = index.path / db_name(gen)
@@ -181,7 +247,7 @@ def compact(index) -> None:
                 writer.add_compressed(seg.codes[t0:t1].cpu()[token_mask], seg.residuals[t0:t1].cpu()[token_mask],
                                       seg.inv_norms[t0:t1].cpu()[token_mask], lengths[docs].numpy())
         entry = writer.finish(doc_base=0)
-        store = IdStore(new_db)
+        store = IdStore(new_db, create=True)
         try:
             index._ids.copy_live_to(store, index.generation, gen)
         finally:
@@ -199,12 +265,17 @@ def compact(index) -> None:
 
 
 def collect_garbage(folder: Path, manifest: dict) -> None:
-    """Delete our own files that the committed manifest does not name (crashed writes,
-    generations replaced by compaction)."""
+    """With the lock held: delete this package's files that the current manifest does not
+    name and that belong to older generations (replaced by compaction, or left by a writer
+    that crashed), and its temporaries. Nothing else in the folder is touched."""
     keep = set(manifest["codec"]) | {manifest["ids_db"], manifest["ids_db"] + "-journal",
-                                     manifest["ids_db"] + "-wal", manifest["ids_db"] + "-shm"}
+                                     manifest["ids_db"] + "-wal", manifest["ids_db"] + "-shm", F.MANIFEST}
     for seg in manifest["segments"]:
         keep |= set(seg["files"])
     for name in os.listdir(folder):
-        if name not in keep and name != F.MANIFEST and _OWN_FILE.match(name):
+        match = _OWN_FILE.match(name)
+        if not match or name in keep:
+            continue
+        gen = match["seg_gen"] or match["db_gen"]
+        if match["tmp"] or (gen is not None and int(gen) < manifest["generation"]):
             (folder / name).unlink(missing_ok=True)
