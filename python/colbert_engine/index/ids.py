@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import reprlib
 import sqlite3
 import time
 from pathlib import Path
@@ -58,27 +59,35 @@ def _visible(gen: int) -> str:
 
 
 _INT64 = (-(1 << 63), (1 << 63) - 1)  # SQLite INTEGER
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
 
 
-def normalize_id(value):
+def short_repr(value) -> str:
+    """repr for error messages, bounded in length and depth (the plain repr of a list nested
+    1000 deep raised RecursionError instead of the intended error)."""
+    return _REPR.repr(value)
+
+
+def normalize_id(value, name: str = "ids"):
     """User id -> int (64-bit) or str (valid Unicode); anything else TypeError, an int
     SQLite cannot store or a str with lone surrogates ValueError."""
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"ids: booleans are not ids, got {value!r}")
+        raise TypeError(f"{name}: booleans are not ids, got {value!r}")
     if isinstance(value, (int, np.integer)) or \
             (isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point()):
         value = int(value)
         if not _INT64[0] <= value <= _INT64[1]:
-            raise ValueError(f"ids: integer id {value} does not fit in 64 bits (SQLite INTEGER)")
+            raise ValueError(f"{name}: integer id {value} does not fit in 64 bits (SQLite INTEGER)")
         return value
     if isinstance(value, str):
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError(f"ids: id {value!r:.60} is not valid Unicode (lone surrogate)") from None
+                raise ValueError(f"{name}: id {short_repr(value)} is not valid Unicode (lone surrogate)") from None
         return value
-    raise TypeError(f"ids: each id must be an int or a str, got {type(value).__name__} {value!r:.60}")
+    raise TypeError(f"{name}: each id must be an int or a str, got {type(value).__name__} {short_repr(value)}")
 
 
 def _metadata_json(value, ext) -> str:
@@ -87,13 +96,13 @@ def _metadata_json(value, ext) -> str:
     try:
         return json.dumps(value, allow_nan=False)
     except RecursionError:
-        raise ValueError(f"metadata: the metadata of id {ext!r:.60} is nested too deeply to store") from None
+        raise ValueError(f"metadata: the metadata of id {short_repr(ext)} is nested too deeply to store") from None
     except UnicodeEncodeError:
-        raise ValueError(f"metadata: the metadata of id {ext!r:.60} holds invalid Unicode") from None
+        raise ValueError(f"metadata: the metadata of id {short_repr(ext)} holds invalid Unicode") from None
     except ValueError:
-        raise ValueError(f"metadata: the metadata of id {ext!r:.60} holds NaN or infinity, which JSON cannot store") from None
+        raise ValueError(f"metadata: the metadata of id {short_repr(ext)} holds NaN or infinity, which JSON cannot store") from None
     except TypeError as err:
-        raise TypeError(f"metadata: the metadata of id {ext!r:.60} is not JSON serialisable: {err}") from None
+        raise TypeError(f"metadata: the metadata of id {short_repr(ext)} is not JSON serialisable: {err}") from None
 
 
 def _named_error(path: Path, exc: sqlite3.Error) -> Exception:
@@ -182,7 +191,7 @@ class IdStore:
             self.conn.executemany("INSERT INTO docs(doc_id, id, metadata, added_gen) VALUES (?, ?, ?, ?)", rows)
         except sqlite3.IntegrityError:
             dup = self._first_duplicate([r[1] for r in rows])
-            raise ValueError(f"ids: id {dup!r} is already in the index (ids must be unique among live "
+            raise ValueError(f"ids: id {short_repr(dup)} is already in the index (ids must be unique among live "
                              "documents; delete it first to replace it)") from None
         except sqlite3.Error as exc:
             raise _named_error(self.path, exc) from exc
@@ -221,9 +230,9 @@ class IdStore:
 
     # --------------------------------------------------------------------- reads
     @_sqlite_errors
-    def lookup_live(self, ids: Iterable, gen: int) -> dict:
-        """external id -> internal doc id, for those of ``ids`` live at ``gen``."""
-        ids = [normalize_id(i) for i in ids]
+    def lookup_live(self, ids: Iterable, gen: int, name: str = "ids") -> dict:
+        """external id -> internal doc id, for those of ``ids`` (the argument ``name``) live at ``gen``."""
+        ids = [normalize_id(i, name) for i in ids]
         return {ext: doc_id for doc_id, ext in _rows_in(self.conn, "doc_id, id", "id", ids, _visible(gen))}
 
     @_sqlite_errors
@@ -250,7 +259,7 @@ class IdStore:
             # a bare "de" used to be bound letter by letter ("2 supplied"); None failed in tuple()
             # ("d0", "d2") is a (clause, params) pair, not two ids: say how to pass ids
             raise TypeError(f"filter: parameters must be a list/tuple (for ?) or a dict (for :name), "
-                            f"got {type(params).__name__} {params!r:.60} (a tuple (clause, params) is a SQL "
+                            f"got {type(params).__name__} {short_repr(params)} (a tuple (clause, params) is a SQL "
                             "filter; to filter by ids pass them as a list)")
         sql = f"SELECT doc_id FROM docs WHERE ({_visible(gen)}) AND ({clause})"
         deadline = time.monotonic() + FILTER_TIMEOUT_S

@@ -147,7 +147,7 @@ class IndexReader:
             doc_ids = self._ids.where(filter, (), self.generation)
         else:
             filter = id_list(filter, "filter")
-            found = self._ids.lookup_live(filter, self.generation)
+            found = self._ids.lookup_live(filter, self.generation, "filter")
             doc_ids = np.fromiter(found.values(), dtype=np.int64, count=len(found))
         mask = torch.zeros(self.n_docs, dtype=torch.bool)
         if doc_ids.size:
