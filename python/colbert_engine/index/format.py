@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import warnings
 import zlib
 from pathlib import Path
@@ -71,21 +72,22 @@ def commit_file(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _data_crc32(path: Path, data_offset: int) -> int:
+def _data_crc32(f, data_offset: int) -> int:
     crc = 0
-    with open(path, "rb") as f:
-        f.seek(data_offset)
-        while True:
-            block = f.read(_CHUNK)
-            if not block:
-                return crc
-            crc = zlib.crc32(block, crc)
+    f.seek(data_offset)
+    while True:
+        block = f.read(_CHUNK)
+        if not block:
+            return crc
+        crc = zlib.crc32(block, crc)
 
 
-def _npy_header(path: Path):
-    """(shape, dtype, data offset) of an .npy file, or ValueError naming it."""
+def _npy_header(path: Path, f=None):
+    """(shape, dtype, data offset) of an .npy file (read from ``f`` when given), or
+    ValueError naming it."""
     try:
-        with open(path, "rb") as f:
+        with contextlib.nullcontext(f) if f is not None else open(path, "rb") as f:
+            f.seek(0)
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -191,29 +193,35 @@ def load_npy(folder: Path, name: str, entry: dict, verify: bool) -> np.ndarray:
     With ``verify`` also the crc32 of the data (reads the whole file once).
     """
     path = folder / name
+    # Everything is read through one open file: a writer's garbage collection may remove
+    # the name meanwhile, the open file (and the map made from it) stays valid.
     try:
-        size = os.stat(path).st_size
+        f = open(path, "rb")
     except FileNotFoundError:
         raise MissingFileError(f"{path}: missing (named in the manifest)") from None
-    if not path.is_file():
-        raise ValueError(f"{path}: not a regular file")
-    if size != entry["bytes"]:
-        raise ValueError(f"{path}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-    shape, dtype, offset = _npy_header(path)
-    if offset != entry["data_offset"]:
-        raise ValueError(f"{path}: data starts at byte {offset}, manifest says {entry['data_offset']}")
-    if dtype.str != entry["dtype"] or list(shape) != list(entry["shape"]):
-        raise ValueError(f"{path}: holds {dtype.str} {list(shape)}, manifest says {entry['dtype']} {entry['shape']}")
-    if verify and _data_crc32(path, offset) != entry["crc32"]:
-        raise ValueError(f"{path}: checksum mismatch (crc32 of its data differs from the manifest): corrupt file")
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype=dtype)
-    try:
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    except FileNotFoundError:
-        raise MissingFileError(f"{path}: missing (named in the manifest)") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot be memory-mapped ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be opened ({exc})") from None
+    with f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        if info.st_size != entry["bytes"]:
+            raise ValueError(f"{path}: size {info.st_size} bytes, manifest says {entry['bytes']} "
+                             "(truncated or replaced)")
+        shape, dtype, offset = _npy_header(path, f)
+        if offset != entry["data_offset"]:
+            raise ValueError(f"{path}: data starts at byte {offset}, manifest says {entry['data_offset']}")
+        if dtype.str != entry["dtype"] or list(shape) != list(entry["shape"]):
+            raise ValueError(f"{path}: holds {dtype.str} {list(shape)}, manifest says "
+                             f"{entry['dtype']} {entry['shape']}")
+        if verify and _data_crc32(f, offset) != entry["crc32"]:
+            raise ValueError(f"{path}: checksum mismatch (crc32 of its data differs from the manifest): corrupt file")
+        if int(np.prod(shape)) == 0:
+            return np.zeros(shape, dtype=dtype)
+        try:
+            return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot be memory-mapped ({exc})") from None
 
 
 def as_torch(array: np.ndarray) -> torch.Tensor:
