@@ -159,18 +159,25 @@ class IdStore:
                 conn.close()
 
     @_sqlite_errors
-    def check(self, gen: int, n_docs: int, quick_check: bool) -> None:
-        """The rows of generation ``gen`` are exactly doc ids ``0..n_docs-1``; with
-        ``quick_check`` also SQLite's own structural check of the file."""
-        if quick_check:
+    def check(self, gen: int, n_docs: int, full: bool) -> None:
+        """The rows of generation ``gen`` span doc ids ``0..n_docs-1`` (two primary-key
+        lookups: doc ids grow with the generation that added them); with ``full`` also that
+        every one of them is there (one scan) and SQLite's ``PRAGMA quick_check``."""
+        if full:
             result = self.conn.execute("PRAGMA quick_check").fetchall()
             if result != [("ok",)]:
                 raise ValueError(f"{self.path}: corrupt id database (quick_check: {result[:3]})")
-        count, low, high = self.conn.execute(
-            "SELECT count(*), min(doc_id), max(doc_id) FROM docs WHERE added_gen <= ?", (gen,)).fetchone()
-        if count != n_docs or (n_docs and (low, high) != (0, n_docs - 1)):
-            raise ValueError(f"{self.path}: {count} documents at generation {gen}, the manifest says {n_docs}: "
-                             "the id database does not belong to this manifest")
+            count = self.conn.execute("SELECT count(*) FROM docs WHERE added_gen <= ?", (gen,)).fetchone()[0]
+        else:
+            count = n_docs
+        low = self.conn.execute("SELECT doc_id FROM docs WHERE added_gen <= ? ORDER BY doc_id LIMIT 1",
+                                (gen,)).fetchone()
+        high = self.conn.execute("SELECT doc_id FROM docs WHERE added_gen <= ? ORDER BY doc_id DESC LIMIT 1",
+                                 (gen,)).fetchone()
+        span = (low[0], high[0]) if low else None
+        if count != n_docs or span != ((0, n_docs - 1) if n_docs else None):
+            raise ValueError(f"{self.path}: documents {span} ({count}) at generation {gen}, the manifest says "
+                             f"{n_docs}: the id database does not belong to this manifest")
 
     # -------------------------------------------------------------------- writes
     @_sqlite_errors

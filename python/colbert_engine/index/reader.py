@@ -72,7 +72,7 @@ class IndexReader:
                 raise
         try:
             generation, n_docs = manifest["generation"], manifest["n_docs"]
-            store.check(generation, n_docs, quick_check=self._verify and store is not self._ids)
+            store.check(generation, n_docs, full=self._verify and store is not self._ids)
             deleted = store.deleted_doc_ids(generation)
             if deleted.size != manifest["n_deleted"]:
                 raise ValueError(f"{db}: {deleted.size} deleted documents, manifest says {manifest['n_deleted']}: "
