@@ -46,3 +46,11 @@ def tiny_index(tmp_path_factory):
     Index.build(path, data.doc_emb, data.doc_offsets, ids=[f"doc-{i}" for i in range(TINY_DOCS)],
                 metadata=[{"lang": "de" if i % 2 else "en"} for i in range(TINY_DOCS)]).close()
     return path
+
+
+@pytest.fixture
+def long_run(request):
+    """The 50-trial concurrency and the long fuzz runs take minutes on a loaded 2-core
+    machine: they run only when asked for, ``pytest -m slow tests/index``."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("long run: select it with -m slow")

@@ -1,6 +1,6 @@
 """Many handles and processes on one folder, with real processes: two writers whose
 handles go stale under each other, and readers during another process's compaction.
-A few trials by default; 50 each under ``-m slow``."""
+A few trials by default; 50 each with ``pytest -m slow tests/index``."""
 
 from __future__ import annotations
 
@@ -96,10 +96,10 @@ def test_reader_process_during_compaction(tiny_index, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_writer_processes_lose_nothing_50_trials(tiny_index, tmp_path):
+def test_two_writer_processes_lose_nothing_50_trials(tiny_index, tmp_path, long_run):
     _two_writers(tiny_index, tmp_path, trials=50)
 
 
 @pytest.mark.slow
-def test_reader_process_during_compaction_50_trials(tiny_index, tmp_path):
+def test_reader_process_during_compaction_50_trials(tiny_index, tmp_path, long_run):
     _reader_during_compact(tiny_index, tmp_path, trials=50)

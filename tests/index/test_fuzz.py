@@ -100,7 +100,6 @@ def _fuzz(tiny_index: Path, tmp_path: Path, n_cases: int, seed: int) -> None:
         key = (cases[i]["verify"], r["status"])
         counts[key] = counts.get(key, 0) + 1
     print(f"fuzz: {n_cases} cases, (verify, outcome) counts {sorted(counts.items())}")
-    return results, cases
 
 
 def test_fuzzed_files_never_crash(tiny_index, tmp_path):
@@ -108,5 +107,5 @@ def test_fuzzed_files_never_crash(tiny_index, tmp_path):
 
 
 @pytest.mark.slow
-def test_fuzzed_files_never_crash_long(tiny_index, tmp_path):
+def test_fuzzed_files_never_crash_long(tiny_index, tmp_path, long_run):
     _fuzz(tiny_index, tmp_path, n_cases=440, seed=2)
