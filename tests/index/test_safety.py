@@ -329,3 +329,18 @@ def test_9_api_gaps_are_clear_errors(index_copy, collection):
             index.search(collection.queries[:1] * 1e37)  # silently returned []
         assert index.n_docs == n_docs
         assert index.search(collection.queries[:1] * 1e3, k=3)  # large but representable is fine
+
+
+def test_4_refresh_after_the_folder_was_rebuilt_in_place(tmp_path, collection):
+    """The CLI builds beside the target and renames it into place: a long-lived handle's
+    refresh() must then load the new codec and segments, not keep the old ones."""
+    emb, offsets = _docs(collection, n=40)
+    folder = tmp_path / "idx"
+    reader = Index.build(folder, emb, offsets, ids=[f"old-{i}" for i in range(40)])
+    Index.build(tmp_path / "next", *_docs(collection, n=30, first=100), ids=[f"new-{i}" for i in range(30)],
+                seed=1).close()
+    os.rename(folder, tmp_path / "gone")
+    os.rename(tmp_path / "next", folder)
+    assert reader.refresh() is True
+    assert reader.n_docs == 30 and all(i.startswith("new-") for i, _ in reader.search(collection.queries[0], k=5))
+    reader.close()

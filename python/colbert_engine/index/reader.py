@@ -51,16 +51,17 @@ class IndexReader:
                 manifest = newer
 
     def _open_generation(self, manifest: dict) -> None:
-        codec = self.codec
-        if codec is None:  # the codec never changes after build
-            codec = load_codec(self.path, manifest, self._verify, self.device)
+        codec, opened = self.codec, {s.name: s for s in self.segments}
+        if codec is None or manifest["codec"] != self._manifest["codec"]:
+            # the codec never changes after build; a different one is another index (the
+            # folder was rebuilt and renamed into place): nothing opened can be kept
+            codec, opened = load_codec(self.path, manifest, self._verify, self.device), {}
         # segments are immutable: after a commit only the new ones are opened (and checked)
-        opened = {s.name: s for s in self.segments}
         segments = [opened.get(entry["name"]) or Segment.open(self.path, entry, self.device, self._verify,
                                                                   codec.centroids.shape[0])
                     for entry in manifest["segments"]]
         db = self.path / manifest["ids_db"]
-        store = self._ids if self._ids is not None and self._ids.path == db else None
+        store = self._ids if self._ids is not None and self._ids.path == db and opened else None
         if store is None:
             if not db.is_file():
                 raise F.MissingFileError(f"{db}: missing (named in the manifest)")
