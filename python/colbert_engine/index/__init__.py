@@ -5,5 +5,6 @@ format is documented in ``FORMAT.md`` in this folder.
 """
 
 from colbert_engine.index.index import Index
+from colbert_engine.index.writer import IndexLockedError
 
-__all__ = ["Index"]
+__all__ = ["Index", "IndexLockedError"]

@@ -31,6 +31,8 @@ import torch
 from colbert_engine import ops
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec
+from colbert_engine.index.codec_files import inverse_norms
+from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
 
 _CHUNK_TOKENS = 1 << 16
 
@@ -72,7 +74,8 @@ def _config(folder: Path) -> dict:
     raise ValueError(f"{folder}: no metadata.json or plan.json (not a ColBERT index folder)")
 
 
-def import_colbert(index_cls, source: Path, path: Path, device: torch.device):
+def import_colbert(source: Path, path: Path, device: torch.device) -> None:
+    """Write the ColBERT index folder ``source`` as a new colbert-engine index in ``path``."""
     if not source.is_dir():
         raise ValueError(f"colbert_index_dir: {source} is not a folder")
     config = _config(source)
@@ -87,13 +90,6 @@ def import_colbert(index_cls, source: Path, path: Path, device: torch.device):
         raise ValueError(f"{source}: no <i>.codes.pt chunk files")
 
     path.mkdir(parents=True, exist_ok=True)
-    if (path / F.MANIFEST).exists():
-        raise ValueError(f"{path}: already holds an index")
-    from colbert_engine.index.index import CODEC_FILES
-
-    codec_entries = {CODEC_FILES["centroids"]: F.write_npy(path, CODEC_FILES["centroids"], centroids),
-                     CODEC_FILES["bucket_cutoffs"]: F.write_npy(path, CODEC_FILES["bucket_cutoffs"], codec.bucket_cutoffs),
-                     CODEC_FILES["bucket_weights"]: F.write_npy(path, CODEC_FILES["bucket_weights"], codec.bucket_weights)}
     work = codec.to(device)
     packed = dim * nbits // 8
 
@@ -113,7 +109,11 @@ def import_colbert(index_cls, source: Path, path: Path, device: torch.device):
                 c = codes[t0:t0 + _CHUNK_TOKENS].to(device)
                 r = residuals[t0:t0 + _CHUNK_TOKENS].contiguous().to(device)
                 vectors = ops.decompress_residuals(c, r, work.centroids, work.bucket_weights, nbits, normalize=False)
-                inv_norms[t0:t0 + c.numel()] = (1.0 / vectors.norm(dim=1).clamp_min(1e-12)).to(torch.float16).cpu()
+                inv_norms[t0:t0 + c.numel()] = inverse_norms(vectors.norm(dim=1)).cpu()
             yield (codes.numpy(), residuals.contiguous().numpy(), inv_norms.numpy()), doclens, None, None
 
-    return index_cls._write_first_generation(path, codec, codec_entries, batches(), device, compressed=True)
+    with writer_lock(path, DEFAULT_LOCK_TIMEOUT_S):
+        if (path / F.MANIFEST).exists():
+            raise ValueError(f"{path}: already holds an index")
+        remove_leftovers(path)
+        write_index(path, codec, batches(), device, compressed=True)

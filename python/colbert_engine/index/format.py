@@ -9,9 +9,11 @@ generation intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import stat
 import warnings
 import zlib
 from pathlib import Path
@@ -26,6 +28,19 @@ TMP_SUFFIX = ".tmp"
 # Fixed npy header length for streamed arrays (the shape is patched in at the end).
 _STREAM_HEADER_BYTES = 128
 _CHUNK = 1 << 24  # bytes per read when checksumming
+
+
+class MissingFileError(ValueError):
+    """A file the manifest names is not there (a reader racing a writer's garbage
+    collection sees this and re-reads the manifest)."""
+
+
+def named_os_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` (a failed write: disk full, quota, I/O error) as an OSError naming ``path``;
+    numpy's own message ("6798 requested and 5088 written") names no file."""
+    err = OSError(exc.errno, f"{path}: write failed ({exc.strerror or exc})")
+    err.filename = str(path)
+    return err
 
 
 def crash_point(name: str) -> None:
@@ -57,21 +72,22 @@ def commit_file(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _data_crc32(path: Path, data_offset: int) -> int:
+def _data_crc32(f, data_offset: int) -> int:
     crc = 0
-    with open(path, "rb") as f:
-        f.seek(data_offset)
-        while True:
-            block = f.read(_CHUNK)
-            if not block:
-                return crc
-            crc = zlib.crc32(block, crc)
+    f.seek(data_offset)
+    while True:
+        block = f.read(_CHUNK)
+        if not block:
+            return crc
+        crc = zlib.crc32(block, crc)
 
 
-def _npy_header(path: Path):
-    """(shape, dtype, data offset) of an .npy file, or ValueError naming it."""
+def _npy_header(path: Path, f=None):
+    """(shape, dtype, data offset) of an .npy file (read from ``f`` when given), or
+    ValueError naming it."""
     try:
-        with open(path, "rb") as f:
+        with contextlib.nullcontext(f) if f is not None else open(path, "rb") as f:
+            f.seek(0)
             version = np.lib.format.read_magic(f)
             if version == (1, 0):
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
@@ -80,8 +96,8 @@ def _npy_header(path: Path):
             else:
                 raise ValueError(f"unsupported npy version {version}")
             offset = f.tell()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"{path}: not a readable .npy file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many kinds (tokenize.TokenError)
+        raise ValueError(f"{path}: not a readable .npy file ({type(exc).__name__}: {exc})") from None
     if fortran:
         raise ValueError(f"{path}: Fortran-ordered arrays are not part of the format")
     return tuple(shape), dtype, offset
@@ -92,9 +108,14 @@ def write_npy(folder: Path, name: str, array) -> dict:
     array = np.ascontiguousarray(array.numpy() if isinstance(array, torch.Tensor) else array)
     final = folder / name
     tmp = folder / (name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        np.lib.format.write_array(f, array, allow_pickle=False)
-    commit_file(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array(f, array, allow_pickle=False)
+        commit_file(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # the cleanup must not hide why the write failed
+            tmp.unlink(missing_ok=True)
+        raise named_os_error(tmp, exc) from exc
     _, _, offset = _npy_header(final)
     crc = zlib.crc32(memoryview(array).cast("B")) if array.size else 0
     return {"dtype": array.dtype.str, "shape": list(array.shape), "bytes": final.stat().st_size, "crc32": crc,
@@ -125,7 +146,10 @@ class NpyAppender:
         if block.shape[1:] != self.row_shape:
             raise ValueError(f"{self.name}: row shape {block.shape[1:]} != {self.row_shape}")
         raw = memoryview(block).cast("B") if block.size else b""
-        self.file.write(raw)
+        try:
+            self.file.write(raw)
+        except OSError as exc:
+            raise named_os_error(self.tmp, exc) from exc
         self.crc = zlib.crc32(raw, self.crc)
         self.rows += block.shape[0]
 
@@ -138,21 +162,28 @@ class NpyAppender:
         pad = _STREAM_HEADER_BYTES - 10 - len(text) - 1
         if pad < 0:
             raise ValueError(f"{self.name}: shape {shape} does not fit the streamed npy header")
-        self.file.seek(0)
-        self.file.write(b"\x93NUMPY\x01\x00" + (_STREAM_HEADER_BYTES - 10).to_bytes(2, "little")
-                        + text + b" " * pad + b"\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
         final = self.folder / self.name
-        os.replace(self.tmp, final)
-        fsync_dir(self.folder)
+        try:
+            self.file.seek(0)
+            self.file.write(b"\x93NUMPY\x01\x00" + (_STREAM_HEADER_BYTES - 10).to_bytes(2, "little")
+                            + text + b" " * pad + b"\n")
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, final)
+            fsync_dir(self.folder)
+        except OSError as exc:
+            raise named_os_error(self.tmp, exc) from exc
         return {"dtype": self.dtype.str, "shape": list(shape), "bytes": final.stat().st_size, "crc32": self.crc,
                 "data_offset": _STREAM_HEADER_BYTES}
 
     def abort(self) -> None:
-        self.file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Best-effort removal after a failure: errors here (closing a file on a full
+        disk fails to flush) must not replace the error being raised."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
 
 
 def load_npy(folder: Path, name: str, entry: dict, verify: bool) -> np.ndarray:
@@ -162,19 +193,35 @@ def load_npy(folder: Path, name: str, entry: dict, verify: bool) -> np.ndarray:
     With ``verify`` also the crc32 of the data (reads the whole file once).
     """
     path = folder / name
-    if not path.is_file():
-        raise ValueError(f"{path}: missing (named in the manifest)")
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise ValueError(f"{path}: size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-    shape, dtype, offset = _npy_header(path)
-    if dtype.str != entry["dtype"] or list(shape) != list(entry["shape"]):
-        raise ValueError(f"{path}: holds {dtype.str} {list(shape)}, manifest says {entry['dtype']} {entry['shape']}")
-    if verify and _data_crc32(path, offset) != entry["crc32"]:
-        raise ValueError(f"{path}: checksum mismatch (crc32 of its data differs from the manifest): corrupt file")
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    # Everything is read through one open file: a writer's garbage collection may remove
+    # the name meanwhile, the open file (and the map made from it) stays valid.
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: missing (named in the manifest)") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be opened ({exc})") from None
+    with f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path}: not a regular file")
+        if info.st_size != entry["bytes"]:
+            raise ValueError(f"{path}: size {info.st_size} bytes, manifest says {entry['bytes']} "
+                             "(truncated or replaced)")
+        shape, dtype, offset = _npy_header(path, f)
+        if offset != entry["data_offset"]:
+            raise ValueError(f"{path}: data starts at byte {offset}, manifest says {entry['data_offset']}")
+        if dtype.str != entry["dtype"] or list(shape) != list(entry["shape"]):
+            raise ValueError(f"{path}: holds {dtype.str} {list(shape)}, manifest says "
+                             f"{entry['dtype']} {entry['shape']}")
+        if verify and _data_crc32(f, offset) != entry["crc32"]:
+            raise ValueError(f"{path}: checksum mismatch (crc32 of its data differs from the manifest): corrupt file")
+        if int(np.prod(shape)) == 0:
+            return np.zeros(shape, dtype=dtype)
+        try:
+            return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: cannot be memory-mapped ({exc})") from None
 
 
 def as_torch(array: np.ndarray) -> torch.Tensor:
@@ -198,11 +245,16 @@ def write_manifest(folder: Path, body: dict) -> None:
     body = dict(body)
     body["checksum"] = _manifest_checksum(body)
     tmp = folder / (MANIFEST + TMP_SUFFIX)
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1, sort_keys=True)
-        f.write("\n")
-    crash_point("manifest_tmp_written")
-    commit_file(tmp, folder / MANIFEST)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(body, f, indent=1, sort_keys=True)
+            f.write("\n")
+        crash_point("manifest_tmp_written")
+        commit_file(tmp, folder / MANIFEST)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise named_os_error(tmp, exc) from exc
 
 
 def read_manifest(folder: Path) -> dict:
@@ -212,7 +264,9 @@ def read_manifest(folder: Path) -> dict:
         raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)")
     try:
         body = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: corrupt manifest, not valid JSON ({exc})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
         raise ValueError(f"{path}: not a colbert-engine index manifest (format field {body.get('format')!r})"

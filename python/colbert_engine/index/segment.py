@@ -140,32 +140,39 @@ class Segment:
 
     @classmethod
     def open(cls, folder: Path, entry: dict, device: torch.device, verify: bool, n_centroids: int) -> "Segment":
+        """Map (or copy to ``device``) a segment's arrays. Their bounds are checked always,
+        ``verify`` or not (FORMAT.md, "Reading and checks"): the kernels index with them."""
         arrays = {}
         nbytes = 0
         for array in ARRAYS:
             name = file_name(entry["name"], array)
             meta = entry["files"][name]
-            data = F.as_torch(F.load_npy(folder, name, meta, verify))
-            arrays[array] = data if device.type == "cpu" else data.to(device)
+            arrays[array] = F.load_npy(folder, name, meta, verify)
             nbytes += meta["bytes"]
-        if verify:
-            _check_values(entry, arrays, n_centroids)
+        check_bounds(folder, entry, arrays, n_centroids)
+        arrays = {a: F.as_torch(x) if device.type == "cpu" else F.as_torch(x).to(device) for a, x in arrays.items()}
         return cls(entry["name"], entry["doc_base"], entry["n_docs"], entry["n_tokens"], nbytes=nbytes, **arrays)
 
 
-def _check_values(entry: dict, arrays: dict, n_centroids: int) -> None:
-    """Index invariants the kernels rely on (they do not re-check them per search):
-    codes in [0, K), monotone offsets ending at the array sizes, ivf ids in [0, n_docs)."""
-    where = entry["name"]
+def _monotone_from_zero(offsets: np.ndarray, total: int) -> bool:
+    return offsets.size > 0 and int(offsets[0]) == 0 and int(offsets[-1]) == total and \
+        not bool((offsets[1:] < offsets[:-1]).any())
+
+
+def check_bounds(folder: Path, entry: dict, arrays: dict, n_centroids: int) -> None:
+    """The invariants the kernels index with and do not re-check per search: codes in
+    [0, K), offsets monotone from 0 to the array sizes, ivf ids in [0, n_docs). Vectorised
+    numpy over the mapped arrays (reads the codes, offsets and inverted lists once)."""
+    name = entry["name"]
     codes, ivf = arrays["codes"], arrays["ivf"]
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n_centroids):
-        raise ValueError(f"{file_name(where, 'codes')}: codes outside [0, {n_centroids}): corrupt segment")
-    for name, total in (("doc_offsets", codes.numel()), ("ivf_offsets", ivf.numel())):
-        offsets = arrays[name]
-        if int(offsets[0]) != 0 or int(offsets[-1]) != total or bool((offsets[1:] < offsets[:-1]).any()):
-            raise ValueError(f"{file_name(where, name)}: offsets not monotone from 0 to {total}: corrupt segment")
-    if arrays["ivf_offsets"].numel() != n_centroids + 1:
-        raise ValueError(f"{file_name(where, 'ivf_offsets')}: {arrays['ivf_offsets'].numel()} entries, "
+    if codes.size and (int(codes.min()) < 0 or int(codes.max()) >= n_centroids):
+        raise ValueError(f"{folder / file_name(name, 'codes')}: codes outside [0, {n_centroids}): corrupt segment")
+    if arrays["ivf_offsets"].size != n_centroids + 1:
+        raise ValueError(f"{folder / file_name(name, 'ivf_offsets')}: {arrays['ivf_offsets'].size} entries, "
                          f"expected {n_centroids + 1}")
-    if ivf.numel() and (int(ivf.min()) < 0 or int(ivf.max()) >= entry["n_docs"]):
-        raise ValueError(f"{file_name(where, 'ivf')}: doc ids outside [0, {entry['n_docs']}): corrupt segment")
+    for array, total in (("doc_offsets", codes.size), ("ivf_offsets", ivf.size)):
+        if not _monotone_from_zero(arrays[array], total):
+            raise ValueError(f"{folder / file_name(name, array)}: offsets not monotone from 0 to {total}: "
+                             "corrupt segment")
+    if ivf.size and (int(ivf.min()) < 0 or int(ivf.max()) >= entry["n_docs"]):
+        raise ValueError(f"{folder / file_name(name, 'ivf')}: doc ids outside [0, {entry['n_docs']}): corrupt segment")
