@@ -123,3 +123,21 @@ def test_config_defaults():
                                         intermediate_size=96, vocab_size=100))
     assert c.layer_types == tuple("full_attention" if i % 3 == 0 else "sliding_attention" for i in range(7))
     assert (c.global_rope_theta, c.local_rope_theta, c.local_attention) == (160000.0, 10000.0, 128)
+
+
+def test_unattended_rows_match_transformers(tmp_path):
+    """Query expansion tokens that are not attended are still outputs (ColBERT keeps them):
+    far from the real tokens their sliding window holds no attended key, and they must come
+    out as transformers computes them (no attention contribution), not NaN or anything else."""
+    cfg = write_modernbert_checkpoint(tmp_path, layers=4, local_attention=8)
+    enc = Encoder.from_pretrained(tmp_path, device="cpu")
+    hf = _hf_model(cfg, modernbert_tensors(cfg))
+    ids, mask = _batch(cfg["vocab_size"], [5, 2, 12])
+    ids = torch.nn.functional.pad(ids, (0, 20), value=6)  # [MASK] filling, not attended
+    mask = torch.nn.functional.pad(mask, (0, 20), value=0)
+    with torch.no_grad():
+        ours = enc.model(ids, mask)
+        theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.isfinite(ours).all()
+    cos = F.cosine_similarity(ours.flatten(0, 1).double(), theirs.flatten(0, 1).double(), dim=-1)
+    assert float(cos.min()) >= 0.99999

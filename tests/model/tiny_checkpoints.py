@@ -204,3 +204,70 @@ def write_modernbert_checkpoint(folder, head_dim: int = 16, seed: int = 0, prefi
                                                      generator=torch.Generator().manual_seed(seed + 1))
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(str(folder), "model.safetensors"))
     return cfg
+
+
+PYLATE_FIELDS = {
+    "model_type": "ColBERT",
+    "__version__": {"sentence_transformers": "5.3.0", "transformers": "5.24.0", "pytorch": "2.13.0"},
+    "prompts": {"query": "", "document": ""},
+    "default_prompt_name": None,
+    "similarity_fn_name": "MaxSim",
+    "query_prefix": "[Q] ",
+    "document_prefix": "[D] ",
+    "query_length": 32,
+    "document_length": 180,
+    "attend_to_expansion_tokens": False,
+    "skiplist_words": list(string.punctuation),
+    "do_query_expansion": True,
+}
+
+
+def write_pylate_checkpoint(folder, fields: dict = None, drop_fields=(), dim: int = 16, bias: bool = False,
+                            use_residual: bool = False, seed: int = 0) -> dict:
+    """A tiny checkpoint in the layout ``pylate.models.ColBERT.save`` writes (PyLate 1.6.0):
+    the BERT transformer at the top (config.json, model.safetensors, tokenizer.json whose
+    added tokens end with the markers ``"[Q] "`` / ``"[D] "``, tokenizer_config.json with
+    ``pad_token`` = ``[MASK]``, sentence_bert_config.json), modules.json, ``1_Dense/``
+    (config.json + model.safetensors, no bias) and config_sentence_transformers.json with
+    every field PyLate writes (``fields`` overrides, ``drop_fields`` removes). Returns the
+    config_sentence_transformers.json dict."""
+    from safetensors.torch import save_file
+    from tokenizers import processors
+
+    folder = str(folder)
+    os.makedirs(os.path.join(folder, "1_Dense"), exist_ok=True)
+    tok = make_tokenizer("bert")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    tok.add_tokens([AddedToken("[Q] ", normalized=True), AddedToken("[D] ", normalized=True)])
+    tok.save(os.path.join(folder, "tokenizer.json"))
+    cfg = config_dict("bert", vocab_size=tok.get_vocab_size())
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    tensors = random_tensors(cfg, "hf", seed=seed)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(folder, "model.safetensors"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[MASK]", "sep_token": "[SEP]",
+                   "unk_token": "[UNK]", "tokenizer_class": "TokenizersBackend"}, f)
+    with open(os.path.join(folder, "sentence_bert_config.json"), "w") as f:
+        json.dump({"max_seq_length": 179, "do_lower_case": False}, f)
+    with open(os.path.join(folder, "modules.json"), "w") as f:
+        json.dump([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}], f)
+    hidden = cfg["hidden_size"]
+    with open(os.path.join(folder, "1_Dense", "config.json"), "w") as f:
+        json.dump({"in_features": hidden, "out_features": dim, "bias": bias,
+                   "activation_function": "torch.nn.modules.linear.Identity", "use_residual": use_residual}, f)
+    gen = torch.Generator().manual_seed(seed + 1)
+    dense = {"linear.weight": 0.3 * torch.randn(dim, hidden, generator=gen)}
+    if bias:
+        dense["linear.bias"] = 0.1 * torch.randn(dim, generator=gen)
+    if use_residual and dim != hidden:
+        dense["residual.weight"] = 0.3 * torch.randn(dim, hidden, generator=gen)
+    save_file(dense, os.path.join(folder, "1_Dense", "model.safetensors"))
+    st = dict(PYLATE_FIELDS, **(fields or {}))
+    for key in drop_fields:
+        st.pop(key)
+    with open(os.path.join(folder, "config_sentence_transformers.json"), "w") as f:
+        json.dump(st, f, indent=2)
+    return st

@@ -136,7 +136,7 @@ class Layer(nn.Module):
         self.fc2 = nn.Linear(config.intermediate_size, hidden, bias=config.mlp_bias)
         self.act = activation(config.hidden_act)
 
-    def forward(self, h, attn_mask, rotary):
+    def forward(self, h, attn_mask, rotary, dead_rows=None):
         batch, length, hidden = h.shape
         x = h if self.norm1 is None else self.norm1(h)
         qkv = self.qkv(x).view(batch, length, 3, self.heads, hidden // self.heads)
@@ -144,6 +144,8 @@ class Layer(nn.Module):
         q = apply_rotary(q, *rotary)
         k = apply_rotary(k, *rotary)
         ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if dead_rows is not None:
+            ctx = ctx.masked_fill(dead_rows, 0.0)
         h = h + self.out(ctx.transpose(1, 2).reshape(batch, length, hidden))
         a, gate = self.fc1(self.norm2(h)).chunk(2, dim=-1)
         return h + self.fc2(self.act(a) * gate)
@@ -165,29 +167,32 @@ class ModernBert(nn.Module):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=config.norm_bias)
 
     def _masks(self, length: int, attention_mask: Optional[torch.Tensor], device):
-        """(global mask, local mask) for SDPA, bool (True = attend) or None for "all"."""
+        """(global mask, local mask, local rows with no key) for SDPA: bool masks (True =
+        attend) or None for "all"; the last is None when every local row has a key."""
         key = None
         if attention_mask is not None and not bool(attention_mask.bool().all()):
             key = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L)
         half = self.config.local_attention // 2
         if length - 1 <= half or all(layer.is_global for layer in self.layers):
-            return key, key  # every pair is within the window
+            return key, key, None  # every pair is within the window
         pos = torch.arange(length, device=device)
         band = (pos[:, None] - pos[None, :]).abs() <= half  # (L, L)
         if key is None:
-            return None, band
-        # A padding row's window may hold only padding keys: an all-masked row gives NaN in
-        # SDPA, and NaN values poison real rows in the next layer (0 * NaN). Each token may
-        # always attend to itself.
-        local = (band & key) | torch.eye(length, dtype=torch.bool, device=device)
-        return key, local
+            return None, band, None
+        local = band & key
+        # A row whose window holds only unattended keys (padding, or query expansion tokens
+        # that are not attended) gets no attention output: zero, as torch >= 2.5's SDPA and
+        # transformers give. Older kernels give NaN there, which would reach real rows in
+        # the next layer (0 * NaN), so such rows are zeroed explicitly.
+        dead = ~local.any(dim=-1, keepdim=True)  # (B, 1, L, 1)
+        return key, local, (dead if bool(dead.any()) else None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor = None) -> torch.Tensor:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids: expected a 2-D (batch, length) tensor, got shape {tuple(input_ids.shape)}")
         h = self.embeddings(input_ids)
         length = input_ids.shape[1]
-        global_mask, local_mask = self._masks(length, attention_mask, h.device)
+        global_mask, local_mask, dead_rows = self._masks(length, attention_mask, h.device)
         c = self.config
         rotary_global = rotary_cos_sin(length, c.head_dim, c.global_rope_theta, h.device, h.dtype)
         rotary_local = rotary_cos_sin(length, c.head_dim, c.local_rope_theta, h.device, h.dtype)
@@ -195,5 +200,5 @@ class ModernBert(nn.Module):
             if layer.is_global:
                 h = layer(h, global_mask, rotary_global)
             else:
-                h = layer(h, local_mask, rotary_local)
+                h = layer(h, local_mask, rotary_local, dead_rows)
         return self.final_norm(h)
