@@ -183,8 +183,9 @@ def _base_model(folder, arch: str):
     ("bert", dict(do_query_expansion=False)),
     ("modernbert", {}),
 ])
-def test_matches_pylate_encode(tmp_path, arch, kwargs):
+def test_matches_pylate_encode(tmp_path, monkeypatch, arch, kwargs):
     models = _pylate_models()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # local folders only
     _base_model(tmp_path / "base", arch)
     pl = models.ColBERT(str(tmp_path / "base"), device="cpu", embedding_size=16, **kwargs)
     pl.save(str(tmp_path / "saved"))
