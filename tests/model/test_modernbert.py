@@ -141,3 +141,28 @@ def test_unattended_rows_match_transformers(tmp_path):
     assert torch.isfinite(ours).all()
     cos = F.cosine_similarity(ours.flatten(0, 1).double(), theirs.flatten(0, 1).double(), dim=-1)
     assert float(cos.min()) >= 0.99999
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_transformers(tmp_path):
+    """On the GPU: fp32 against transformers' ModernBertModel on the same device; bf16 (the
+    encoder's GPU default) close to fp32, padding and unattended filling included."""
+    cfg = write_modernbert_checkpoint(tmp_path, hidden=64, layers=4, local_attention=8)
+    hf = _hf_model(cfg, modernbert_tensors(cfg)).cuda()
+    ids, mask = _batch(cfg["vocab_size"], [37, 5, 20, 1, 9])
+    ids = torch.nn.functional.pad(ids, (0, 12), value=6)
+    mask = torch.nn.functional.pad(mask, (0, 12), value=0)
+    ids, mask = ids.cuda(), mask.cuda()
+    fp32 = Encoder.from_pretrained(tmp_path, device="cuda", dtype=torch.float32)
+    bf16 = Encoder.from_pretrained(tmp_path, device="cuda")
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask).last_hidden_state
+        ours = fp32.model(ids, mask)
+        low = bf16.model(ids, mask).float()
+    assert torch.isfinite(ours).all() and torch.isfinite(low).all()
+    keep = mask.bool()
+    cos = F.cosine_similarity(ours[keep].double(), theirs[keep].double(), dim=-1)
+    assert float(cos.min()) >= 0.99999
+    assert float(F.cosine_similarity(low[keep], ours[keep], dim=-1).min()) >= 0.99
+    emb, offsets = bf16.encode_documents(["hello world, physics.", "the electron field theory " * 30])
+    assert emb.is_cuda and emb.dtype == torch.float16 and int(offsets[-1]) == emb.shape[0]

@@ -72,7 +72,7 @@ class TransformerConfig:
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise CheckpointError(
                 f"{source}: model_type {model_type!r} is not supported; expected one of "
-                f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT / RoBERTa / XLM-RoBERTa layouts)")
+                f"{', '.join(SUPPORTED_MODEL_TYPES)}, modernbert (BERT / RoBERTa / XLM-RoBERTa / ModernBERT layouts)")
         missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                "intermediate_size", "vocab_size") if k not in raw]
         if missing:

@@ -61,7 +61,8 @@ class Encoder:
     """A ColBERT encoder.
 
     Attributes:
-        model: the transformer alone (:class:`~colbert_engine.model.transformer.Transformer`):
+        model: the transformer alone (:class:`~colbert_engine.model.transformer.Transformer`,
+            or :class:`~colbert_engine.model.modernbert.ModernBert`):
             ``encoder.model(input_ids (B, L) int64, attention_mask (B, L))`` -> last hidden
             states ``(B, L, hidden)``.
         tokenizer: the ``tokenizers.Tokenizer``.
@@ -127,9 +128,10 @@ class Encoder:
         naming the files it needs).
 
         Supported: Jina-ColBERT-v2 (rotary XLM-RoBERTa, ``linear.weight`` head), Stanford
-        ColBERT (``HF_ColBERT``, ``artifact.metadata``), PyLate / sentence-transformers
-        checkpoints (``*_Dense`` modules, ``config_sentence_transformers.json``) and plain
-        Hugging Face BERT / XLM-R encoders with no head (vectors = L2-normalised last hidden
+        ColBERT (``HF_ColBERT``, ``artifact.metadata``), PyLate checkpoints as PyLate saves
+        them (``*_Dense`` modules, ``config_sentence_transformers.json``, markers such as
+        ``"[Q] "`` used exactly as stored), ModernBERT-based ones (``model_type:
+        "modernbert"``), and plain Hugging Face BERT / XLM-R / ModernBERT encoders with no head (vectors = L2-normalised last hidden
         states; no markers by default).
 
         Args:
