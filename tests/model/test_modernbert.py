@@ -8,6 +8,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 
 from colbert_engine.model import CheckpointError, Encoder
@@ -166,3 +168,25 @@ def test_cuda_matches_transformers(tmp_path):
     assert float(F.cosine_similarity(low[keep], ours[keep], dim=-1).min()) >= 0.99
     emb, offsets = bf16.encode_documents(["hello world, physics.", "the electron field theory " * 30])
     assert emb.is_cuda and emb.dtype == torch.float16 and int(offsets[-1]) == emb.shape[0]
+
+
+_PROPERTY_DIR = {}
+
+
+@settings(max_examples=15, deadline=None)
+@given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=4), window=st.sampled_from([2, 4, 6, 16, 128]),
+       every=st.integers(1, 3))
+def test_batched_equals_alone_property(tmp_path_factory, lengths, window, every):
+    """Any lengths, window and global/local pattern: a sequence's vectors do not depend on
+    what else is in its padded batch."""
+    key = (window, every)
+    if key not in _PROPERTY_DIR:
+        folder = tmp_path_factory.mktemp("mb")
+        write_modernbert_checkpoint(folder, layers=3, local_attention=window, global_attn_every_n_layers=every)
+        _PROPERTY_DIR[key] = Encoder.from_pretrained(folder, device="cpu").model
+    model = _PROPERTY_DIR[key]
+    ids, mask = _batch(model.config.vocab_size, lengths, seed=sum(lengths))
+    with torch.no_grad():
+        batched = model(ids, mask)
+        for row, n in enumerate(lengths):
+            torch.testing.assert_close(batched[row, :n], model(ids[row:row + 1, :n], None)[0], atol=2e-5, rtol=2e-5)
