@@ -163,3 +163,29 @@ class IndexReader:
         found = self._ids.lookup_live(ids, self.generation)
         meta = self._ids.metadata(list(found.values()))
         return [meta.get(found.get(i)) for i in ids]
+
+    def embeddings(self, ids: Sequence) -> list:
+        """The token vectors of live documents ``ids`` as the index holds them: one float32
+        ``(n_tokens, dim)`` tensor per id, in order, decompressed from the codes and scaled
+        by the stored inverse norms (exactly the vectors search scores).
+
+        Raises:
+            KeyError naming the first id that is not a live document.
+        """
+        from colbert_engine import ops
+        from colbert_engine.index.ids import normalize_id
+
+        self._check_open()
+        ids = id_list(ids, "ids")
+        found = self._ids.lookup_live(ids, self.generation)
+        out = []
+        for raw in ids:
+            doc = found.get(normalize_id(raw))
+            if doc is None:
+                raise KeyError(f"ids: {raw!r} is not a live document of {self.path}")
+            seg = next(s for s in self.segments if s.doc_base <= doc < s.doc_base + s.n_docs)
+            t0, t1 = int(seg.doc_offsets[doc - seg.doc_base]), int(seg.doc_offsets[doc - seg.doc_base + 1])
+            out.append(ops.decompress_residuals(seg.codes[t0:t1], seg.residuals[t0:t1], self.codec.centroids,
+                                                self.codec.bucket_weights, self.codec.nbits,
+                                                inv_norms=seg.inv_norms[t0:t1]))
+        return out

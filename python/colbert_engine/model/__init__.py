@@ -1,7 +1,7 @@
 """Text -> token vectors: tokenizer, transformer, checkpoint loading, token projection.
 
 ``Encoder.from_pretrained(name_or_path)`` loads Jina-ColBERT-v2, Stanford ColBERT, PyLate
-checkpoints, or a plain Hugging Face BERT / XLM-R encoder (no ColBERT head: the vectors are
+checkpoints (BERT or ModernBERT based), or a plain Hugging Face BERT / XLM-R / ModernBERT encoder (no ColBERT head: the vectors are
 its L2-normalised last hidden states, no markers by default).
 """
 

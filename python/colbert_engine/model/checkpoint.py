@@ -137,14 +137,31 @@ _RULES = [
 ]
 
 
-def map_state_dict(raw: Dict[str, torch.Tensor], expected: Dict[str, torch.Size], source: str
-                   ) -> Tuple[Dict[str, torch.Tensor], Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]]:
+# ModernBERT (transformers' ModernBertModel names; ModernBertForMaskedLM adds the prefix
+# "model." and an MLM head that inference does not use).
+_MODERNBERT_IGNORED = re.compile(r"^(head\..*|decoder\..*|classifier\..*|.*rotary_emb\..*)$")
+_MODERNBERT_RULES = [
+    (re.compile(r"^embeddings\.tok_embeddings\.weight$"), r"embeddings.word_embeddings.weight"),
+    (re.compile(r"^embeddings\.norm\.(weight|bias)$"), r"embeddings.norm.\1"),
+    (re.compile(r"^layers\.(\d+)\.attn_norm\.(weight|bias)$"), r"layers.\1.norm1.\2"),
+    (re.compile(r"^layers\.(\d+)\.attn\.Wqkv\.(weight|bias)$"), r"layers.\1.qkv.\2"),
+    (re.compile(r"^layers\.(\d+)\.attn\.Wo\.(weight|bias)$"), r"layers.\1.out.\2"),
+    (re.compile(r"^layers\.(\d+)\.mlp_norm\.(weight|bias)$"), r"layers.\1.norm2.\2"),
+    (re.compile(r"^layers\.(\d+)\.mlp\.Wi\.(weight|bias)$"), r"layers.\1.fc1.\2"),
+    (re.compile(r"^layers\.(\d+)\.mlp\.Wo\.(weight|bias)$"), r"layers.\1.fc2.\2"),
+    (re.compile(r"^final_norm\.(weight|bias)$"), r"final_norm.\1"),
+]
+
+
+def map_state_dict(raw: Dict[str, torch.Tensor], expected: Dict[str, torch.Size], source: str,
+                   model_type: str = "bert") -> Tuple[Dict[str, torch.Tensor], Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]]]:
     """Rename checkpoint tensors onto the Transformer's parameter names.
 
     Args:
         raw: the checkpoint's tensors by their stored names.
         expected: ``name -> shape`` of the Transformer's parameters.
         source: file name for messages.
+        model_type: ``config.json``'s; ``"modernbert"`` selects ModernBERT's names.
 
     Returns:
         ``(state_dict, head)``: tensors for ``Transformer.load_state_dict`` and the ColBERT
@@ -156,6 +173,7 @@ def map_state_dict(raw: Dict[str, torch.Tensor], expected: Dict[str, torch.Size]
     split_qkv: Dict[Tuple[str, str], Dict[str, torch.Tensor]] = {}
     unknown = []
     head_weight = head_bias = None
+    ignored, rules = (_MODERNBERT_IGNORED, _MODERNBERT_RULES) if model_type == "modernbert" else (_IGNORED, _RULES)
     for name, tensor in raw.items():
         if name == "linear.weight":
             head_weight = tensor
@@ -168,9 +186,9 @@ def map_state_dict(raw: Dict[str, torch.Tensor], expected: Dict[str, torch.Size]
             if short.startswith(prefix):
                 short = short[len(prefix):]
                 break
-        if _IGNORED.match(short):
+        if ignored.match(short):
             continue
-        for pattern, repl in _RULES:
+        for pattern, repl in rules:
             if pattern.match(short):
                 target = pattern.sub(repl, short).replace(".gamma", ".weight").replace(".beta", ".bias")
                 break
@@ -232,9 +250,8 @@ def read_dense_modules(folder: str) -> Optional[Tuple[torch.Tensor, Optional[tor
         cfg = read_json(os.path.join(sub, "config.json")) if os.path.isfile(os.path.join(sub, "config.json")) else {}
         act = str(cfg.get("activation_function", "torch.nn.modules.linear.Identity"))
         if not act.endswith("Identity"):
-            raise CheckpointError(f"{sub}: Dense activation {act!r} is not supported (only Identity)")
-        if cfg.get("use_residual"):
-            raise CheckpointError(f"{sub}: Dense with use_residual is not supported")
+            raise CheckpointError(f"{sub}: Dense activation_function {act!r} is not supported (only Identity, "
+                                  "as PyLate writes)")
         path = _find_weights(sub)
         if path is None:
             raise CheckpointError(f"{sub}: Dense module without weights ({' or '.join(WEIGHT_FILES)})")
@@ -245,6 +262,19 @@ def read_dense_modules(folder: str) -> Optional[Tuple[torch.Tensor, Optional[tor
         b = tensors.get("linear.bias")
         w = w.float()
         b = None if b is None else b.float()
+        if cfg.get("out_features") is not None and int(cfg["out_features"]) != w.shape[0]:
+            raise CheckpointError(f"{sub}: config.json says out_features {cfg['out_features']}, linear.weight has "
+                                  f"{w.shape[0]} rows")
+        if cfg.get("use_residual"):
+            # PyLate's Dense: y = W x + b + x (or + R x when the sizes differ): still affine.
+            residual = tensors.get("residual.weight")
+            if residual is not None:
+                w = w + residual.float()
+            elif w.shape[0] == w.shape[1]:
+                w = w + torch.eye(w.shape[0])
+            else:
+                raise CheckpointError(f"{path}: use_residual with in_features != out_features needs "
+                                      "residual.weight")
         if weight is None:
             weight, bias = w, b
         else:  # compose y = W2 (W1 x + b1) + b2

@@ -72,7 +72,7 @@ class TransformerConfig:
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise CheckpointError(
                 f"{source}: model_type {model_type!r} is not supported; expected one of "
-                f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT / RoBERTa / XLM-RoBERTa layouts)")
+                f"{', '.join(SUPPORTED_MODEL_TYPES)}, modernbert (BERT / RoBERTa / XLM-RoBERTa / ModernBERT layouts)")
         missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                "intermediate_size", "vocab_size") if k not in raw]
         if missing:
@@ -130,6 +130,9 @@ class ColBERTSettings:
             (True for Jina-ColBERT-v2, False for Stanford ColBERT and PyLate's default).
         skiplist_words: strings whose tokens are dropped from document outputs (Python's
             ``string.punctuation``, one character each, by default).
+        skiplist_spellings: also drop the tokens of a skiplist word's own tokenization that
+            spell it (``"▁."``, ``"Ġ."``); False drops vocabulary entries equal to the words
+            only, as PyLate does (the ``"pylate"`` family's default).
     """
 
     query_marker: Optional[str] = "[QueryMarker]"
@@ -139,6 +142,7 @@ class ColBERTSettings:
     query_expansion: bool = True
     attend_to_expansion_tokens: bool = True
     skiplist_words: tuple = tuple(string.punctuation)
+    skiplist_spellings: bool = True
 
     def validate(self) -> None:
         # Bounded like document_length: query_length=100000 ran a 100k-token attention per query.
@@ -160,12 +164,59 @@ def read_json(path: str) -> dict:
     return data
 
 
-def _marker(value) -> Optional[str]:
-    """PyLate writes prefixes like ``"[Q] "``; the marker token is the stripped string."""
-    if value is None:
+def _marker(value, where: str) -> Optional[str]:
+    """A marker token exactly as stored: PyLate's ``"[Q] "`` keeps its trailing space (it is
+    an added token of its own, e.g. id 30522 after BERT's vocabulary). ``""`` or None: none."""
+    if value is None or value == "":
         return None
-    value = str(value).strip()
-    return value or None
+    if not isinstance(value, str):
+        raise CheckpointError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+# Every key PyLate 1.x writes into config_sentence_transformers.json (ColBERT.save), plus the
+# sentence-transformers bookkeeping it copies through. Anything else is refused by name.
+PYLATE_KEYS = frozenset({
+    "model_type", "__version__", "prompts", "default_prompt_name", "similarity_fn_name", "query_prefix",
+    "document_prefix", "query_length", "document_length", "attend_to_expansion_tokens", "skiplist_words",
+    "do_query_expansion"})
+_PYLATE_SETTING_KEYS = PYLATE_KEYS - {"model_type", "__version__", "prompts", "default_prompt_name",
+                                      "similarity_fn_name"}
+
+
+def is_pylate_config(st: dict) -> bool:
+    """A ``config_sentence_transformers.json`` written by PyLate (a plain sentence-transformers
+    model's file, e.g. all-MiniLM-L6-v2's, has none of PyLate's keys)."""
+    return st.get("model_type") == "ColBERT" or any(k in st for k in _PYLATE_SETTING_KEYS)
+
+
+def _check_pylate_config(st: dict, path: str) -> None:
+    unknown = sorted(set(st) - PYLATE_KEYS)
+    if unknown:
+        raise CheckpointError(f"{path}: field {unknown[0]!r} is not supported (known PyLate fields: "
+                              f"{', '.join(sorted(PYLATE_KEYS))})")
+    similarity = st.get("similarity_fn_name")
+    if similarity not in (None, "MaxSim", "maxsim"):
+        raise CheckpointError(f"{path}: similarity_fn_name {similarity!r} is not supported (only MaxSim, "
+                              "late interaction)")
+    prompts = st.get("prompts") or {}
+    if not isinstance(prompts, dict):
+        raise CheckpointError(f"{path}: prompts: expected an object, got {type(prompts).__name__}")
+    default = st.get("default_prompt_name")
+    if default is not None and prompts.get(default):
+        # PyLate would prepend this text to every query and document.
+        raise CheckpointError(f"{path}: default_prompt_name {default!r} (a text prompt {prompts[default]!r} "
+                              "prepended to every input) is not supported")
+    for key in ("query_length", "document_length"):
+        value = st.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 3):
+            raise CheckpointError(f"{path}: {key}: expected an int >= 3, got {value!r}")
+    for key in ("attend_to_expansion_tokens", "do_query_expansion"):
+        if st.get(key) is not None and not isinstance(st[key], bool):
+            raise CheckpointError(f"{path}: {key}: expected true or false, got {st[key]!r}")
+    words = st.get("skiplist_words")
+    if words is not None and (not isinstance(words, list) or not all(isinstance(w, str) for w in words)):
+        raise CheckpointError(f"{path}: skiplist_words: expected a list of strings")
 
 
 def default_settings(family: str) -> ColBERTSettings:
@@ -175,6 +226,9 @@ def default_settings(family: str) -> ColBERTSettings:
       tokens attended.
     - ``"stanford"``: colbert-ai checkpoints (``HF_ColBERT``): ``[unused0]`` / ``[unused1]``,
       32 / 180, mask tokens not attended (colbert-ai's defaults).
+    - ``"pylate"``: a ``config_sentence_transformers.json`` written by PyLate: PyLate's
+      defaults for the fields it lacks (``"[Q] "`` / ``"[D] "``, 32 / 180, mask tokens not
+      attended).
     - ``"plain"``: a Hugging Face encoder with no ColBERT head (e.g. all-MiniLM-L6-v2): no
       markers and no query expansion (the model was never trained with either): a query's
       vectors are the encoder's own token vectors and its rows past the end are zero, which
@@ -187,6 +241,9 @@ def default_settings(family: str) -> ColBERTSettings:
     if family == "stanford":
         return ColBERTSettings(query_marker="[unused0]", document_marker="[unused1]", query_length=32,
                                document_length=180, attend_to_expansion_tokens=False)
+    if family == "pylate":  # PyLate's own defaults for a field its file lacks
+        return ColBERTSettings(query_marker="[Q] ", document_marker="[D] ", query_length=32, document_length=180,
+                               attend_to_expansion_tokens=False, skiplist_spellings=False)
     if family == "plain":
         return ColBERTSettings(query_marker=None, document_marker=None, query_length=32,
                                document_length=512, query_expansion=False, attend_to_expansion_tokens=False)
@@ -210,9 +267,9 @@ def settings_from_files(folder: str, family: str) -> ColBERTSettings:
     if os.path.isfile(meta_path):
         meta = read_json(meta_path)
         if "query_token_id" in meta:
-            settings.query_marker = _marker(meta["query_token_id"])
+            settings.query_marker = _marker(meta["query_token_id"], f"{meta_path}: query_token_id")
         if "doc_token_id" in meta:
-            settings.document_marker = _marker(meta["doc_token_id"])
+            settings.document_marker = _marker(meta["doc_token_id"], f"{meta_path}: doc_token_id")
         if meta.get("query_maxlen"):
             settings.query_length = int(meta["query_maxlen"])
         if meta.get("doc_maxlen"):
@@ -221,21 +278,37 @@ def settings_from_files(folder: str, family: str) -> ColBERTSettings:
             settings.attend_to_expansion_tokens = bool(meta["attend_to_mask_tokens"])
         if meta.get("mask_punctuation") is False:
             settings.skiplist_words = ()
-    st_path = os.path.join(folder, "config_sentence_transformers.json")
-    if os.path.isfile(st_path):
-        st = read_json(st_path)  # plain sentence-transformers files carry none of these keys
+    st = read_pylate_config(folder)
+    if st is not None:
         if "query_prefix" in st:
-            settings.query_marker = _marker(st["query_prefix"])
+            settings.query_marker = _marker(st["query_prefix"], "config_sentence_transformers.json: query_prefix")
         if "document_prefix" in st:
-            settings.document_marker = _marker(st["document_prefix"])
-        if st.get("query_length"):
+            settings.document_marker = _marker(st["document_prefix"],
+                                               "config_sentence_transformers.json: document_prefix")
+        if st.get("query_length") is not None:
             settings.query_length = int(st["query_length"])
-        if st.get("document_length"):
+        if st.get("document_length") is not None:
             settings.document_length = int(st["document_length"])
         if st.get("do_query_expansion") is not None:
             settings.query_expansion = bool(st["do_query_expansion"])
         if st.get("attend_to_expansion_tokens") is not None:
             settings.attend_to_expansion_tokens = bool(st["attend_to_expansion_tokens"])
+        if not settings.query_expansion:  # PyLate: no expansion, nothing to attend
+            settings.attend_to_expansion_tokens = False
         if st.get("skiplist_words") is not None:
-            settings.skiplist_words = tuple(str(w) for w in st["skiplist_words"])
+            settings.skiplist_words = tuple(st["skiplist_words"])
     return settings
+
+
+def read_pylate_config(folder: str) -> Optional[dict]:
+    """PyLate's ``config_sentence_transformers.json`` of ``folder``, checked (every field
+    known, MaxSim similarity, no default text prompt, typed values); None when the folder
+    has no such file or it is a plain sentence-transformers one."""
+    path = os.path.join(folder, "config_sentence_transformers.json")
+    if not os.path.isfile(path):
+        return None
+    st = read_json(path)
+    if not is_pylate_config(st):
+        return None
+    _check_pylate_config(st, path)
+    return st

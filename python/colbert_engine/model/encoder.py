@@ -19,7 +19,8 @@ import torch
 from colbert_engine import ops
 from colbert_engine.model import checkpoint as ckpt
 from colbert_engine.model.config import (MAX_DOCUMENT_LENGTH, CheckpointError, ColBERTSettings,
-                                         TransformerConfig, read_json, settings_from_files)
+                                         TransformerConfig, read_json, read_pylate_config, settings_from_files)
+from colbert_engine.model.modernbert import ModernBert, ModernBertConfig
 from colbert_engine.model.tokenization import ColBERTTokenizer, load_tokenizer
 from colbert_engine.model.transformer import Transformer
 
@@ -60,7 +61,8 @@ class Encoder:
     """A ColBERT encoder.
 
     Attributes:
-        model: the transformer alone (:class:`~colbert_engine.model.transformer.Transformer`):
+        model: the transformer alone (:class:`~colbert_engine.model.transformer.Transformer`,
+            or :class:`~colbert_engine.model.modernbert.ModernBert`):
             ``encoder.model(input_ids (B, L) int64, attention_mask (B, L))`` -> last hidden
             states ``(B, L, hidden)``.
         tokenizer: the ``tokenizers.Tokenizer``.
@@ -126,9 +128,10 @@ class Encoder:
         naming the files it needs).
 
         Supported: Jina-ColBERT-v2 (rotary XLM-RoBERTa, ``linear.weight`` head), Stanford
-        ColBERT (``HF_ColBERT``, ``artifact.metadata``), PyLate / sentence-transformers
-        checkpoints (``*_Dense`` modules, ``config_sentence_transformers.json``) and plain
-        Hugging Face BERT / XLM-R encoders with no head (vectors = L2-normalised last hidden
+        ColBERT (``HF_ColBERT``, ``artifact.metadata``), PyLate checkpoints as PyLate saves
+        them (``*_Dense`` modules, ``config_sentence_transformers.json``, markers such as
+        ``"[Q] "`` used exactly as stored), ModernBERT-based ones (``model_type:
+        "modernbert"``), and plain Hugging Face BERT / XLM-R / ModernBERT encoders with no head (vectors = L2-normalised last hidden
         states; no markers by default).
 
         Args:
@@ -148,12 +151,16 @@ class Encoder:
                             f"{sorted(_SETTING_NAMES)}")
         files = ckpt.resolve(name_or_path)
         raw_config = read_json(os.path.join(files.folder, "config.json"))
-        config = TransformerConfig.from_dict(raw_config, source=os.path.join(files.folder, "config.json"))
+        config_path = os.path.join(files.folder, "config.json")
+        if raw_config.get("model_type") == "modernbert":
+            config, model_class = ModernBertConfig.from_dict(raw_config, source=config_path), ModernBert
+        else:
+            config, model_class = TransformerConfig.from_dict(raw_config, source=config_path), Transformer
         tokenizer = load_tokenizer(files.folder, config.model_type)
 
         raw_tensors = ckpt.read_tensors(files.weights)
-        rows = next((t.shape[0] for k, t in raw_tensors.items() if k.endswith("embeddings.word_embeddings.weight")),
-                    None)
+        rows = next((t.shape[0] for k, t in raw_tensors.items()
+                     if k.endswith(("embeddings.word_embeddings.weight", "embeddings.tok_embeddings.weight"))), None)
         if rows is not None and rows != config.vocab_size:
             # The table's size is the truth (a published loader of Jina-ColBERT-v2 uses 250,004
             # rows where the config may say 250,002); ids only need to fall inside it.
@@ -162,9 +169,9 @@ class Encoder:
             raise CheckpointError(f"{files.source}: the tokenizer has {tokenizer.get_vocab_size()} tokens but the "
                                   f"embedding table only {config.vocab_size} rows")
         with torch.device("meta"):  # no random init of ~560M parameters just to overwrite them
-            model = Transformer(config)
+            model = model_class(config)
         expected = {k: v.shape for k, v in model.state_dict().items()}
-        state, head = ckpt.map_state_dict(raw_tensors, expected, files.weights)
+        state, head = ckpt.map_state_dict(raw_tensors, expected, files.weights, model_type=config.model_type)
         del raw_tensors
         model.load_state_dict(state, strict=True, assign=True)
         dense = ckpt.read_dense_modules(files.folder)
@@ -175,7 +182,9 @@ class Encoder:
             head = dense
 
         architectures = raw_config.get("architectures") or []
-        if tokenizer.token_to_id("[QueryMarker]") is not None:
+        if read_pylate_config(files.folder) is not None:
+            family = "pylate"
+        elif tokenizer.token_to_id("[QueryMarker]") is not None:
             family = "jina"
         elif "HF_ColBERT" in architectures or os.path.isfile(os.path.join(files.folder, "artifact.metadata")):
             family = "stanford"

@@ -86,7 +86,7 @@ class ColBERTTokenizer:
         self.mask_id = self._special("mask", names.get("mask"))
         self.query_marker_id = self._marker(settings.query_marker, "query_marker")
         self.document_marker_id = self._marker(settings.document_marker, "document_marker")
-        self.skiplist_ids = self._skiplist(settings.skiplist_words)
+        self.skiplist_ids = self._skiplist(settings.skiplist_words, settings.skiplist_spellings)
 
     def _special(self, role: str, name: Optional[str]) -> int:
         for candidate in ((name,) if name else ()) + _CANDIDATES[role]:
@@ -104,9 +104,9 @@ class ColBERTTokenizer:
                                   "for no marker or name a token the vocabulary has")
         return token_id
 
-    def _skiplist(self, words: Sequence[str]) -> List[int]:
-        """Ids of every skiplist word as a vocabulary entry, plus every token of the word's
-        own tokenization that spells the word (e.g. ``"."`` and ``"▁."`` for SentencePiece)."""
+    def _skiplist(self, words: Sequence[str], spellings: bool = True) -> List[int]:
+        """Ids of every skiplist word as a vocabulary entry, plus (``spellings``) every token
+        of the word's own tokenization that spells the word (``"▁."`` for SentencePiece)."""
         unk = {self.tokenizer.token_to_id(t) for t in ("<unk>", "[UNK]")}
         specials = {self.cls_id, self.sep_id, self.pad_id, self.mask_id}
         ids = set()
@@ -114,6 +114,8 @@ class ColBERTTokenizer:
             token_id = self.tokenizer.token_to_id(word)
             if token_id is not None:
                 ids.add(token_id)
+            if not spellings:
+                continue
             enc = self.tokenizer.encode(word, add_special_tokens=False)
             for token_id, token in zip(enc.ids, enc.tokens):
                 stripped = token
