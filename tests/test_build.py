@@ -21,7 +21,7 @@ from colbert_engine import _native, ops
 def test_cpu_module_imports():
     cpu = _native.cpu()
     assert cpu.__name__ == "colbert_engine._C"
-    assert cpu.isa() in ("scalar", "avx2", "avx512")
+    assert cpu.isa() in ("scalar", "avx2", "avx512", "neon")
 
 
 def test_info_is_truthful():
