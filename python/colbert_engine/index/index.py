@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from colbert_engine import __version__
+from colbert_engine._version import __version__
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import HELDOUT_TOKENS, Codec, num_centroids, sample_doc_count, train_codec
 from colbert_engine.index.ids import IdStore
