@@ -2,6 +2,8 @@
 // the Python ops pass (addresses as uintptr_t), shared by bindings/cpu and bindings/cuda: both
 // modules take the same arguments (CUDA adds `stream` last), so each struct is assembled once.
 // Unpacking only: no checks (ops/<family>.py does them).
+// Deliberate per-device twins: bindings/cpu/<family>.cpp and bindings/cuda/<family>.cpp declare
+// the same lambda parameters and py::arg lists (CUDA's end with `stream`), one module each.
 #pragma once
 #include <cstdint>
 

@@ -1,6 +1,8 @@
 // The ISA-independent half of the CPU MaxSim kernels (csrc/common/maxsim.h), included by
-// maxsim.cpp (scalar), maxsim_avx2.cpp and maxsim_avx512.cpp. Each of those supplies a
-// `Kernel` (below) and instantiates run_maxsim / run_maxsim_topk with it.
+// maxsim.cpp (scalar), maxsim_avx2.cpp, maxsim_avx512.cpp (x86-64) and maxsim_neon.cpp (aarch64).
+// Each of those supplies a `Kernel` (below) and instantiates run_maxsim / run_maxsim_topk with
+// it. Deliberate per-ISA twins: those four Kernel structs (block, convert_rows) have the same
+// shape, each in its own ISA's intrinsics; everything they share lives here.
 //
 // Everything after the entry-point declarations sits in an unnamed namespace on purpose:
 // every ISA's translation unit gets its own copy compiled with its own flags, so no AVX-512
