@@ -143,13 +143,13 @@ def bench_decompress(args, report):
 
 def bench_search(args, report, device="cuda"):
     """End-to-end batched PLAID search QPS on a synthetic clustered index of about
-    ``--search-tokens`` tokens (index.synthetic), device index vs the same index on the CPU.
+    ``--search-tokens`` tokens (colbert_engine.testing), device index vs the same index on the CPU.
     Query encoding excluded; the index is built once (on ``device``) into a temp folder."""
     import tempfile
     import time
 
     from colbert_engine import Index
-    from colbert_engine.index.synthetic import clustered_collection
+    from colbert_engine.testing import clustered_collection
 
     mean_len = 100
     n_docs = max(1, args.search_tokens // mean_len)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from colbert_engine import Index
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 
 
 @pytest.fixture(scope="module")

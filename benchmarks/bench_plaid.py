@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from colbert_engine import ops
+from colbert_engine.index.segment import build_ivf
 from colbert_engine.ops import plaid, reference
 
 N_CENTROIDS = 2**14
@@ -71,10 +72,7 @@ def make_collection(seed=0):
     is_common = torch.rand(owner.numel(), generator=gen) < COMMON_FRACTION
     pick = torch.multinomial(popularity[common], int(is_common.sum()), replacement=True, generator=gen)
     doc_codes[is_common] = common[pick].to(torch.int32)
-    pairs = torch.unique(doc_codes.long() * N_DOCS + owner)
-    ivf = (pairs % N_DOCS).to(torch.int32)
-    ivf_offsets = torch.zeros(N_CENTROIDS + 1, dtype=torch.int64)
-    ivf_offsets[1:] = torch.cumsum(torch.bincount(pairs // N_DOCS, minlength=N_CENTROIDS), 0)
+    ivf, ivf_offsets = (torch.from_numpy(a) for a in build_ivf(doc_codes.numpy(), doc_offsets.numpy(), N_CENTROIDS))
 
     def queries(n, query_seed=1):
         qgen = torch.Generator().manual_seed(query_seed)

@@ -6,7 +6,7 @@ Measures, in one run: build time, bytes/token, peak RSS of the build above the i
 (Linux VmHWM, reset before the build via /proc/self/clear_refs), p50/p95 ms per query
 (one query per call, as a user would send them) at k = 10 / 100 / 1000 with the default
 funnel, the same for exhaustive exact search, and recall@k of the default search against
-exact search. The collection comes from :mod:`colbert_engine.index.synthetic`.
+exact search. The collection comes from :mod:`colbert_engine.testing`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from colbert_engine import Index, ops
-    from colbert_engine.index.synthetic import clustered_collection
+    from colbert_engine.testing import clustered_collection
 
     torch.set_num_threads(args.threads)
     ops.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Synthetic clustered workloads for the benchmarks (and a command that writes one to disk).
 
-The generator is :func:`colbert_engine.index.synthetic.clustered_collection` (topics,
+The generator is :func:`colbert_engine.testing.clustered_collection` (topics,
 Zipf-like terms, token = term direction + noise; each query drawn from a target document).
 This module fixes the named sizes the benchmarks and ``compare_peers.py`` share, and can
 save a workload as a ``.pt`` file so that another environment (the peers' venv) measures
@@ -28,10 +28,10 @@ SIZES = {
 
 
 def make_workload(size: str = "small", seed: int = 0, **overrides):
-    """A :class:`colbert_engine.index.synthetic.Collection` of the named size:
+    """A :class:`colbert_engine.testing.Collection` of the named size:
     ``doc_emb (T, dim)`` float32, ``doc_offsets (n+1,)`` int64, ``queries (nq, 32, dim)``
     float32, ``query_targets (nq,)`` int64."""
-    from colbert_engine.index.synthetic import clustered_collection
+    from colbert_engine.testing import clustered_collection
 
     if size not in SIZES:
         raise ValueError(f"size: one of {sorted(SIZES)}, got {size!r}")

@@ -3,7 +3,9 @@ bad input with errors naming the argument, and CUDA ops fail clearly without a G
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +23,7 @@ from colbert_engine import _native, ops
 def test_cpu_module_imports():
     cpu = _native.cpu()
     assert cpu.__name__ == "colbert_engine._C"
-    assert cpu.isa() in ("scalar", "avx2", "avx512")
+    assert cpu.isa() in ("scalar", "avx2", "avx512", "neon")
 
 
 def test_info_is_truthful():
@@ -50,6 +52,35 @@ def test_isa_can_be_capped_by_environment():
                     reason="CI sets CE_REQUIRE_CUDA_BUILD=1 where nvcc is present")
 def test_cuda_module_was_built_when_nvcc_present():
     assert _native.cuda_built(), "nvcc is present but colbert_engine._cuda was not built"
+
+
+def test_no_module_imports_the_package_root_from_below():
+    """The library's layers (the subpackages and the root's leaf modules) take names from
+    the module that defines them (``colbert_engine._version``, not the package root): the
+    root imports ``ops``, so reading a root attribute from below works only by import order.
+    The entry points (cli, demo, _quickbench) sit above the package and may use its
+    public names."""
+    root = os.path.dirname(colbert_engine.__file__)
+    entry_points = {"__init__.py", "cli.py", "demo.py", "_quickbench.py", "__main__.py"}
+    upward = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".py") or (folder == root and name in entry_points):
+                continue
+            path = os.path.join(folder, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "colbert_engine":
+                    upward += [f"{os.path.relpath(path, root)}: {alias.name}" for alias in node.names
+                               if importlib.util.find_spec(f"colbert_engine.{alias.name}") is None]
+    assert not upward, f"root attributes imported from below: {upward}"
+
+
+def test_version_has_one_source():
+    from colbert_engine._version import __version__
+
+    assert colbert_engine.__version__ == __version__ == ops.info()["version"]
 
 
 def test_cli_info_json():

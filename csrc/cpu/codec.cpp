@@ -16,9 +16,11 @@ void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* 
 
 void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out) {
   switch (cpu_isa()) {
+#ifdef CE_HAVE_X86_SIMD  // the *_avx* translation units exist only in x86-64 builds
     case Isa::AVX512: argmax_rows_avx512(sims, rows, cols, out); return;
     case Isa::AVX2: argmax_rows_avx2(sims, rows, cols, out); return;
-    case Isa::Scalar: break;
+#endif
+    default: break;
   }
   argmax_rows_impl(sims, rows, cols, out);
 }

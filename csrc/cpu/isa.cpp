@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 
 #ifdef CE_HAVE_OPENMP
 #include <omp.h>
@@ -9,9 +10,21 @@
 
 namespace ce {
 
+// Whether a CPU whose best path is `best` can run `wanted` (x86 levels nest; NEON is its
+// own family).
+static bool can_run(Isa best, Isa wanted) {
+  switch (wanted) {
+    case Isa::Scalar: return true;
+    case Isa::AVX2: return best == Isa::AVX2 || best == Isa::AVX512;
+    case Isa::AVX512: return best == Isa::AVX512;
+    case Isa::NEON: return best == Isa::NEON;
+  }
+  return false;
+}
+
 static Isa detect() {
   Isa best = Isa::Scalar;
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(CE_HAVE_X86_SIMD) && (defined(__x86_64__) || defined(__i386__))
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
       __builtin_cpu_supports("f16c"))
@@ -20,13 +33,12 @@ static Isa detect() {
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
     best = Isa::AVX512;
+#elif defined(CE_HAVE_NEON) && defined(__aarch64__)
+  best = Isa::NEON;  // Advanced SIMD is mandatory in ARMv8-A
 #endif
   if (const char* cap = std::getenv("CE_ISA")) {
-    Isa wanted = best;
-    if (!std::strcmp(cap, "scalar")) wanted = Isa::Scalar;
-    else if (!std::strcmp(cap, "avx2")) wanted = Isa::AVX2;
-    else if (!std::strcmp(cap, "avx512")) wanted = Isa::AVX512;
-    if (static_cast<int>(wanted) < static_cast<int>(best)) best = wanted;
+    for (Isa wanted : {Isa::Scalar, Isa::AVX2, Isa::AVX512, Isa::NEON})
+      if (!std::strcmp(cap, isa_name(wanted)) && can_run(best, wanted)) return wanted;
   }
   return best;
 }
@@ -41,6 +53,7 @@ const char* isa_name(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::AVX2: return "avx2";
     case Isa::AVX512: return "avx512";
+    case Isa::NEON: return "neon";
   }
   return "unknown";
 }

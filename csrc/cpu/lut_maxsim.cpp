@@ -1,5 +1,7 @@
-// lut_maxsim on CPU: the baseline (scalar / SSE2) build of lut_maxsim_impl.h, the run-time
-// choice between it and the AVX2 / AVX-512 builds of the same code, and the table layout.
+// lut_maxsim on CPU: the baseline build of lut_maxsim_impl.h, the run-time choice between it
+// and the AVX2 / AVX-512 builds of the same code (x86-64), and the table layout. The baseline
+// is SSE2 on x86-64 and NEON on aarch64 (Advanced SIMD is part of ARMv8-A, and the kernel's
+// 16-float vectors map onto four NEON registers), so aarch64 needs no separate build.
 #include "common/isa.h"
 #include "cpu/lut_maxsim_impl.h"
 
@@ -18,9 +20,11 @@ int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len) {
 
 void lut_maxsim_cpu(const LutMaxSimParams& p) {
   switch (cpu_isa()) {
+#ifdef CE_HAVE_X86_SIMD
     case Isa::AVX512: lut_maxsim_avx512(p); return;
     case Isa::AVX2: lut_maxsim_avx2(p); return;
-    case Isa::Scalar: break;
+#endif
+    default: break;
   }
   lut_maxsim_dispatch(p);
 }

@@ -1,5 +1,5 @@
 // Fused MaxSim on CPU: the run-time dispatch and the portable (scalar) path. The SIMD paths
-// are maxsim_avx2.cpp and maxsim_avx512.cpp; the blocking shared by all is maxsim_impl.h.
+// are maxsim_avx2.cpp and maxsim_avx512.cpp (x86-64), maxsim_neon.cpp (aarch64); the blocking shared by all is maxsim_impl.h.
 // One document per OpenMP iteration, dynamic schedule: document lengths vary a lot, and
 // static partitioning left threads idle in PLAID.
 #include "common/isa.h"
@@ -47,18 +47,28 @@ struct ScalarKernel {
 
 int maxsim_cpu(const MaxSimParams& p) {
   switch (cpu_isa()) {
+#ifdef CE_HAVE_X86_SIMD
     case Isa::AVX512: return maxsim_avx512(p);
     case Isa::AVX2: return maxsim_avx2(p);
-    case Isa::Scalar: break;
+#endif
+#ifdef CE_HAVE_NEON
+    case Isa::NEON: return maxsim_neon(p);
+#endif
+    default: break;
   }
   return run_maxsim<ScalarKernel>(p);
 }
 
 int maxsim_topk_cpu(const MaxSimTopkParams& p) {
   switch (cpu_isa()) {
+#ifdef CE_HAVE_X86_SIMD
     case Isa::AVX512: return maxsim_topk_avx512(p);
     case Isa::AVX2: return maxsim_topk_avx2(p);
-    case Isa::Scalar: break;
+#endif
+#ifdef CE_HAVE_NEON
+    case Isa::NEON: return maxsim_topk_neon(p);
+#endif
+    default: break;
   }
   return run_maxsim_topk<ScalarKernel>(p);
 }

@@ -1,6 +1,8 @@
 // The ISA-independent half of the CPU MaxSim kernels (csrc/common/maxsim.h), included by
-// maxsim.cpp (scalar), maxsim_avx2.cpp and maxsim_avx512.cpp. Each of those supplies a
-// `Kernel` (below) and instantiates run_maxsim / run_maxsim_topk with it.
+// maxsim.cpp (scalar), maxsim_avx2.cpp, maxsim_avx512.cpp (x86-64) and maxsim_neon.cpp (aarch64).
+// Each of those supplies a `Kernel` (below) and instantiates run_maxsim / run_maxsim_topk with
+// it. Deliberate per-ISA twins: those four Kernel structs (block, convert_rows) have the same
+// shape, each in its own ISA's intrinsics; everything they share lives here.
 //
 // Everything after the entry-point declarations sits in an unnamed namespace on purpose:
 // every ISA's translation unit gets its own copy compiled with its own flags, so no AVX-512
@@ -34,12 +36,15 @@
 
 namespace ce {
 
-// Per-ISA entry points, defined in maxsim_avx2.cpp / maxsim_avx512.cpp and dispatched from
-// maxsim.cpp; only called when cpu_isa() says the CPU has the instructions.
+// Per-ISA entry points, defined in maxsim_avx2.cpp / maxsim_avx512.cpp (x86-64 builds) and
+// maxsim_neon.cpp (aarch64 builds), dispatched from maxsim.cpp; only called when cpu_isa()
+// says the CPU has the instructions.
 int maxsim_avx2(const MaxSimParams& p);
 int maxsim_topk_avx2(const MaxSimTopkParams& p);
 int maxsim_avx512(const MaxSimParams& p);
 int maxsim_topk_avx512(const MaxSimTopkParams& p);
+int maxsim_neon(const MaxSimParams& p);
+int maxsim_topk_neon(const MaxSimTopkParams& p);
 
 namespace {
 
@@ -64,14 +69,25 @@ inline int thread_index() {
 #endif
 }
 
+// a * b for element counts, or std::bad_alloc when the product cannot be a real size (a
+// negative count or int64 overflow): an impossible request surfaces as MemoryError in
+// Python instead of wrapping around to a small buffer.
+inline int64_t count_product(int64_t a, int64_t b) {
+  int64_t n;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &n)) throw std::bad_alloc();
+  return n;
+}
+
 // 64-byte aligned storage owned by one call; allocated before any parallel region (an
-// exception must not leave an OpenMP region).
+// exception must not leave an OpenMP region). Failure throws std::bad_alloc, which the
+// binding turns into MemoryError.
 template <class T>
 class Buffer {
  public:
   explicit Buffer(int64_t n) {
-    const size_t bytes = static_cast<size_t>(round_up((n > 0 ? n : 1) * int64_t(sizeof(T)), 64));
-    data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+    const int64_t bytes = count_product(n > 0 ? n : 1, int64_t(sizeof(T)));
+    if (bytes > std::numeric_limits<int64_t>::max() - 64) throw std::bad_alloc();
+    data_ = static_cast<T*>(std::aligned_alloc(64, static_cast<size_t>(round_up(bytes, 64))));
     if (!data_) throw std::bad_alloc();
   }
   ~Buffer() { std::free(data_); }
@@ -96,7 +112,7 @@ struct PackedQueries {
       : rows(p.n_queries * p.query_len),
         padded_rows(round_up(p.n_queries * p.query_len, W)),
         dim(p.dim),
-        qt(round_up(p.n_queries * p.query_len, W) * p.dim) {
+        qt(count_product(round_up(count_product(p.n_queries, p.query_len), W), p.dim)) {
     float* out = qt.get();
     for (int64_t r0 = 0; r0 < rows; r0 += chunk_vectors(r0) * W) {
       const int64_t width = chunk_vectors(r0) * W;
@@ -169,8 +185,8 @@ struct Scratch {
   Scratch(const PackedQueries<Kernel>& pq, int64_t panel_rows, int threads)
       : best_stride(round_up(pq.padded_rows, 16)),
         panel_stride(round_up((panel_rows + Kernel::kTokens) * pq.dim, 16)),
-        best(round_up(pq.padded_rows, 16) * threads),
-        panel(round_up((panel_rows + Kernel::kTokens) * pq.dim, 16) * threads),
+        best(count_product(round_up(pq.padded_rows, 16), threads)),
+        panel(count_product(round_up((panel_rows + Kernel::kTokens) * pq.dim, 16), threads)),
         check(int64_t{16} * threads) {
     for (int64_t i = 0; i < int64_t{16} * threads; ++i) check.get()[i] = 0.f;
   }
@@ -314,9 +330,12 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
   const int64_t panel_rows = panel_tokens<Kernel>(p.dim);
   const int threads = thread_count();
   Scratch<Kernel> scratch(pq, panel_rows, threads);
-  Floats doc_scores(nq * threads);
-  Buffer<Hit> heaps(static_cast<int64_t>(threads) * nq * k);
-  Buffer<int64_t> heap_size_buffer(static_cast<int64_t>(threads) * nq);
+  // Per-thread heaps (threads * nq * k hits) and, for the merge, the same again.
+  const int64_t heap_hits = count_product(count_product(threads, nq), k);
+  Floats doc_scores(count_product(nq, threads));
+  Buffer<Hit> heaps(heap_hits);
+  Buffer<Hit> merged(heap_hits);
+  Buffer<int64_t> heap_size_buffer(count_product(threads, nq));
   int64_t* heap_sizes = heap_size_buffer.get();
   for (int64_t i = 0; i < static_cast<int64_t>(threads) * nq; ++i) heap_sizes[i] = 0;
 #pragma omp parallel
@@ -345,7 +364,6 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
   }
   // Merge: per query, the union of the threads' heaps holds the k best under a strict
   // order, so the result does not depend on how documents were spread over threads.
-  Buffer<Hit> merged(static_cast<int64_t>(threads) * k * nq);
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t q = 0; q < nq; ++q) {
     Hit* all = merged.get() + q * threads * k;

@@ -5,9 +5,8 @@ Data flows one way: text -> token vectors (``colbert_engine.model``) -> compress
 ``colbert_engine.ops``.
 """
 
-__version__ = "0.1.0"
-
-from colbert_engine import ops  # noqa: E402,F401
+from colbert_engine import ops  # noqa: F401
+from colbert_engine._version import __version__
 
 __all__ = ["ops", "Encoder", "Index", "__version__"]
 

@@ -7,12 +7,12 @@ import shutil
 import pytest
 
 from colbert_engine import Index
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 
 
 @pytest.fixture(scope="session")
 def collection():
-    """600 documents, ~24k tokens, 64-d, with topic structure (see index/synthetic.py)."""
+    """600 documents, ~24k tokens, 64-d, with topic structure (see colbert_engine/testing.py)."""
     return clustered_collection(n_docs=600, mean_doc_len=40, dim=64, n_queries=24, seed=3)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from colbert_engine import ops
 from colbert_engine.index import codec as C
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 
 
 def test_num_centroids_and_sample_size():

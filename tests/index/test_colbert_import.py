@@ -10,7 +10,7 @@ import torch
 
 from colbert_engine import Index, ops
 from colbert_engine.index.codec import train_codec
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 
 DIM, NBITS = 64, 2
 

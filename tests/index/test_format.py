@@ -27,7 +27,7 @@ PACKAGE_PARENT = str(Path(colbert_engine.__file__).resolve().parents[1])
 def _write(index, action: str) -> None:
     """The write under test; also run by the writer subprocess (source shared below)."""
     if action == "add":
-        from colbert_engine.index.synthetic import clustered_collection
+        from colbert_engine.testing import clustered_collection
 
         new = clustered_collection(n_docs=20, mean_doc_len=40, dim=64, n_queries=1, seed=9)
         index.add(new.doc_emb, new.doc_offsets, ids=[f"new-{i}" for i in range(20)])
@@ -90,7 +90,7 @@ def test_kill_during_first_build_leaves_no_index_then_build_works(tmp_path, coll
     script = textwrap.dedent("""
         import sys
         from colbert_engine import Index
-        from colbert_engine.index.synthetic import clustered_collection
+        from colbert_engine.testing import clustered_collection
         data = clustered_collection(n_docs=50, mean_doc_len=20, dim=64, n_queries=1, seed=2)
         Index.build(sys.argv[1], data.doc_emb, data.doc_offsets)
     """)

@@ -8,22 +8,18 @@ import pytest
 import torch
 
 from colbert_engine import Index, ops
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 from colbert_engine.ops import reference
 
 
 def _brute_force(index: Index, queries, k, allowed=None):
-    """Plain torch MaxSim (one GEMM + per-document max) over the reference decompression of
-    every live document, as (id, score) lists best first."""
+    """Reference MaxSim over the reference decompression of every live document, as
+    (id, score) lists best first."""
     results = [[] for _ in range(queries.shape[0])]
     for seg in index.segments:
         emb = reference.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids,
                                              index.codec.bucket_weights, index.codec.nbits, inv_norms=seg.inv_norms)
-        sim = torch.einsum("qid,td->qit", queries.float(), emb)  # (nq, Lq, T)
-        owner = torch.repeat_interleave(torch.arange(seg.n_docs), torch.diff(seg.doc_offsets))
-        per_doc = torch.full((queries.shape[0], queries.shape[1], seg.n_docs), float("-inf"))
-        per_doc.scatter_reduce_(2, owner.expand_as(sim), sim, "amax")
-        scores = per_doc.sum(dim=1)  # (nq, n_docs)
+        scores = reference.maxsim(queries, emb, seg.doc_offsets)  # (nq, n_docs)
         for d in range(seg.n_docs):
             doc_id = seg.doc_base + d
             if (allowed is not None and doc_id not in allowed) or \

@@ -13,7 +13,7 @@ import torch
 
 from colbert_engine import Index, _native
 from colbert_engine.ops import _validate as V
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 from colbert_engine.search import device as device_search
 from colbert_engine.search import plaid
 

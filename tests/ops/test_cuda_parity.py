@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from colbert_engine import ops
+from colbert_engine.index.segment import build_ivf
 from colbert_engine.ops import reference
 
 # Functions of colbert_engine._C that are not kernels (CPU thread / ISA control).
@@ -176,12 +177,8 @@ def _index(n_docs, n_centroids, max_len, seed):
     doc_offsets = torch.zeros(n_docs + 1, dtype=torch.int64)
     doc_offsets[1:] = torch.cumsum(lengths, 0)
     doc_codes = torch.randint(0, n_centroids, (int(doc_offsets[-1]),), generator=gen, dtype=torch.int32)
-    owner = torch.repeat_interleave(torch.arange(n_docs), lengths)
-    pairs = torch.unique(doc_codes.long() * n_docs + owner)
-    cells, docs = pairs // n_docs, pairs % n_docs
-    ivf_offsets = torch.zeros(n_centroids + 1, dtype=torch.int64)
-    ivf_offsets[1:] = torch.cumsum(torch.bincount(cells, minlength=n_centroids), 0)
-    return doc_codes, doc_offsets, docs.to(torch.int32), ivf_offsets
+    ivf, ivf_offsets = build_ivf(doc_codes.numpy(), doc_offsets.numpy(), n_centroids)
+    return doc_codes, doc_offsets, torch.from_numpy(ivf), torch.from_numpy(ivf_offsets)
 
 
 def _scores(shape, seed, dyadic):

@@ -285,7 +285,8 @@ def test_maxsim_and_topk_properties(lengths, dim, query_len, nq, k, dtype, seed)
 
 # ------------------------------------------------------------------ every CPU SIMD path
 
-_ISA_ORDER = ["scalar", "avx2", "avx512"]
+# The paths a CPU whose best path is the key can also run (CE_ISA caps the choice).
+_ISA_BELOW = {"scalar": [], "avx2": ["scalar"], "avx512": ["scalar", "avx2"], "neon": ["scalar"]}
 
 
 def test_isa_environment_is_respected():
@@ -296,13 +297,13 @@ def test_isa_environment_is_respected():
     assert _native.cpu().isa() == forced
 
 
-@pytest.mark.parametrize("isa", _ISA_ORDER)
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "neon"])
 def test_isa_path(isa):
     """Reruns this file's CPU tests with CE_ISA=<isa>; the best ISA already ran in-process."""
     if os.environ.get("CE_ISA"):
         pytest.skip("already inside an ISA run")
     best = _native.cpu().isa()
-    if _ISA_ORDER.index(isa) >= _ISA_ORDER.index(best):
+    if isa not in _ISA_BELOW[best]:
         pytest.skip(f"{isa} is this process's path ({best}) or not supported by this CPU")
     root = Path(__file__).resolve().parents[2]
     # The package this process imported (installed, or python/ with an in-place build).
@@ -336,3 +337,35 @@ def test_numpy_integer_k_is_an_int():
     for k in (np.int64(2), np.int32(2)):
         got = ops.maxsim_topk(queries, doc_emb, doc_offsets, k)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+# ------------------------------------------------------------------ impossible sizes
+
+_IMPOSSIBLE_SIZE_SCRIPT = """
+import torch
+from colbert_engine import ops
+nq, n_docs = 1_000_000, 1_000_000  # inputs of a few MB; k * nq hits of 12+ bytes: ~10^13 B
+queries, docs = torch.ones(nq, 1, 1), torch.ones(n_docs, 1)
+offsets = torch.arange(n_docs + 1)
+for call in (lambda: ops.maxsim_topk(queries, docs, offsets, n_docs),
+             lambda: ops.maxsim(queries, docs, offsets)):
+    try:
+        call()
+        print("no error")
+    except MemoryError as exc:
+        print("MemoryError:", exc)
+"""
+
+
+def test_impossible_size_raises_memory_error_not_abort():
+    """A top-k (or full score matrix) no machine can hold is a MemoryError naming the
+    argument, and the process lives on; run in a subprocess so a regression to an abort
+    or an OOM kill fails this test instead of the whole session."""
+    package_parent = str(Path(colbert_engine.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", _IMPOSSIBLE_SIZE_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("MemoryError:") for line in lines), result.stdout
+    assert lines[0].startswith("MemoryError: k:") and "GiB" in lines[0]

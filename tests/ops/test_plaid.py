@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colbert_engine import ops
+from colbert_engine.index.segment import build_ivf
 from colbert_engine.ops import reference
 
 
@@ -23,12 +24,8 @@ def make_index(n_docs, n_centroids, max_len=12, seed=0, empty_every=5):
     doc_offsets = torch.zeros(n_docs + 1, dtype=torch.int64)
     doc_offsets[1:] = torch.cumsum(lengths, 0)
     doc_codes = torch.randint(0, n_centroids, (int(doc_offsets[-1]),), generator=gen, dtype=torch.int32)
-    owner = torch.repeat_interleave(torch.arange(n_docs), lengths)
-    pairs = torch.unique(doc_codes.long() * max(n_docs, 1) + owner)  # sorted by (cell, doc)
-    cells, docs = pairs // max(n_docs, 1), pairs % max(n_docs, 1)
-    ivf_offsets = torch.zeros(n_centroids + 1, dtype=torch.int64)
-    ivf_offsets[1:] = torch.cumsum(torch.bincount(cells, minlength=n_centroids), 0)
-    return doc_codes, doc_offsets, docs.to(torch.int32), ivf_offsets
+    ivf, ivf_offsets = build_ivf(doc_codes.numpy(), doc_offsets.numpy(), n_centroids)
+    return doc_codes, doc_offsets, torch.from_numpy(ivf), torch.from_numpy(ivf_offsets)
 
 
 def dyadic_scores(shape, seed, levels=16):

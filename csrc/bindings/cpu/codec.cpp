@@ -1,7 +1,7 @@
 // Unpacks addresses and sizes for the codec family; no checks here (ops/codec.py does them).
 #include <pybind11/pybind11.h>
 
-#include "common/codec.h"
+#include "bindings/params.h"
 
 namespace py = pybind11;
 
@@ -19,15 +19,8 @@ void bind_codec(py::module_& m) {
       [](uintptr_t emb, uintptr_t centroids, uintptr_t codes, uintptr_t bucket_cutoffs,
          uintptr_t bucket_weights, uintptr_t residuals, uintptr_t inv_norms, int64_t n_tokens,
          int64_t dim, int64_t n_centroids, int nbits, int emb_dtype) {
-        ce::QuantizeParams p{reinterpret_cast<const void*>(emb),
-                             reinterpret_cast<const float*>(centroids),
-                             reinterpret_cast<const int32_t*>(codes),
-                             reinterpret_cast<const float*>(bucket_cutoffs),
-                             reinterpret_cast<const float*>(bucket_weights),
-                             reinterpret_cast<uint8_t*>(residuals),
-                             reinterpret_cast<uint16_t*>(inv_norms),
-                             n_tokens, dim, n_centroids, nbits,
-                             static_cast<ce::DType>(emb_dtype)};
+        const auto p = ce_bind::quantize_params(emb, centroids, codes, bucket_cutoffs, bucket_weights, residuals,
+                                                inv_norms, n_tokens, dim, n_centroids, nbits, emb_dtype);
         py::gil_scoped_release release;
         ce::quantize_residuals_cpu(p);
       },
@@ -39,14 +32,8 @@ void bind_codec(py::module_& m) {
       [](uintptr_t codes, uintptr_t residuals, uintptr_t centroids, uintptr_t bucket_weights,
          uintptr_t inv_norms, uintptr_t out, int64_t n_tokens, int64_t dim, int64_t n_centroids,
          int nbits, bool normalize, int out_dtype) {
-        ce::DecompressParams p{reinterpret_cast<const int32_t*>(codes),
-                               reinterpret_cast<const uint8_t*>(residuals),
-                               reinterpret_cast<const float*>(centroids),
-                               reinterpret_cast<const float*>(bucket_weights),
-                               reinterpret_cast<const uint16_t*>(inv_norms),
-                               reinterpret_cast<void*>(out),
-                               n_tokens, dim, n_centroids, nbits, normalize,
-                               static_cast<ce::DType>(out_dtype)};
+        const auto p = ce_bind::decompress_params(codes, residuals, centroids, bucket_weights, inv_norms, out,
+                                                  n_tokens, dim, n_centroids, nbits, normalize, out_dtype);
         py::gil_scoped_release release;
         ce::decompress_residuals_cpu(p);
       },

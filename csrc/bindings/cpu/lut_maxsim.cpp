@@ -1,7 +1,7 @@
 // Unpacks addresses and sizes for lut_maxsim; no checks here (ops/lut_maxsim.py does them).
 #include <pybind11/pybind11.h>
 
-#include "common/lut_maxsim.h"
+#include "bindings/params.h"
 
 namespace py = pybind11;
 
@@ -12,18 +12,9 @@ void bind_lut_maxsim(py::module_& m) {
          uintptr_t inv_norms, uintptr_t doc_offsets, uintptr_t candidates, uintptr_t bucket_weights,
          uintptr_t lut, uintptr_t out, int64_t n_queries, int64_t query_len, int64_t dim,
          int64_t n_centroids, int64_t n_tokens, int64_t n_docs, int64_t n_candidates, int nbits) {
-        ce::LutMaxSimParams p{reinterpret_cast<const float*>(queries),
-                              reinterpret_cast<const float*>(scores),
-                              reinterpret_cast<const int32_t*>(codes),
-                              reinterpret_cast<const uint8_t*>(residuals),
-                              reinterpret_cast<const uint16_t*>(inv_norms),
-                              reinterpret_cast<const int64_t*>(doc_offsets),
-                              reinterpret_cast<const int64_t*>(candidates),
-                              reinterpret_cast<const float*>(bucket_weights),
-                              reinterpret_cast<float*>(lut),
-                              reinterpret_cast<float*>(out),
-                              n_queries, query_len, dim, n_centroids, n_tokens, n_docs,
-                              n_candidates, nbits};
+        const auto p = ce_bind::lut_maxsim_params(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates,
+                                              bucket_weights, lut, out, n_queries, query_len, dim, n_centroids,
+                                              n_tokens, n_docs, n_candidates, nbits);
         py::gil_scoped_release release;
         ce::lut_maxsim_cpu(p);
       },

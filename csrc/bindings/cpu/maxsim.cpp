@@ -2,7 +2,7 @@
 // Both functions return the kernel's status (0, or ce::kMaxSimNonFinite).
 #include <pybind11/pybind11.h>
 
-#include "common/maxsim.h"
+#include "bindings/params.h"
 
 namespace py = pybind11;
 
@@ -12,13 +12,8 @@ void bind_maxsim(py::module_& m) {
       [](uintptr_t queries, uintptr_t doc_emb, uintptr_t doc_offsets, uintptr_t doc_subset,
          uintptr_t scores, int64_t n_queries, int64_t query_len, int64_t dim, int64_t n_docs,
          int64_t n_subset, int doc_dtype) {
-        ce::MaxSimParams p{reinterpret_cast<const float*>(queries),
-                           reinterpret_cast<const void*>(doc_emb),
-                           reinterpret_cast<const int64_t*>(doc_offsets),
-                           reinterpret_cast<const int64_t*>(doc_subset),
-                           reinterpret_cast<float*>(scores),
-                           n_queries, query_len, dim, n_docs, n_subset,
-                           static_cast<ce::DType>(doc_dtype)};
+        const auto p = ce_bind::maxsim_params(queries, doc_emb, doc_offsets, doc_subset, scores, n_queries,
+                                              query_len, dim, n_docs, n_subset, doc_dtype);
         py::gil_scoped_release release;
         return ce::maxsim_cpu(p);
       },
@@ -30,14 +25,10 @@ void bind_maxsim(py::module_& m) {
       [](uintptr_t queries, uintptr_t doc_emb, uintptr_t doc_offsets, uintptr_t doc_subset,
          int64_t n_queries, int64_t query_len, int64_t dim, int64_t n_docs, int64_t n_subset,
          int doc_dtype, int64_t k, uintptr_t top_scores, uintptr_t top_indices) {
-        ce::MaxSimTopkParams p{{reinterpret_cast<const float*>(queries),
-                                reinterpret_cast<const void*>(doc_emb),
-                                reinterpret_cast<const int64_t*>(doc_offsets),
-                                reinterpret_cast<const int64_t*>(doc_subset), nullptr,
-                                n_queries, query_len, dim, n_docs, n_subset,
-                                static_cast<ce::DType>(doc_dtype)},
-                               k, reinterpret_cast<float*>(top_scores),
-                               reinterpret_cast<int64_t*>(top_indices)};
+        const ce::MaxSimTopkParams p{
+            ce_bind::maxsim_params(queries, doc_emb, doc_offsets, doc_subset, 0, n_queries, query_len, dim,
+                                   n_docs, n_subset, doc_dtype),
+            k, ce_bind::ptr<float>(top_scores), ce_bind::ptr<int64_t>(top_indices)};
         py::gil_scoped_release release;
         return ce::maxsim_topk_cpu(p);
       },

@@ -1,31 +1,9 @@
 // Unpacks addresses and sizes for the PLAID family; no checks here (ops/plaid.py does them).
 #include <pybind11/pybind11.h>
 
-#include "common/plaid.h"
+#include "bindings/params.h"
 
 namespace py = pybind11;
-
-namespace {
-
-template <typename T>
-T* ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-ce::CandidatesParams candidates_params(uintptr_t scores, uintptr_t ivf, uintptr_t ivf_offsets,
-                                       uintptr_t subset, uintptr_t bitmap, uintptr_t counts,
-                                       uintptr_t out_offsets, uintptr_t out_ids,
-                                       int64_t n_queries, int64_t n_centroids,
-                                       int64_t query_len, int64_t nprobe, int64_t n_docs,
-                                       int64_t bitmap_words) {
-  return ce::CandidatesParams{ptr<const float>(scores), ptr<const int32_t>(ivf),
-                              ptr<const int64_t>(ivf_offsets), ptr<const uint8_t>(subset),
-                              ptr<uint64_t>(bitmap), ptr<int64_t>(counts),
-                              ptr<const int64_t>(out_offsets), ptr<int32_t>(out_ids),
-                              n_queries, n_centroids, query_len, nprobe, n_docs, bitmap_words};
-}
-
-}  // namespace
 
 void bind_plaid(py::module_& m) {
   m.def(
@@ -33,9 +11,9 @@ void bind_plaid(py::module_& m) {
       [](uintptr_t scores, uintptr_t ivf, uintptr_t ivf_offsets, uintptr_t subset,
          uintptr_t bitmap, uintptr_t counts, int64_t n_queries, int64_t n_centroids,
          int64_t query_len, int64_t nprobe, int64_t n_docs, int64_t bitmap_words) {
-        const auto p = candidates_params(scores, ivf, ivf_offsets, subset, bitmap, counts, 0, 0,
-                                         n_queries, n_centroids, query_len, nprobe, n_docs,
-                                         bitmap_words);
+        const auto p = ce_bind::candidates_params(scores, ivf, ivf_offsets, subset, bitmap, counts, 0, 0,
+                                                  n_queries, n_centroids, query_len, nprobe, n_docs,
+                                                  bitmap_words);
         py::gil_scoped_release release;
         ce::candidates_mark_cpu(p);
       },
@@ -46,8 +24,8 @@ void bind_plaid(py::module_& m) {
       "candidates_collect",
       [](uintptr_t bitmap, uintptr_t out_offsets, uintptr_t out_ids, int64_t n_queries,
          int64_t n_docs, int64_t bitmap_words) {
-        const auto p = candidates_params(0, 0, 0, 0, bitmap, 0, out_offsets, out_ids, n_queries,
-                                         0, 0, 0, n_docs, bitmap_words);
+        const auto p = ce_bind::candidates_params(0, 0, 0, 0, bitmap, 0, out_offsets, out_ids, n_queries,
+                                                  0, 0, 0, n_docs, bitmap_words);
         py::gil_scoped_release release;
         ce::candidates_collect_cpu(p);
       },
@@ -59,12 +37,9 @@ void bind_plaid(py::module_& m) {
          uintptr_t cand_offsets, uintptr_t keep, uintptr_t approx, uintptr_t out_offsets,
          uintptr_t out_scores, uintptr_t out_ids, int64_t n_queries, int64_t n_centroids,
          int64_t query_len, int64_t n_docs, int64_t ndocs, float threshold, int prune) {
-        const ce::CentroidInteractionParams p{
-            ptr<const float>(scores), ptr<const int32_t>(doc_codes),
-            ptr<const int64_t>(doc_offsets), ptr<const int32_t>(candidates),
-            ptr<const int64_t>(cand_offsets), ptr<uint8_t>(keep), ptr<float>(approx),
-            ptr<const int64_t>(out_offsets), ptr<float>(out_scores), ptr<int32_t>(out_ids),
-            n_queries, n_centroids, query_len, n_docs, ndocs, threshold, prune};
+        const auto p = ce_bind::centroid_interaction_params(
+            scores, doc_codes, doc_offsets, candidates, cand_offsets, keep, approx, out_offsets, out_scores,
+            out_ids, n_queries, n_centroids, query_len, n_docs, ndocs, threshold, prune);
         py::gil_scoped_release release;
         ce::centroid_interaction_cpu(p);
       },

@@ -3,31 +3,9 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings/cuda/check.h"
-#include "common/plaid.h"
+#include "bindings/params.h"
 
 namespace py = pybind11;
-
-namespace {
-
-template <typename T>
-T* ptr(uintptr_t address) {
-  return reinterpret_cast<T*>(address);
-}
-
-ce::CandidatesParams candidates_params(uintptr_t scores, uintptr_t ivf, uintptr_t ivf_offsets,
-                                       uintptr_t subset, uintptr_t bitmap, uintptr_t counts,
-                                       uintptr_t out_offsets, uintptr_t out_ids,
-                                       int64_t n_queries, int64_t n_centroids,
-                                       int64_t query_len, int64_t nprobe, int64_t n_docs,
-                                       int64_t bitmap_words) {
-  return ce::CandidatesParams{ptr<const float>(scores), ptr<const int32_t>(ivf),
-                              ptr<const int64_t>(ivf_offsets), ptr<const uint8_t>(subset),
-                              ptr<uint64_t>(bitmap), ptr<int64_t>(counts),
-                              ptr<const int64_t>(out_offsets), ptr<int32_t>(out_ids),
-                              n_queries, n_centroids, query_len, nprobe, n_docs, bitmap_words};
-}
-
-}  // namespace
 
 void bind_plaid(py::module_& m) {
   m.def(
@@ -36,15 +14,10 @@ void bind_plaid(py::module_& m) {
          uintptr_t bitmap, uintptr_t counts, int64_t n_queries, int64_t n_centroids,
          int64_t query_len, int64_t nprobe, int64_t n_docs, int64_t bitmap_words,
          uintptr_t stream) {
-        const auto p = candidates_params(scores, ivf, ivf_offsets, subset, bitmap, counts, 0, 0,
-                                         n_queries, n_centroids, query_len, nprobe, n_docs,
-                                         bitmap_words);
-        int err;
-        {
-          py::gil_scoped_release release;
-          err = ce::candidates_mark_cuda(p, reinterpret_cast<ce::Stream>(stream));
-        }
-        ce_raise_on_cuda_error(err, "candidates_mark");
+        const auto p = ce_bind::candidates_params(scores, ivf, ivf_offsets, subset, bitmap, counts, 0, 0,
+                                                  n_queries, n_centroids, query_len, nprobe, n_docs,
+                                                  bitmap_words);
+        ce_launch_cuda(&ce::candidates_mark_cuda, p, stream, "candidates_mark");
       },
       py::arg("scores"), py::arg("ivf"), py::arg("ivf_offsets"), py::arg("subset"),
       py::arg("bitmap"), py::arg("counts"), py::arg("n_queries"), py::arg("n_centroids"),
@@ -54,14 +27,9 @@ void bind_plaid(py::module_& m) {
       "candidates_collect",
       [](uintptr_t bitmap, uintptr_t out_offsets, uintptr_t out_ids, int64_t n_queries,
          int64_t n_docs, int64_t bitmap_words, uintptr_t stream) {
-        const auto p = candidates_params(0, 0, 0, 0, bitmap, 0, out_offsets, out_ids, n_queries,
-                                         0, 0, 0, n_docs, bitmap_words);
-        int err;
-        {
-          py::gil_scoped_release release;
-          err = ce::candidates_collect_cuda(p, reinterpret_cast<ce::Stream>(stream));
-        }
-        ce_raise_on_cuda_error(err, "candidates_collect");
+        const auto p = ce_bind::candidates_params(0, 0, 0, 0, bitmap, 0, out_offsets, out_ids, n_queries,
+                                                  0, 0, 0, n_docs, bitmap_words);
+        ce_launch_cuda(&ce::candidates_collect_cuda, p, stream, "candidates_collect");
       },
       py::arg("bitmap"), py::arg("out_offsets"), py::arg("out_ids"), py::arg("n_queries"),
       py::arg("n_docs"), py::arg("bitmap_words"), py::arg("stream"));
@@ -72,18 +40,10 @@ void bind_plaid(py::module_& m) {
          uintptr_t out_scores, uintptr_t out_ids, int64_t n_queries, int64_t n_centroids,
          int64_t query_len, int64_t n_docs, int64_t ndocs, float threshold, int prune,
          uintptr_t stream) {
-        const ce::CentroidInteractionParams p{
-            ptr<const float>(scores), ptr<const int32_t>(doc_codes),
-            ptr<const int64_t>(doc_offsets), ptr<const int32_t>(candidates),
-            ptr<const int64_t>(cand_offsets), ptr<uint8_t>(keep), ptr<float>(approx),
-            ptr<const int64_t>(out_offsets), ptr<float>(out_scores), ptr<int32_t>(out_ids),
-            n_queries, n_centroids, query_len, n_docs, ndocs, threshold, prune};
-        int err;
-        {
-          py::gil_scoped_release release;
-          err = ce::centroid_interaction_cuda(p, reinterpret_cast<ce::Stream>(stream));
-        }
-        ce_raise_on_cuda_error(err, "centroid_interaction");
+        const auto p = ce_bind::centroid_interaction_params(
+            scores, doc_codes, doc_offsets, candidates, cand_offsets, keep, approx, out_offsets, out_scores,
+            out_ids, n_queries, n_centroids, query_len, n_docs, ndocs, threshold, prune);
+        ce_launch_cuda(&ce::centroid_interaction_cuda, p, stream, "centroid_interaction");
       },
       py::arg("scores"), py::arg("doc_codes"), py::arg("doc_offsets"), py::arg("candidates"),
       py::arg("cand_offsets"), py::arg("keep"), py::arg("approx"), py::arg("out_offsets"),

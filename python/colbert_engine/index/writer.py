@@ -13,7 +13,7 @@ from typing import Iterable
 
 import torch
 
-from colbert_engine import __version__
+from colbert_engine._version import __version__
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import batches_of, id_list
 from colbert_engine.index.codec import Codec

@@ -6,7 +6,8 @@ import os
 
 import torch
 
-from colbert_engine import __version__, _native
+from colbert_engine import _native
+from colbert_engine._version import __version__
 
 
 def info() -> dict:

@@ -8,6 +8,7 @@ time) and ``csrc/cuda/maxsim.cu`` (contract in ``csrc/common/maxsim.h``); refere
 from __future__ import annotations
 
 import numbers
+import os
 
 import torch
 
@@ -104,6 +105,39 @@ def _check_status(status, queries, doc_emb, doc_offsets, doc_subset) -> None:
         _raise_non_finite()
 
 
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_topk_memory(nq: int, k: int, n_out: int) -> None:
+    """MemoryError naming k when the CPU top-k cannot fit in this machine's memory: its
+    outputs (12 bytes per hit) plus per-thread heaps and their merge (2 * 16 bytes per hit
+    per thread). Caught here, before anything is allocated, rather than by an allocation
+    that the kernel (or the OS, after overcommitting) fails half-way."""
+    threads = _native.cpu().max_threads()
+    need = nq * k * (12 + 32 * threads)
+    available = _physical_memory_bytes()
+    if available is not None and need > available:
+        raise MemoryError(
+            f"k: the {k} best of {n_out} documents for {nq} queries need about {need / 2**30:.1f} GiB "
+            f"(nq * k * (12 + 32 * {threads} threads) bytes), more than this machine's "
+            f"{available / 2**30:.1f} GiB; ask for a smaller k or fewer queries per call")
+
+
+def _check_scores_memory(shape, device) -> None:
+    """MemoryError when the (nq, n_out) float32 scores cannot fit in this machine's memory."""
+    need = 4 * shape[0] * shape[1]
+    available = _physical_memory_bytes() if device.type == "cpu" else None
+    if available is not None and need > available:
+        raise MemoryError(
+            f"queries, doc_offsets: the {shape[0]} x {shape[1]} float32 scores need about "
+            f"{need / 2**30:.1f} GiB, more than this machine's {available / 2**30:.1f} GiB; "
+            f"use maxsim_topk, a doc_subset, or fewer queries per call")
+
+
 def _raise_non_finite() -> None:
     raise ValueError("doc_emb: contains NaN or infinite values (in the documents scored), "
                      "or a similarity overflows float32")
@@ -133,6 +167,7 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
     Raises:
         ValueError / TypeError naming the argument. NaN or inf in doc_emb is reported for
         the documents scored (on CPU it is detected while scoring; ``out`` is then garbage).
+        MemoryError when the scores cannot fit in the machine's memory (CPU).
     """
     queries, doc_emb, doc_offsets, doc_subset, squeeze, return_numpy, status = _prepare(
         queries, doc_emb, doc_offsets, doc_subset)
@@ -141,6 +176,7 @@ def maxsim(queries, doc_emb, doc_offsets, *, doc_subset=None, out=None):
     n_out = n_docs if doc_subset is None else doc_subset.numel()
     shape = (queries.shape[0], n_out)
     if out is None:
+        _check_scores_memory(shape, device)
         out = torch.empty(shape, dtype=torch.float32, device=device)
     else:
         if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or tuple(out.shape) != shape \
@@ -200,6 +236,11 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     Returns:
         ``(scores, indices)``: float32 ``(nq, k')`` and int64 ``(nq, k')`` (``(k',)`` each
         for 2-D queries), on the inputs' device. numpy in, numpy out.
+
+    Raises:
+        ValueError / TypeError naming the argument, as :func:`maxsim`. MemoryError naming k
+        when the outputs and per-thread heaps cannot fit in the machine's memory (CPU); an
+        allocation the kernel cannot make is also MemoryError, never an abort.
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k: expected a positive int, got {k!r}")
@@ -211,6 +252,8 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     n_out = n_docs if doc_subset is None else doc_subset.numel()
     nq = queries.shape[0]
     k_out = min(k, n_out)
+    if device.type == "cpu":
+        _check_topk_memory(nq, k_out, n_out)
     top_scores = torch.empty((nq, k_out), dtype=torch.float32, device=device)
     top_indices = torch.empty((nq, k_out), dtype=torch.int64, device=device)
     if nq and k_out:

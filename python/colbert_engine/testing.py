@@ -1,4 +1,5 @@
-"""Synthetic clustered collections with topic structure, for tests and benchmarks.
+"""Synthetic clustered collections with topic structure, for tests and benchmarks (this
+project's and its users'): not part of the index, which never imports it.
 
 Not uniform noise: a vocabulary of "term" directions, topics that prefer some terms
 (Zipf-like within a topic), documents drawn from one main topic plus a few common
@@ -6,7 +7,7 @@ terms, tokens = term direction + noise, L2-normalized. Queries are built from on
 target document's terms (plus topic terms and noise), so each query has a clear best
 answer and a neighbourhood of related documents, like real retrieval.
 
-    from colbert_engine.index.synthetic import clustered_collection
+    from colbert_engine.testing import clustered_collection
     data = clustered_collection(n_docs=10_000, mean_doc_len=100, dim=128, n_queries=64)
     data.doc_emb (T, dim) float32, data.doc_offsets (n+1,) int64, data.queries (nq, 32, dim)
 """
