@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from colbert_engine import Index
+from colbert_engine.index import Index
 
 try:  # pylate is optional: subclass its interface where present
     from pylate.indexes.base import Base as _Base
