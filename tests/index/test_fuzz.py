@@ -52,17 +52,22 @@ def _expected(folder: Path, queries) -> list:
 
 def _fuzz(tiny_index: Path, tmp_path: Path, n_cases: int, seed: int) -> None:
     rng = random.Random(seed)
-    files = sorted(os.listdir(tiny_index))
+    base = tmp_path / "base"  # two segments and tombstones: every field of the format in use
+    shutil.copytree(tiny_index, base)
+    with Index.open(base) as index:
+        index.add(*workers.new_docs(3, n=5), ids=[f"extra-{i}" for i in range(5)])
+        index.delete(["doc-4", "extra-1"])
+    files = sorted(os.listdir(base))
     files = [f for f in files if f.endswith((".npy", ".sqlite", ".json"))]
     queries = workers.new_docs(7, n=2)[0].reshape(2, 4, 16)
     cases = []
     for i in range(n_cases):
         folder = tmp_path / f"case{i:04d}"
-        shutil.copytree(tiny_index, folder)
+        shutil.copytree(base, folder)
         target = files[i % len(files)]
         kind = _mutate(folder / target, MUTATIONS[(i // len(files)) % len(MUTATIONS)], rng)
         cases.append({"id": i, "folder": str(folder), "verify": bool(i % 2), "file": target, "kind": kind})
-    spec = {"queries": queries.tolist(), "expected": _expected(tiny_index, queries), "cases": cases}
+    spec = {"queries": queries.tolist(), "expected": _expected(base, queries), "cases": cases}
     results, crashes, first = {}, [], 0
     env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
     while first < n_cases:
