@@ -110,3 +110,21 @@ def test_from_colbert_malformed_config(tmp_path):
     (folder / "metadata.json").write_text(json.dumps([1, 2]))
     with pytest.raises(ValueError, match="metadata.json"):
         Index.from_colbert(folder, tmp_path / "c")
+
+
+def test_imported_inverse_norms_follow_the_kernels_rule():
+    """The import used 1 / clamp_min(norm, 1e-12): a zero vector got 1e12, inf in fp16.
+    codec_files.inverse_norms is codec.h's rule: 0 for a zero vector, saturating at 65504,
+    and equals the kernel's stored value for ordinary tokens."""
+    from colbert_engine.index.codec_files import inverse_norms
+
+    assert inverse_norms(torch.tensor([0.0, 1e-9, 2.0])).tolist() == [0.0, 65504.0, 0.5]
+    data = clustered_collection(n_docs=50, mean_doc_len=20, dim=32, n_queries=1, seed=4)
+    codec = train_codec(data.doc_emb, data.doc_emb.shape[0], 2, n_centroids=32)
+    codes, residuals, stored = ops.compress_residuals(data.doc_emb, codec.centroids, codec.bucket_cutoffs,
+                                                      codec.bucket_weights, 2)
+    vectors = ops.decompress_residuals(codes, residuals, codec.centroids, codec.bucket_weights, 2, normalize=False)
+    got = inverse_norms(vectors.norm(dim=1))
+    assert got.dtype == torch.float16
+    # the kernel takes 1/sqrtf of a float32 sum of squares: at most one fp16 step apart
+    np.testing.assert_allclose(got.float().numpy(), stored.float().numpy(), rtol=2 ** -10)

@@ -103,3 +103,42 @@ def test_two_writer_processes_lose_nothing_50_trials(tiny_index, tmp_path, long_
 @pytest.mark.slow
 def test_reader_process_during_compaction_50_trials(tiny_index, tmp_path, long_run):
     _reader_during_compact(tiny_index, tmp_path, trials=50)
+
+
+def _stale_handles(tiny_index, tmp_path, trials):
+    """Three handles on one folder, each written through in random order (add, delete,
+    compact), every handle stale after the others' commits: the result is exactly the
+    sequence of all writes, whichever handle made them."""
+    import random
+
+    rng = random.Random(11)
+    for t in range(trials):
+        folder = tmp_path / f"stale{t:03d}"
+        shutil.copytree(tiny_index, folder)
+        handles = [Index.open(folder) for _ in range(3)]
+        expected = {f"doc-{i}" for i in range(N_DOCS)}
+        for step in range(6):
+            index = rng.choice(handles)
+            op = rng.choice(("add", "add", "delete", "compact"))
+            if op == "add":
+                ids = [f"t{t}-s{step}-{i}" for i in range(3)]
+                index.add(*workers.new_docs(t * 10 + step), ids=ids)
+                expected |= set(ids)
+            elif op == "delete":
+                victim = rng.choice(sorted(expected))
+                assert index.delete([victim]) == 1
+                expected.discard(victim)
+            else:
+                index.compact()
+        for index in handles:
+            index.close()
+        assert _live_ids(folder) == sorted(expected), f"trial {t}: a stale handle lost or revived documents"
+
+
+def test_stale_handles_lose_nothing(tiny_index, tmp_path):
+    _stale_handles(tiny_index, tmp_path, trials=4)
+
+
+@pytest.mark.slow
+def test_stale_handles_lose_nothing_50_trials(tiny_index, tmp_path, long_run):
+    _stale_handles(tiny_index, tmp_path, trials=50)

@@ -18,6 +18,7 @@ import pytest
 
 import colbert_engine
 from colbert_engine import Index
+from colbert_engine.index import format as F
 
 from . import workers
 
@@ -26,7 +27,35 @@ WORKERS = str(Path(workers.__file__).resolve())
 MUTATIONS = ("flip", "word", "truncate", "empty")
 
 
+def _int_fields(node, trail=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _int_fields(value, trail + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _int_fields(value, trail + (i,))
+    elif isinstance(node, int) and not isinstance(node, bool) and trail[-1] != "checksum":
+        yield trail
+
+
+def _edit_manifest_field(path: Path, rng: random.Random) -> str:
+    """A crafted manifest: one integer field changed, the checksum recomputed (so only the
+    manifest validation and the files' real sizes stand in the way)."""
+    body = json.loads(path.read_text())
+    trail = rng.choice(list(_int_fields(body)))
+    node = body
+    for key in trail[:-1]:
+        node = node[key]
+    value = node[trail[-1]]
+    node[trail[-1]] = rng.choice([0, -1, value + 1, value - 1, 2 ** 31, 2 ** 40, rng.randrange(1 << 20)])
+    body.pop("checksum")
+    F.write_manifest(path.parent, body)
+    return "field " + "/".join(map(str, trail))
+
+
 def _mutate(path: Path, kind: str, rng: random.Random) -> str:
+    if kind == "word" and path.name == F.MANIFEST:
+        return _edit_manifest_field(path, rng)
     data = bytearray(path.read_bytes())
     if kind == "flip":
         for _ in range(rng.randint(1, 8)):
@@ -52,17 +81,24 @@ def _expected(folder: Path, queries) -> list:
 
 def _fuzz(tiny_index: Path, tmp_path: Path, n_cases: int, seed: int) -> None:
     rng = random.Random(seed)
-    files = sorted(os.listdir(tiny_index))
+    base = tmp_path / "base"  # two segments and tombstones: every field of the format in use
+    shutil.copytree(tiny_index, base)
+    with Index.open(base) as index:
+        index.add(*workers.new_docs(3, n=5), ids=[f"extra-{i}" for i in range(5)])
+        index.delete(["doc-4", "extra-1"])
+    files = sorted(os.listdir(base))
     files = [f for f in files if f.endswith((".npy", ".sqlite", ".json"))]
     queries = workers.new_docs(7, n=2)[0].reshape(2, 4, 16)
     cases = []
     for i in range(n_cases):
         folder = tmp_path / f"case{i:04d}"
-        shutil.copytree(tiny_index, folder)
-        target = files[i % len(files)]
-        kind = _mutate(folder / target, MUTATIONS[(i // len(files)) % len(MUTATIONS)], rng)
+        shutil.copytree(base, folder)
+        target, kind = files[i % len(files)], MUTATIONS[(i // len(files)) % len(MUTATIONS)]
+        if i % 8 == 7:  # every eighth case a crafted manifest (valid checksum)
+            target, kind = F.MANIFEST, "word"
+        kind = _mutate(folder / target, kind, rng)
         cases.append({"id": i, "folder": str(folder), "verify": bool(i % 2), "file": target, "kind": kind})
-    spec = {"queries": queries.tolist(), "expected": _expected(tiny_index, queries), "cases": cases}
+    spec = {"queries": queries.tolist(), "expected": _expected(base, queries), "cases": cases}
     results, crashes, first = {}, [], 0
     env = dict(os.environ, PYTHONPATH=PACKAGE_PARENT)
     while first < n_cases:
