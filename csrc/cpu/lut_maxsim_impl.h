@@ -15,6 +15,9 @@
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
+#ifdef CE_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 // The vector type below never crosses a non-inlined call boundary between builds.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -197,32 +200,72 @@ inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, fl
   return total;
 }
 
+// Query of flat position j: the last q with cand_offsets[q] <= j (empty queries skipped).
+inline int64_t lut_query_of(const int64_t* cand_offsets, int64_t n_queries, int64_t j) {
+  int64_t lo = 0, hi = n_queries;  // invariant: cand_offsets[lo] <= j < cand_offsets[hi]
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (cand_offsets[mid] <= j) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+inline int lut_thread_num() {
+#ifdef CE_HAVE_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// Below this many (query, candidate) pairs with a single query, the call stays on the
+// calling thread: waking the team and its barrier cost more than the work, and a barrier
+// of an oversubscribed team waits for a descheduled thread.
+constexpr int64_t kLutParallelMinPairs = 16;
+
+// scratch: lut_scratch_floats(U, ...) floats per thread of the team, allocated by the
+// caller before the region (nothing in the region allocates).
 template <int U>
-void lut_maxsim_impl(const LutMaxSimParams& p) {
+void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
   const int64_t lq = p.query_len;
   const int64_t units = p.dim * p.nbits / U;
-#pragma omp parallel
+  const bool per_query = p.cand_offsets != nullptr;
+  const int64_t first = per_query ? p.cand_offsets[0] : 0;
+  const int64_t pairs = per_query ? p.n_candidates : p.n_queries * p.n_candidates;
+#pragma omp parallel if (p.n_queries > 1 || pairs >= kLutParallelMinPairs)
   {
-    float* query_t = new float[(U / p.nbits) * lq];
-    float* best = new float[lq];
+    float* query_t = scratch + lut_thread_num() * scratch_floats;
+    float* best = query_t + (U / p.nbits) * lq;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t block = 0; block < p.n_queries * units; ++block)
       build_lut_block<U>(p, block / units, block % units, query_t);
-    // Query-major: one query's tables stay in cache while the threads sweep its
-    // candidates. The implicit barrier above orders build and use.
-    for (int64_t q = 0; q < p.n_queries; ++q) {
+    // All pairs of all queries in one loop, query-major: a query's tables stay in cache
+    // while the threads sweep its candidates, and no barrier per query. The implicit
+    // barrier above orders build and use.
 #pragma omp for schedule(dynamic, 4)
-      for (int64_t m = 0; m < p.n_candidates; ++m)
-        p.out[q * p.n_candidates + m] = score_document<U>(p, q, p.candidates[m], best);
+    for (int64_t w = 0; w < pairs; ++w) {
+      if (per_query) {
+        const int64_t j = first + w;
+        const int64_t q = lut_query_of(p.cand_offsets, p.n_queries, j);
+        p.out[j] = score_document<U>(p, q, p.candidates[j], best);
+      } else {
+        const int64_t q = w / p.n_candidates;
+        p.out[w] = score_document<U>(p, q, p.candidates[w - q * p.n_candidates], best);
+      }
     }
-    delete[] query_t;
-    delete[] best;
   }
 }
 
 constexpr int kUnitBits = 8;
 
-inline void lut_maxsim_dispatch(const LutMaxSimParams& p) { lut_maxsim_impl<kUnitBits>(p); }
+// Per-thread scratch of lut_maxsim_impl<kUnitBits>: a transposed query unit and the maxes.
+inline int64_t lut_scratch_floats(int64_t query_len, int nbits) {
+  return (kUnitBits / nbits) * query_len + query_len;
+}
+
+inline void lut_maxsim_dispatch(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
+  lut_maxsim_impl<kUnitBits>(p, scratch, scratch_floats);
+}
 
 }  // namespace
 }  // namespace ce

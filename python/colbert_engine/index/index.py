@@ -23,7 +23,7 @@ from colbert_engine.index.codec import HELDOUT_TOKENS, Codec, num_centroids, sam
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import Segment, SegmentWriter
 from colbert_engine.ops import _validate as V
-from colbert_engine.search import plaid
+from colbert_engine.search import Searcher, check_count
 
 CODEC_FILES = {"centroids": "codec.centroids.npy", "bucket_cutoffs": "codec.bucket_cutoffs.npy",
                "bucket_weights": "codec.bucket_weights.npy"}
@@ -298,11 +298,10 @@ class Index:
         self._check_open()
         queries, _ = self._prepare_queries(queries)
         allowed = self._allowed(filter)
+        searcher = Searcher(self.codec, self.segments)
         if exact:
-            k = plaid.check_count(k, "k")
-            return plaid.exact_search(queries, self.codec, self.segments, allowed, k)
-        params = plaid.default_params(k, nprobe, centroid_score_threshold, ndocs)
-        return plaid.plaid_search(queries, self.codec, self.segments, allowed, params)
+            return searcher.exact(queries, k, allowed)
+        return searcher.search(queries, searcher.params(k, nprobe, centroid_score_threshold, ndocs), allowed)
 
     def search(self, queries, k: int = 10, nprobe: int | None = None, centroid_score_threshold: float | None = None,
                ndocs: int | None = None, exact: bool = False, filter=None):
@@ -508,7 +507,7 @@ class Index:
         device = _resolve_device(device)
         folder = Path(path)
         if n_centroids is not None:
-            n_centroids = plaid.check_count(n_centroids, "n_centroids")
+            n_centroids = check_count(n_centroids, "n_centroids")
         if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
             raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
         folder.mkdir(parents=True, exist_ok=True)
