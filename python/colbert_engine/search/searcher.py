@@ -33,6 +33,7 @@ the same order.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -41,6 +42,7 @@ from colbert_engine.ops import plaid as plaid_ops
 from colbert_engine.ops.lut_maxsim import lut_maxsim_launch
 from colbert_engine.ops.maxsim import topk_by_score
 from colbert_engine.search.params import SearchParams, check_count, default_params
+from colbert_engine.search.threads import search_thread_team
 
 # Documents per stage-4 call in exhaustive search: bounds the (nq, chunk) score block.
 EXACT_CHUNK_DOCS = 1 << 15
@@ -192,9 +194,10 @@ class Searcher:
         nq = queries.shape[0]
         words = max([(seg.n_docs + 63) // 64 for seg in self.segments] or [1])
         group = max(1, BITMAP_BUDGET_BYTES // (8 * words))
-        scores = self.centroid_scores(queries)
         results = []
-        with plaid_ops.device_guard(self.device):
+        team = search_thread_team() if self.device.type == "cpu" else contextlib.nullcontext()
+        with team, plaid_ops.device_guard(self.device):
+            scores = self.centroid_scores(queries)
             for start in range(0, nq, group):
                 top_scores, top_ids = topk_of_group(queries[start:start + group], scores[start:start + group])
                 top_scores, top_ids = top_scores.cpu(), top_ids.cpu()  # the synchronisation
