@@ -23,7 +23,7 @@ from colbert_engine.index.codec import HELDOUT_TOKENS, Codec, num_centroids, sam
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import Segment, SegmentWriter
 from colbert_engine.ops import _validate as V
-from colbert_engine.search import Searcher, check_count
+from colbert_engine.search import Searcher, check_count, search_thread_team
 
 CODEC_FILES = {"centroids": "codec.centroids.npy", "bucket_cutoffs": "codec.bucket_cutoffs.npy",
                "bucket_weights": "codec.bucket_weights.npy"}
@@ -296,12 +296,13 @@ class Index:
                         exact=False, filter=None):
         """Like :meth:`search` but returns internal doc ids: list of (scores, doc_ids) tensors."""
         self._check_open()
-        queries, _ = self._prepare_queries(queries)
-        allowed = self._allowed(filter)
-        searcher = Searcher(self.codec, self.segments)
-        if exact:
-            return searcher.exact(queries, k, allowed)
-        return searcher.search(queries, searcher.params(k, nprobe, centroid_score_threshold, ndocs), allowed)
+        with search_thread_team():  # the query checks run torch ops too
+            queries, _ = self._prepare_queries(queries)
+            allowed = self._allowed(filter)
+            searcher = Searcher(self.codec, self.segments)
+            if exact:
+                return searcher.exact(queries, k, allowed)
+            return searcher.search(queries, searcher.params(k, nprobe, centroid_score_threshold, ndocs), allowed)
 
     def search(self, queries, k: int = 10, nprobe: int | None = None, centroid_score_threshold: float | None = None,
                ndocs: int | None = None, exact: bool = False, filter=None):
