@@ -17,7 +17,7 @@ import torch
 from colbert_engine import Index, _native
 from colbert_engine.index.synthetic import clustered_collection
 from colbert_engine.ops import _validate as V
-from colbert_engine.search import Searcher, default_params
+from colbert_engine.search import Searcher
 
 
 class _CpuAsCuda:
@@ -151,7 +151,3 @@ def _compare_close(got, want, min_overlap):
         for s, d in zip(g_scores.tolist(), g_ids.tolist()):
             if d in common:
                 assert s == pytest.approx(common[d], rel=1e-4, abs=1e-4)
-
-
-def test_default_params_by_k():
-    assert default_params(10).nprobe == 1 and default_params(100).nprobe == 2

@@ -117,3 +117,15 @@ def test_topk_by_score_matches_reference(rows, width, k, levels, seed):
     got = topk_by_score(scores, ids, k)
     want = reference.topk_by_score(scores, ids, k)
     assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
+
+
+def test_default_params_adapt_to_the_collection():
+    from colbert_engine.search import default_params
+
+    fixed = default_params(10)
+    assert (fixed.nprobe, fixed.ndocs, fixed.exact_docs, fixed.exhaustive_docs) == (1, 256, 64, 128)
+    # ~120 tokens per cell (1M tokens, K = 8,192): PLAID's nprobe; ~17 (34k, K = 2,048): more cells.
+    assert default_params(10, n_centroids=8192, n_tokens=1_000_000).nprobe == 1
+    assert default_params(10, n_centroids=2048, n_tokens=34_000).nprobe == 4
+    assert default_params(100, n_centroids=2048, n_tokens=2_000).nprobe == 16
+    assert default_params(10, nprobe=1, n_centroids=2048, n_tokens=34_000).nprobe == 1  # given values win
