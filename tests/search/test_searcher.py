@@ -129,3 +129,15 @@ def test_default_params_adapt_to_the_collection():
     assert default_params(10, n_centroids=2048, n_tokens=34_000).nprobe == 4
     assert default_params(100, n_centroids=2048, n_tokens=2_000).nprobe == 16
     assert default_params(10, nprobe=1, n_centroids=2048, n_tokens=34_000).nprobe == 1  # given values win
+
+
+def test_thread_team_restores_settings_and_results_do_not_depend_on_it(searched, monkeypatch):
+    from colbert_engine import ops
+    from colbert_engine.search import threads
+
+    index, queries = searched
+    ours, theirs = ops.get_num_threads(), torch.get_num_threads()
+    want = index.search_internal(queries, 10)
+    monkeypatch.setattr(threads, "search_threads", lambda allowed: 1)
+    _assert_same(index.search_internal(queries, 10), want)
+    assert (ops.get_num_threads(), torch.get_num_threads()) == (ours, theirs)

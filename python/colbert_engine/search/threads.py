@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import deque
 
@@ -65,23 +66,38 @@ def search_threads(allowed: int) -> int:
     return max(1, min(allowed, min(_samples)))
 
 
+# torch's thread count is process-wide: searches running at once in several Python threads
+# share one saved value, restored when the last of them ends.
+_torch_lock = threading.Lock()
+_torch_users = [0, None]  # searches inside a reduced torch setting, the setting to restore
+
+
 @contextlib.contextmanager
 def search_thread_team():
     """Run the enclosed kernels and torch's work (the centroid-score GEMM, the top-k) on
-    :func:`search_threads` threads; the caller's settings are restored after."""
+    :func:`search_threads` threads; the caller's settings are restored after. Our kernels'
+    count is the calling thread's own OpenMP setting; torch's is shared, so it is lowered
+    once for overlapping searches and restored by the last one."""
     import torch
 
     from colbert_engine import ops
 
-    ours, theirs = ops.get_num_threads(), torch.get_num_threads()
+    ours = ops.get_num_threads()
     threads = search_threads(ours)
-    if threads == ours and threads >= theirs:
+    if threads >= ours and threads >= torch.get_num_threads():
         yield
         return
     ops.set_num_threads(threads)
-    torch.set_num_threads(min(threads, theirs))
+    with _torch_lock:
+        if _torch_users[0] == 0:
+            _torch_users[1] = torch.get_num_threads()
+            torch.set_num_threads(min(threads, _torch_users[1]))
+        _torch_users[0] += 1
     try:
         yield
     finally:
-        torch.set_num_threads(theirs)
+        with _torch_lock:
+            _torch_users[0] -= 1
+            if _torch_users[0] == 0:
+                torch.set_num_threads(_torch_users[1])
         ops.set_num_threads(ours)
