@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from colbert_engine import _native
 from colbert_engine.ops import _validate as V
 from colbert_engine.ops import codec as _codec
 from colbert_engine.ops.plaid import device_guard, kernels_for
