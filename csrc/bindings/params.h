@@ -32,14 +32,16 @@ inline ce::MaxSimParams maxsim_params(uintptr_t queries, uintptr_t doc_emb, uint
 
 inline ce::LutMaxSimParams lut_maxsim_params(uintptr_t queries, uintptr_t scores, uintptr_t codes,
                                              uintptr_t residuals, uintptr_t inv_norms, uintptr_t doc_offsets,
-                                             uintptr_t candidates, uintptr_t bucket_weights, uintptr_t lut,
+                                             uintptr_t candidates, uintptr_t cand_offsets,
+                                             uintptr_t bucket_weights, uintptr_t lut,
                                              uintptr_t out, int64_t n_queries, int64_t query_len, int64_t dim,
                                              int64_t n_centroids, int64_t n_tokens, int64_t n_docs,
                                              int64_t n_candidates, int nbits) {
   return ce::LutMaxSimParams{ptr<const float>(queries), ptr<const float>(scores), ptr<const int32_t>(codes),
                              ptr<const uint8_t>(residuals), ptr<const uint16_t>(inv_norms),
                              ptr<const int64_t>(doc_offsets), ptr<const int64_t>(candidates),
-                             ptr<const float>(bucket_weights), ptr<float>(lut), ptr<float>(out),
+                             ptr<const int64_t>(cand_offsets), ptr<const float>(bucket_weights), ptr<float>(lut),
+                             ptr<float>(out),
                              n_queries, query_len, dim, n_centroids, n_tokens, n_docs, n_candidates, nbits};
 }
 

@@ -10,6 +10,14 @@
 // score[q, m] = sum_i max_t <q_i, x_t> over the tokens t of document candidates[m], the max
 // starting at -inf: an empty document scores -inf.
 //
+// Two layouts of the (query, candidate) pairs:
+//   cand_offsets == nullptr: every query scores every candidate, out[q * n_candidates + m];
+//   cand_offsets != nullptr: query q scores its own candidates
+//     candidates[cand_offsets[q] .. cand_offsets[q + 1]) into out[the same positions], so a
+//     batch whose queries have different survivors (PLAID's stage 4) is one call. Positions
+//     are absolute: cand_offsets[0] need not be 0 (a group of queries of a larger batch
+//     passes its slice of the offsets with the batch's candidates and out).
+//
 // Using the stored fp16 inv_norm makes this equal, to float rounding, to MaxSim over
 // ops.decompress_residuals(..., inv_norms=inv_norms); decompressing with the recomputed
 // fp32 norm differs by the fp16 rounding of inv_norm (relative 2^-11 at most).
@@ -25,17 +33,21 @@ struct LutMaxSimParams {
   const uint8_t* residuals;     // [n_tokens, dim * nbits / 8]
   const uint16_t* inv_norms;    // [n_tokens] fp16 bits
   const int64_t* doc_offsets;   // [n_docs + 1], non-decreasing, doc_offsets[0] == 0
-  const int64_t* candidates;    // [n_candidates] document ids in [0, n_docs)
+  const int64_t* candidates;    // document ids in [0, n_docs): [n_candidates], or
+                                // [cand_offsets[n_queries]] with cand_offsets
+  const int64_t* cand_offsets;  // nullptr, or [n_queries + 1] non-decreasing (layouts above)
   const float* bucket_weights;  // [2^nbits]
   float* lut;                   // [n_queries, lut_workspace_floats_<backend>(dim, nbits, query_len)] fp32 workspace
-  float* out;                   // [n_queries, n_candidates] output
+  float* out;                   // [n_queries, n_candidates], or [cand_offsets[n_queries]]
   int64_t n_queries;
   int64_t query_len;
   int64_t dim;
   int64_t n_centroids;
   int64_t n_tokens;
   int64_t n_docs;
-  int64_t n_candidates;
+  int64_t n_candidates;         // candidates per query without cand_offsets; with them, all
+                                // pairs: cand_offsets[n_queries] - cand_offsets[0] (host-known,
+                                // it sizes the CUDA grid)
   int32_t nbits;                // 1, 2 or 4; dim * nbits % 8 == 0
 };
 
@@ -43,8 +55,10 @@ struct LutMaxSimParams {
 // n_queries times this). The table layout is each backend's own.
 int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len);
 
-// Builds the lookup tables into p.lut, then scores every (query, candidate). CPU: OpenMP
-// over candidates, dynamic schedule; SIMD variant chosen at run time (common/isa.h).
+// Builds the lookup tables into p.lut, then scores every (query, candidate). CPU: one
+// OpenMP region (tables, one barrier, then all pairs of all queries under a dynamic
+// schedule); SIMD variant chosen at run time (common/isa.h); per-thread scratch is
+// allocated before the region.
 void lut_maxsim_cpu(const LutMaxSimParams& p);
 
 }  // namespace ce

@@ -84,6 +84,11 @@ void centroid_interaction_cpu(const CentroidInteractionParams& p);
 
 #include "common/cuda_stream.h"
 namespace ce {
+// Limits of the CUDA kernels (shared memory), exported by the _cuda module as
+// plaid_max_picks / plaid_max_keep so Python reads them from one place:
+// query_len * min(nprobe, K) <= kCudaMaxPicks unless nprobe >= K, and ndocs <= kCudaMaxKeep.
+constexpr int64_t kCudaMaxPicks = 8192;  // int32 picks + uint8 flags: 40 KB of shared memory
+constexpr int64_t kCudaMaxKeep = 8192;   // 64-bit selection keys in shared memory: 64 KB
 // Same contracts on device pointers; queued on `stream`, no host synchronisation (the
 // caller reads `counts` back to size out_ids between the two candidate phases).
 // Return a cudaError_t value (0 on success): no exceptions cross the CUDA boundary.

@@ -2,13 +2,15 @@
 // and the AVX2 / AVX-512 builds of the same code (x86-64), and the table layout. The baseline
 // is SSE2 on x86-64 and NEON on aarch64 (Advanced SIMD is part of ARMv8-A, and the kernel's
 // 16-float vectors map onto four NEON registers), so aarch64 needs no separate build.
+#include <vector>
+
 #include "common/isa.h"
 #include "cpu/lut_maxsim_impl.h"
 
 namespace ce {
 
-void lut_maxsim_avx2(const LutMaxSimParams& p);
-void lut_maxsim_avx512(const LutMaxSimParams& p);
+void lut_maxsim_avx2(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats);
+void lut_maxsim_avx512(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats);
 
 // Tables per residual byte (kUnitBits = 8, 256 entries). Nibble tables (16 entries, twice
 // the lookups into tables 16x smaller, L1/L2-resident) measured slower: at nbits 4, dim 128,
@@ -19,14 +21,18 @@ int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len) {
 }
 
 void lut_maxsim_cpu(const LutMaxSimParams& p) {
+  // Scratch for every thread the region may start, allocated here: nothing may throw
+  // inside an OpenMP region.
+  const int64_t per_thread = lut_scratch_floats(p.query_len, p.nbits);
+  std::vector<float> scratch(static_cast<size_t>(max_threads() * per_thread));
   switch (cpu_isa()) {
 #ifdef CE_HAVE_X86_SIMD
-    case Isa::AVX512: lut_maxsim_avx512(p); return;
-    case Isa::AVX2: lut_maxsim_avx2(p); return;
+    case Isa::AVX512: lut_maxsim_avx512(p, scratch.data(), per_thread); return;
+    case Isa::AVX2: lut_maxsim_avx2(p, scratch.data(), per_thread); return;
 #endif
     default: break;
   }
-  lut_maxsim_dispatch(p);
+  lut_maxsim_dispatch(p, scratch.data(), per_thread);
 }
 
 }  // namespace ce

@@ -2,5 +2,7 @@
 #include "cpu/lut_maxsim_impl.h"
 
 namespace ce {
-void lut_maxsim_avx512(const LutMaxSimParams& p) { lut_maxsim_dispatch(p); }
+void lut_maxsim_avx512(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
+  lut_maxsim_dispatch(p, scratch, scratch_floats);
+}
 }  // namespace ce

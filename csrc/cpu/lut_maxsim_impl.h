@@ -15,6 +15,9 @@
 #if defined(__F16C__)
 #include <immintrin.h>
 #endif
+#ifdef CE_HAVE_OPENMP
+#include <omp.h>
+#endif
 
 // The vector type below never crosses a non-inlined call boundary between builds.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -77,16 +80,16 @@ inline int unit_bucket(int value, int unit_bits, int j, int nbits) {
 
 // Tables of query q, unit u: lut[value * lq + i] = sum_j q_i[u*k + j] * w[bucket_j(value)],
 // k = U / nbits dimensions per unit.
+// `tables` is where the query's tables go (its slot of p.lut).
 template <int U>
-inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t unit, float* query_t) {
+inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t unit, float* query_t, float* tables) {
   const int64_t lq = p.query_len, dim = p.dim;
   const int nbits = p.nbits, per_unit = U / nbits;
-  const int64_t units = dim * nbits / U;
   const float* query = p.queries + q * lq * dim;
   // The unit's k dimensions transposed to [j][i], so the inner loop is contiguous.
   for (int j = 0; j < per_unit; ++j)
     for (int64_t i = 0; i < lq; ++i) query_t[j * lq + i] = query[i * dim + unit * per_unit + j];
-  float* lut = p.lut + (q * units + unit) * table_stride<U>(lq);
+  float* lut = tables + unit * table_stride<U>(lq);
   for (int value = 0; value < (1 << U); ++value) {
     float* entry = lut + value * lq;
     for (int64_t i = 0; i < lq; ++i) entry[i] = 0.f;
@@ -179,13 +182,11 @@ inline void best_tail(const LutMaxSimParams& p, const float* scores, const float
 
 // Score of query q against document `doc`; `best` is scratch of query_len floats.
 template <int U>
-inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* best) {
+inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* best, const float* lut) {
   const int64_t lq = p.query_len;
-  const int64_t units = p.dim * p.nbits / U;
   const int64_t begin = p.doc_offsets[doc], end = p.doc_offsets[doc + 1];
   if (end == begin) return -INFINITY;
   const float* scores = p.scores + q * p.n_centroids * lq;
-  const float* lut = p.lut + q * units * table_stride<U>(lq);
   int64_t lane = 0;
   // Two vectors (32 query tokens, the default query length) per pass over the tokens.
   for (; lane + 32 <= lq; lane += 32) best_lanes<U, 2>(p, scores, lut, begin, end, lane, best + lane);
@@ -197,32 +198,101 @@ inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, fl
   return total;
 }
 
+// Query of flat position j: the last q with cand_offsets[q] <= j (empty queries skipped).
+inline int64_t lut_query_of(const int64_t* cand_offsets, int64_t n_queries, int64_t j) {
+  int64_t lo = 0, hi = n_queries;  // invariant: cand_offsets[lo] <= j < cand_offsets[hi]
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (cand_offsets[mid] <= j) lo = mid; else hi = mid;
+  }
+  return lo;
+}
+
+inline int lut_thread_num() {
+#ifdef CE_HAVE_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+inline int lut_team_size() {
+#ifdef CE_HAVE_OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+// Below this many (query, candidate) pairs with a single query, the call stays on the
+// calling thread: waking the team and its barrier cost more than the work, and a barrier
+// of an oversubscribed team waits for a descheduled thread.
+constexpr int64_t kLutParallelMinPairs = 16;
+
+// scratch: lut_scratch_floats(U, ...) floats per thread of the team, allocated by the
+// caller before the region (nothing in the region allocates).
 template <int U>
-void lut_maxsim_impl(const LutMaxSimParams& p) {
+void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
   const int64_t lq = p.query_len;
   const int64_t units = p.dim * p.nbits / U;
-#pragma omp parallel
+  const bool per_query = p.cand_offsets != nullptr;
+  const int64_t table_floats = units * table_stride<U>(lq);  // one query's tables
+  const int64_t first = per_query ? p.cand_offsets[0] : 0;
+  const int64_t pairs = per_query ? p.n_candidates : p.n_queries * p.n_candidates;
+#pragma omp parallel if (p.n_queries > 1 || pairs >= kLutParallelMinPairs)
   {
-    float* query_t = new float[(U / p.nbits) * lq];
-    float* best = new float[lq];
+    float* query_t = scratch + lut_thread_num() * scratch_floats;
+    float* best = query_t + (U / p.nbits) * lq;
+    if (p.n_queries >= 2 * lut_team_size()) {
+      // A batch: one query per task, its tables built and used by the same thread while
+      // they are in its cache (tables built for the whole batch first were evicted before
+      // use: a batch cost more CPU per query than single queries). No barrier but the end.
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t block = 0; block < p.n_queries * units; ++block)
-      build_lut_block<U>(p, block / units, block % units, query_t);
-    // Query-major: one query's tables stay in cache while the threads sweep its
-    // candidates. The implicit barrier above orders build and use.
-    for (int64_t q = 0; q < p.n_queries; ++q) {
+      for (int64_t q = 0; q < p.n_queries; ++q) {
+        // The thread's own slot of the workspace (the batch holds more slots than threads):
+        // reused, so it stays in cache and its pages are touched once.
+        float* tables = p.lut + lut_thread_num() * table_floats;
+        for (int64_t unit = 0; unit < units; ++unit) build_lut_block<U>(p, q, unit, query_t, tables);
+        if (per_query) {
+          for (int64_t j = p.cand_offsets[q]; j < p.cand_offsets[q + 1]; ++j)
+            p.out[j] = score_document<U>(p, q, p.candidates[j], best, tables);
+        } else {
+          for (int64_t m = 0; m < p.n_candidates; ++m)
+            p.out[q * p.n_candidates + m] = score_document<U>(p, q, p.candidates[m], best, tables);
+        }
+      }
+    } else {
+      // A few queries: every thread on every query's tables, then on all pairs of all
+      // queries, query-major (a query's tables stay in cache while the threads sweep its
+      // candidates), with one barrier between.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t block = 0; block < p.n_queries * units; ++block)
+        build_lut_block<U>(p, block / units, block % units, query_t, p.lut + block / units * table_floats);
 #pragma omp for schedule(dynamic, 4)
-      for (int64_t m = 0; m < p.n_candidates; ++m)
-        p.out[q * p.n_candidates + m] = score_document<U>(p, q, p.candidates[m], best);
+      for (int64_t w = 0; w < pairs; ++w) {
+        if (per_query) {
+          const int64_t j = first + w;
+          const int64_t q = lut_query_of(p.cand_offsets, p.n_queries, j);
+          p.out[j] = score_document<U>(p, q, p.candidates[j], best, p.lut + q * table_floats);
+        } else {
+          const int64_t q = w / p.n_candidates;
+          p.out[w] = score_document<U>(p, q, p.candidates[w - q * p.n_candidates], best, p.lut + q * table_floats);
+        }
+      }
     }
-    delete[] query_t;
-    delete[] best;
   }
 }
 
 constexpr int kUnitBits = 8;
 
-inline void lut_maxsim_dispatch(const LutMaxSimParams& p) { lut_maxsim_impl<kUnitBits>(p); }
+// Per-thread scratch of lut_maxsim_impl<kUnitBits>: a transposed query unit and the maxes.
+inline int64_t lut_scratch_floats(int64_t query_len, int nbits) {
+  return (kUnitBits / nbits) * query_len + query_len;
+}
+
+inline void lut_maxsim_dispatch(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
+  lut_maxsim_impl<kUnitBits>(p, scratch, scratch_floats);
+}
 
 }  // namespace
 }  // namespace ce

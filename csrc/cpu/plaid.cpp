@@ -7,6 +7,11 @@
 #include <limits>
 #include <vector>
 
+#ifdef CE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "common/isa.h"
 #include "common/plaid.h"
 
 namespace ce {
@@ -36,6 +41,16 @@ inline bool better(const Scored& a, const Scored& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
 
+// Workspaces are allocated before each parallel region, one slice per thread the region may
+// start: nothing inside a region allocates (an exception must not escape it).
+inline int thread_num() {
+#ifdef CE_HAVE_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 // ---------------------------------------------------------------- stage 1: top cells
 
 // Whether row[i] > worst[i] for some i, in 8 independent lanes so it compiles to vector
@@ -50,17 +65,18 @@ inline bool any_greater(const float* __restrict row, const float* __restrict wor
 }
 
 // Top-`nprobe` centroids per query token over centroids [c_begin, c_end), written best first
-// to top[i * nprobe ...]; slots a short range cannot fill keep id = INT32_MAX.
+// to top[i * nprobe ...]; slots a short range cannot fill keep id = INT32_MAX. `worst` is
+// scratch of query_len floats.
 void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int64_t c_begin,
-                    int64_t c_end, Scored* top) {
+                    int64_t c_end, Scored* top, float* worst) {
   const Scored empty{kNegInf, std::numeric_limits<int32_t>::max()};
   std::fill(top, top + query_len * nprobe, empty);
   // worst[i]: the score a centroid must beat (strictly: equal scores keep the lower id,
   // which was seen first) to enter token i's list.
-  std::vector<float> worst(query_len, kNegInf);
+  std::fill(worst, worst + query_len, kNegInf);
   for (int64_t c = c_begin; c < c_end; ++c) {
     const float* row = scores + c * query_len;
-    if (!any_greater(row, worst.data(), query_len)) continue;
+    if (!any_greater(row, worst, query_len)) continue;
     for (int64_t i = 0; i < query_len; ++i) {
       const float s = row[i];
       if (!(s > worst[i])) continue;
@@ -76,11 +92,12 @@ void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int6
   }
 }
 
-// Marks the docs of the given cells in `bitmap`; returns how many bits it newly set.
-int64_t mark_cells(const CandidatesParams& p, const std::vector<int32_t>& cells,
+// Marks the docs of cells[0 .. n_cells) in `bitmap`; returns how many bits it newly set.
+int64_t mark_cells(const CandidatesParams& p, const int32_t* cells, int64_t n_cells,
                    uint64_t* bitmap) {
   int64_t count = 0;
-  for (const int32_t c : cells) {
+  for (int64_t k_cell = 0; k_cell < n_cells; ++k_cell) {
+    const int32_t c = cells[k_cell];
     for (int64_t k = p.ivf_offsets[c]; k < p.ivf_offsets[c + 1]; ++k) {
       const int32_t d = p.ivf[k];
       if (p.subset && !p.subset[d]) continue;
@@ -106,62 +123,73 @@ void candidates_mark_cpu(const CandidatesParams& p) {
   const int64_t n_chunks = insertion ? std::max<int64_t>(1, (k_cells + kScanChunk - 1) / kScanChunk) : 1;
   std::vector<Scored> top;
   if (!all_cells) top.resize(static_cast<size_t>(nq * n_chunks * lq * nprobe));
+  // Per-thread scratch: token maxes, a centroid column, the seen flags and the probed cells
+  // of a query, one token's merged chunk lists.
+  const int64_t threads = max_threads();
+  const int64_t max_cells = all_cells ? k_cells : std::min(k_cells, lq * nprobe);
+  std::vector<float> worst_all(static_cast<size_t>(threads * lq));
+  std::vector<Scored> column_all(insertion || all_cells ? 0 : static_cast<size_t>(threads * k_cells));
+  std::vector<uint8_t> seen_all(static_cast<size_t>(threads * k_cells), 0);
+  std::vector<int32_t> cells_all(static_cast<size_t>(threads * max_cells));
+  std::vector<Scored> merged_all(static_cast<size_t>(threads * n_chunks * nprobe));
 
 #pragma omp parallel if (nq * k_cells * lq >= kParallelMinScores)
   {
+    const int64_t t = thread_num();
     if (!all_cells && insertion) {
+      float* worst = worst_all.data() + t * lq;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < nq * n_chunks; ++task) {
         const int64_t q = task / n_chunks, chunk = task % n_chunks;
         const int64_t c_begin = chunk * kScanChunk;
         const int64_t c_end = std::min(k_cells, c_begin + kScanChunk);
         scan_top_cells(p.scores + q * k_cells * lq, lq, nprobe, c_begin, c_end,
-                       top.data() + task * lq * nprobe);
+                       top.data() + task * lq * nprobe, worst);
       }
     } else if (!all_cells) {
-      std::vector<Scored> column(static_cast<size_t>(k_cells));
+      Scored* column = column_all.data() + t * k_cells;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < nq * lq; ++task) {
         const int64_t q = task / lq, i = task % lq;
         const float* scores = p.scores + q * k_cells * lq;
         for (int64_t c = 0; c < k_cells; ++c)
           column[c] = Scored{scores[c * lq + i], static_cast<int32_t>(c)};
-        std::nth_element(column.begin(), column.begin() + (nprobe - 1), column.end(), better);
-        std::copy(column.begin(), column.begin() + nprobe, top.begin() + task * nprobe);
+        std::nth_element(column, column + (nprobe - 1), column + k_cells, better);
+        std::copy(column, column + nprobe, top.begin() + task * nprobe);
       }
     }
 
-    std::vector<uint8_t> seen(static_cast<size_t>(k_cells), 0);
-    std::vector<int32_t> cells;
-    std::vector<Scored> merged;
+    uint8_t* seen = seen_all.data() + t * k_cells;
+    int32_t* cells = cells_all.data() + t * max_cells;
+    Scored* merged = merged_all.data() + t * n_chunks * nprobe;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t q = 0; q < nq; ++q) {
-      cells.clear();
+      int64_t n_cells = 0;
       if (all_cells) {
-        for (int64_t c = 0; c < k_cells; ++c) cells.push_back(static_cast<int32_t>(c));
+        for (int64_t c = 0; c < k_cells; ++c) cells[n_cells++] = static_cast<int32_t>(c);
       } else {
         const Scored* query_top = top.data() + q * n_chunks * lq * nprobe;
         for (int64_t i = 0; i < lq; ++i) {
           // Token i's candidates from every chunk; the best nprobe over all of them.
-          merged.clear();
+          int64_t n_merged = 0;
           for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
             const Scored* list = query_top + (chunk * lq + i) * nprobe;
             for (int64_t j = 0; j < nprobe; ++j)
-              if (list[j].id != std::numeric_limits<int32_t>::max()) merged.push_back(list[j]);
+              if (list[j].id != std::numeric_limits<int32_t>::max()) merged[n_merged++] = list[j];
           }
-          const int64_t take = std::min<int64_t>(nprobe, static_cast<int64_t>(merged.size()));
-          std::partial_sort(merged.begin(), merged.begin() + take, merged.end(), better);
+          const int64_t take = std::min(nprobe, n_merged);
+          std::partial_sort(merged, merged + take, merged + n_merged, better);
           for (int64_t j = 0; j < take; ++j) {
             const int32_t c = merged[j].id;
             if (!seen[c]) {
               seen[c] = 1;
-              cells.push_back(c);
+              cells[n_cells++] = c;
             }
           }
         }
-        for (const int32_t c : cells) seen[c] = 0;
+        for (int64_t j = 0; j < n_cells; ++j) seen[cells[j]] = 0;
       }
-      p.counts[q] = mark_cells(p, cells, p.bitmap + q * p.bitmap_words);
+      p.counts[q] = mark_cells(p, cells, n_cells, p.bitmap + q * p.bitmap_words);
     }
   }
 }
@@ -271,14 +299,13 @@ void score_candidates(const CentroidInteractionParams& p, int64_t q, int64_t j_b
 }
 
 // The best min(ndocs, m) candidates of query q, best first: nth_element then a sort of the
-// kept ndocs only.
-void select_top(const CentroidInteractionParams& p, int64_t q, std::vector<Scored>& items) {
+// kept ndocs only. `items` is the query's own slice of a workspace of one entry per candidate.
+void select_top(const CentroidInteractionParams& p, int64_t q, Scored* items) {
   const int64_t begin = p.cand_offsets[q], m = p.cand_offsets[q + 1] - begin;
   const int64_t keep_n = std::min(p.ndocs, m);
-  items.resize(static_cast<size_t>(m));
   for (int64_t j = 0; j < m; ++j) items[j] = Scored{p.approx[begin + j], p.candidates[begin + j]};
-  if (keep_n < m) std::nth_element(items.begin(), items.begin() + keep_n, items.end(), better);
-  std::sort(items.begin(), items.begin() + keep_n, better);
+  if (keep_n < m) std::nth_element(items, items + keep_n, items + m, better);
+  std::sort(items, items + keep_n, better);
   const int64_t out = p.out_offsets[q];
   for (int64_t j = 0; j < keep_n; ++j) {
     p.out_scores[out + j] = items[j].score;
@@ -293,7 +320,10 @@ constexpr int64_t kCandidateChunk = 32;
 void centroid_interaction_cpu(const CentroidInteractionParams& p) {
   const int64_t nq = p.n_queries, k_cells = p.n_centroids, lq = p.query_len;
   if (nq == 0) return;
-  const int64_t total = p.cand_offsets[nq];
+  const int64_t first = p.cand_offsets[0];
+  const int64_t total = p.cand_offsets[nq] - first;
+  std::vector<float> best_all(static_cast<size_t>(max_threads() * lq));
+  std::vector<Scored> items(static_cast<size_t>(total));
 #pragma omp parallel if (total >= kParallelMinCandidates)
   {
     if (p.prune) {
@@ -303,25 +333,24 @@ void centroid_interaction_cpu(const CentroidInteractionParams& p) {
         p.keep[qc] = row_max(p.scores + qc * lq, lq) >= p.threshold;
       }
     }
-    std::vector<float> best(static_cast<size_t>(lq));
+    float* best = best_all.data() + thread_num() * lq;
     // All candidates of all queries as one pool of small chunks: a lone query spreads over
     // every thread, and a batch needs no per-query barrier.
     const int64_t n_tasks = (total + kCandidateChunk - 1) / kCandidateChunk;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < n_tasks; ++task) {
-      const int64_t j_begin = task * kCandidateChunk;
-      const int64_t j_end = std::min(total, j_begin + kCandidateChunk);
+      const int64_t j_begin = first + task * kCandidateChunk;
+      const int64_t j_end = std::min(first + total, j_begin + kCandidateChunk);
       // Chunks may straddle queries: split at query boundaries.
       int64_t q = std::upper_bound(p.cand_offsets, p.cand_offsets + nq + 1, j_begin) - p.cand_offsets - 1;
       for (int64_t j = j_begin; j < j_end; ++q) {
         const int64_t stop = std::min(j_end, p.cand_offsets[q + 1]);
-        score_candidates(p, q, j, stop, best.data());
+        score_candidates(p, q, j, stop, best);
         j = stop;
       }
     }
-    std::vector<Scored> items;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t q = 0; q < nq; ++q) select_top(p, q, items);
+    for (int64_t q = 0; q < nq; ++q) select_top(p, q, items.data() + (p.cand_offsets[q] - first));
   }
 }
 

@@ -50,12 +50,26 @@ score_kernel(LutMaxSimParams p) {
   const int lane = threadIdx.x % 32;
   const int64_t lq = p.query_len;
   const int64_t positions = p.dim * p.nbits / 8;
-  const int64_t n_work = p.n_queries * p.n_candidates;
+  const int64_t first = p.cand_offsets ? p.cand_offsets[0] : 0;
+  const int64_t n_work = p.cand_offsets ? p.n_candidates : p.n_queries * p.n_candidates;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (kScoreThreads / 32);
   for (int64_t w = blockIdx.x * static_cast<int64_t>(kScoreThreads / 32) + threadIdx.x / 32; w < n_work;
        w += warps) {
-    const int64_t q = w / p.n_candidates, m = w - q * p.n_candidates;
-    const int64_t d = p.candidates[m];
+    int64_t q, slot;
+    if (p.cand_offsets) {
+      // Query of flat position j: the last q with cand_offsets[q] <= j.
+      slot = first + w;
+      int64_t lo = 0, hi = p.n_queries;
+      while (hi - lo > 1) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (p.cand_offsets[mid] <= slot) lo = mid; else hi = mid;
+      }
+      q = lo;
+    } else {
+      q = w / p.n_candidates;
+      slot = w;
+    }
+    const int64_t d = p.candidates[p.cand_offsets ? slot : w - q * p.n_candidates];
     const int64_t begin = p.doc_offsets[d], end = p.doc_offsets[d + 1];
     const float* scores = p.scores + q * p.n_centroids * lq;
     const float* lut = p.lut + q * positions * 256 * lq;
@@ -75,7 +89,7 @@ score_kernel(LutMaxSimParams p) {
       const int n_here = static_cast<int>(lq - i0 < 32 ? lq - i0 : 32);
       for (int l = 0; l < n_here; ++l) total += __shfl_sync(0xffffffffu, best, l);
     }
-    if (lane == 0) p.out[q * p.n_candidates + m] = end == begin ? -INFINITY : total;
+    if (lane == 0) p.out[slot] = end == begin ? -INFINITY : total;
   }
 }
 
@@ -100,7 +114,8 @@ int lut_maxsim_cuda(const LutMaxSimParams& p, Stream stream) {
   CE_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   const int64_t warps_per_block = kScoreThreads / 32;
   CE_CUDA_RETURN_IF_ERROR(grid_for(reinterpret_cast<const void*>(score_kernel), kScoreThreads, 0,
-                                   (p.n_queries * p.n_candidates + warps_per_block - 1) / warps_per_block,
+                                   ((p.cand_offsets ? p.n_candidates : p.n_queries * p.n_candidates) +
+                                    warps_per_block - 1) / warps_per_block,
                                    1, 4, &blocks));
   score_kernel<<<blocks, kScoreThreads, 0, stream>>>(p);
   CE_CUDA_RETURN_LAUNCH_ERROR();

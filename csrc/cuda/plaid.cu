@@ -31,7 +31,7 @@ namespace {
 // ---------------------------------------------------------------- candidates_mark
 constexpr int kMarkThreads = 512;
 constexpr int kMarkWarps = kMarkThreads / 32;
-constexpr int64_t kMaxPicks = 8192;       // int32 picks + uint8 flags: 40 KB of shared memory
+constexpr int64_t kMaxPicks = kCudaMaxPicks;  // common/plaid.h
 constexpr int64_t kMaxDedupPicks = 1024;  // O(n^2 / threads) duplicate test below this
 
 struct Scored {
@@ -160,7 +160,7 @@ candidates_collect_kernel(CandidatesParams p) {
 constexpr int kKeepThreads = 256;
 constexpr int kApproxThreads = 256;
 constexpr int kSelectThreads = 512;
-constexpr int kSortCap = 8192;  // 64-bit keys in shared memory: 64 KB
+constexpr int kSortCap = static_cast<int>(kCudaMaxKeep);  // common/plaid.h
 
 __global__ void __launch_bounds__(kKeepThreads)
 keep_kernel(CentroidInteractionParams p) {

@@ -284,10 +284,10 @@ def test_bad_inputs(tmp_path, built_index, collection):
 
 def test_ops_are_the_kernels():
     # the hot path calls the C++ ops, never the references
-    import colbert_engine.search.plaid as plaid
+    import colbert_engine.search.searcher as searcher
 
-    assert plaid.ops is ops
-    assert plaid.candidates_launch.__module__ == "colbert_engine.ops.plaid"
+    assert searcher.plaid_ops is ops.plaid
+    assert searcher.lut_maxsim_launch.__module__ == "colbert_engine.ops.lut_maxsim"
 
 
 @pytest.mark.gpu

@@ -208,3 +208,33 @@ def test_lut_maxsim_bad_input_names_the_argument():
     raises(ValueError, "bucket_weights", bucket_weights=weights[:3])
     raises(ValueError, "nbits", nbits=3)
     raises(ValueError, "^residuals", nbits=4)  # 16 bytes per token are 2 bits at dim 64
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(0, 30), min_size=1, max_size=10), sizes=st.lists(st.integers(0, 6), min_size=1,
+       max_size=5), nbits=st.sampled_from(NBITS), query_len=st.integers(1, 40), one_per_group=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_lut_maxsim_per_query_offsets_property(lengths, sizes, nbits, query_len, one_per_group, seed):
+    """The per-query layout (PLAID's stage 4 for a batch): each query scores its own run of
+    candidates, in one call or in workspace groups of one query."""
+    module = importlib.import_module("colbert_engine.ops.lut_maxsim")
+    cents, weights, codes, residuals, inv_norms, offsets = compressed_collection(lengths, 16, nbits, n_centroids=9,
+                                                                                 seed=seed)
+    queries, scores = queries_and_scores(cents, len(sizes), query_len, seed=seed + 1)
+    gen = torch.Generator().manual_seed(seed)
+    candidates = torch.randint(0, len(lengths), (sum(sizes),), generator=gen)
+    host = [0]
+    for size in sizes:
+        host.append(host[-1] + size)
+    out = torch.full((sum(sizes),), 7.0)
+    budget = module._LUT_WORKSPACE_BYTES
+    try:
+        if one_per_group:
+            module._LUT_WORKSPACE_BYTES = 1
+        module.lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, offsets, candidates, weights, nbits,
+                                 out, cand_offsets=torch.tensor(host), host_offsets=host)
+    finally:
+        module._LUT_WORKSPACE_BYTES = budget
+    want = reference.lut_maxsim_per_query(queries, scores, codes, residuals, inv_norms, offsets, candidates, host,
+                                          weights, nbits)
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-5)

@@ -8,6 +8,8 @@
 namespace py = pybind11;
 
 void bind_plaid(py::module_& m) {
+  m.attr("plaid_max_picks") = ce::kCudaMaxPicks;
+  m.attr("plaid_max_keep") = ce::kCudaMaxKeep;
   m.def(
       "candidates_mark",
       [](uintptr_t scores, uintptr_t ivf, uintptr_t ivf_offsets, uintptr_t subset,

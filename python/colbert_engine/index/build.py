@@ -14,7 +14,7 @@ from colbert_engine.index import format as F
 from colbert_engine.index.batches import batches_of, check_batch, gather_rows, sample_rows
 from colbert_engine.index.codec import HELDOUT_TOKENS, num_centroids, train_codec
 from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
-from colbert_engine.search import plaid
+from colbert_engine.search import check_count
 
 # Streaming builds train the codec on the documents of the first this-many tokens.
 DEFAULT_TRAIN_BUFFER_TOKENS = 1 << 19
@@ -27,7 +27,7 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
     if n_centroids is not None:
-        n_centroids = plaid.check_count(n_centroids, "n_centroids")
+        n_centroids = check_count(n_centroids, "n_centroids")
     if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
         raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from colbert_engine.index import writer
 from colbert_engine.index.build import DEFAULT_TRAIN_BUFFER_TOKENS, build_index
 from colbert_engine.index.reader import IndexReader
 from colbert_engine.ops import _validate as V
-from colbert_engine.search import plaid
+from colbert_engine.search import Searcher, search_thread_team
 
 
 def _resolve_device(device) -> torch.device:
@@ -111,13 +111,13 @@ class Index(IndexReader):
                         exact=False, filter=None):
         """Like :meth:`search` but returns internal doc ids: list of (scores, doc_ids) tensors."""
         self._check_open()
-        queries, _ = self._prepare_queries(queries)
-        allowed = self._allowed(filter)
-        if exact:
-            k = plaid.check_count(k, "k")
-            return plaid.exact_search(queries, self.codec, self.segments, allowed, k)
-        params = plaid.default_params(k, nprobe, centroid_score_threshold, ndocs)
-        return plaid.plaid_search(queries, self.codec, self.segments, allowed, params)
+        with search_thread_team():  # the query checks run torch ops too
+            queries, _ = self._prepare_queries(queries)
+            allowed = self._allowed(filter)
+            searcher = Searcher(self.codec, self.segments)
+            if exact:
+                return searcher.exact(queries, k, allowed)
+            return searcher.search(queries, searcher.params(k, nprobe, centroid_score_threshold, ndocs), allowed)
 
     def search(self, queries, k: int = 10, nprobe: int | None = None, centroid_score_threshold: float | None = None,
                ndocs: int | None = None, exact: bool = False, filter=None):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from colbert_engine import _native
 from colbert_engine.ops import _validate as V
 from colbert_engine.ops import codec as _codec
+from colbert_engine.ops.plaid import device_guard, kernels_for
 
 # Lookup tables take up to dim*nbits/8 * 256 * Lq fp32 per query (1 MiB at dim 128,
 # nbits 2, Lq 32; the backend says how much); queries are scored in groups whose tables
@@ -99,34 +99,55 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
 
 
 def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, bucket_weights,
-                      nbits, out) -> None:
+                      nbits, out, *, cand_offsets=None, host_offsets=None, backend=None) -> None:
     """Unchecked launch for callers that already validated (the index's search path).
 
     queries fp32 ``(nq, Lq, dim)``, scores fp32 ``(nq, K, Lq)``, codes int32 ``(T,)``,
     residuals uint8 ``(T, dim*nbits/8)``, inv_norms fp16 ``(T,)``, doc_offsets int64,
-    candidates int64 ``(m,)``, bucket_weights fp32, out fp32 ``(nq, m)``; all contiguous
-    and on one device. Allocates the lookup-table workspace itself, per group of queries.
+    candidates int64, bucket_weights fp32; all contiguous and on one device.
+
+    - ``cand_offsets`` None: every query scores every candidate (``(m,)``) into out fp32
+      ``(nq, m)``.
+    - ``cand_offsets`` int64 ``(nq + 1,)`` on the device with ``host_offsets``, the same
+      values as a host sequence (the CUDA path knows them without reading the device): query
+      q scores ``candidates[cand_offsets[q]:cand_offsets[q + 1]]`` into the same positions of
+      a flat out ``(cand_offsets[nq],)``; one call for a batch whose queries have their own
+      survivors.
+
+    Allocates the lookup-table workspace itself and scores the queries in groups whose
+    tables fit it (one native call per group: usually one per batch).
     """
     n_queries, query_len, dim = queries.shape
-    n_candidates = candidates.numel()
     if out.numel() == 0:
         return
-    backend = _native.cuda() if queries.device.type == "cuda" else _native.cpu()
-    if hasattr(backend, "lut_workspace_floats"):
-        per_query = backend.lut_workspace_floats(dim, nbits, query_len)
+    device = queries.device
+    module = kernels_for(device, backend)
+    if hasattr(module, "lut_workspace_floats"):
+        per_query = module.lut_workspace_floats(dim=dim, nbits=nbits, query_len=query_len)
     else:  # a backend whose tables are one per residual byte, unpadded
         per_query = dim * nbits // 8 * 256 * query_len
     group = max(1, min(n_queries, _LUT_WORKSPACE_BYTES // (4 * per_query)))
-    lut = torch.empty(group, per_query, dtype=torch.float32, device=queries.device)
+    lut = torch.empty(group, per_query, dtype=torch.float32, device=device)
+    on_cuda = (backend or device.type) == "cuda"
     for start in range(0, n_queries, group):
         stop = min(n_queries, start + group)
-        q, s, o = queries[start:stop], scores[start:stop], out[start:stop]
-        args = (q.data_ptr(), s.data_ptr(), codes.data_ptr(), residuals.data_ptr(), inv_norms.data_ptr(),
-                doc_offsets.data_ptr(), candidates.data_ptr(), bucket_weights.data_ptr(), lut.data_ptr(),
-                o.data_ptr(), stop - start, query_len, dim, scores.shape[1], codes.numel(),
-                doc_offsets.numel() - 1, n_candidates, nbits)
-        if queries.device.type == "cuda":
-            with torch.cuda.device(queries.device):
-                backend.lut_maxsim(*args, V.stream_of(queries.device))
+        if cand_offsets is None:
+            out_ptr, offsets_ptr, n_pairs = out[start:stop].data_ptr(), 0, candidates.numel()
         else:
-            backend.lut_maxsim(*args)
+            n_pairs = int(host_offsets[stop]) - int(host_offsets[start])
+            if n_pairs == 0:
+                continue
+            # Positions are absolute: the group passes its slice of the offsets, the whole out.
+            out_ptr, offsets_ptr = out.data_ptr(), cand_offsets[start:].data_ptr()
+        kwargs = dict(queries=queries[start:stop].data_ptr(), scores=scores[start:stop].data_ptr(),
+                      codes=codes.data_ptr(), residuals=residuals.data_ptr(), inv_norms=inv_norms.data_ptr(),
+                      doc_offsets=doc_offsets.data_ptr(), candidates=candidates.data_ptr(),
+                      cand_offsets=offsets_ptr, bucket_weights=bucket_weights.data_ptr(), lut=lut.data_ptr(),
+                      out=out_ptr, n_queries=stop - start, query_len=query_len, dim=dim,
+                      n_centroids=scores.shape[1], n_tokens=codes.numel(), n_docs=doc_offsets.numel() - 1,
+                      n_candidates=n_pairs, nbits=nbits)
+        if on_cuda:
+            with device_guard(device):
+                module.lut_maxsim(**kwargs, stream=V.stream_of(device))
+        else:
+            module.lut_maxsim(**kwargs)

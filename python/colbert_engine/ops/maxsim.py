@@ -276,6 +276,33 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     return top_scores, top_indices
 
 
+def topk_by_score(scores, ids, k: int):
+    """The best ``k`` entries of every row by (score descending, id ascending): the one
+    tie-ordering rule of the library's results (the C++ kernels apply the same order).
+
+    ``scores`` float ``(n, m)`` and ``ids`` int64 ``(n, m)`` (or 1-D, one row); returns
+    ``(scores, ids)`` of ``(n, min(k, m))``, best first, on the same device. A row's entries
+    that tie with its k-th best are all considered, so the result does not depend on how the
+    row was assembled. On the CPU: one ``topk`` plus two stable sorts of the (few) kept
+    columns; on CUDA two stable sorts of the whole rows (no host synchronisation).
+    """
+    squeeze = scores.dim() == 1
+    if squeeze:
+        scores, ids = scores.unsqueeze(0), ids.unsqueeze(0)
+    keep = min(k, scores.shape[1])
+    if keep < scores.shape[1] and scores.device.type != "cuda":
+        # Everything >= the k-th best score: the topk of the widest row's count of such entries.
+        kth = scores.topk(keep, dim=1).values[:, -1:]
+        width = int((scores >= kth).sum(dim=1).max())
+        top = scores.topk(width, dim=1)
+        scores, ids = top.values, ids.gather(1, top.indices)
+    by_id = torch.argsort(ids, dim=1, stable=True)
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :keep]
+    scores, ids = scores.gather(1, order), ids.gather(1, order)
+    return (scores[0], ids[0]) if squeeze else (scores, ids)
+
+
 def _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k, top_scores, top_indices, status=None):
     """Chunks of documents through the CUDA maxsim kernel, merged into a running top-k."""
     device = doc_emb.device
@@ -288,15 +315,8 @@ def _cuda_topk(queries, doc_emb, doc_offsets, doc_subset, k, top_scores, top_ind
         chunk = ids_all[start:start + _CUDA_TOPK_CHUNK].contiguous()
         scores = torch.empty((nq, chunk.numel()), dtype=torch.float32, device=device)
         maxsim_launch(queries, doc_emb, doc_offsets, chunk, scores, status=status)
-        merged_scores = torch.cat([best_scores, scores], dim=1)
-        merged_ids = torch.cat([best_ids, chunk.expand(nq, -1)], dim=1)
-        # Order each row by (score desc, id asc): two stable sorts along the row.
-        by_id = torch.argsort(merged_ids, dim=1, stable=True)
-        merged_scores = torch.gather(merged_scores, 1, by_id)
-        merged_ids = torch.gather(merged_ids, 1, by_id)
-        order = torch.argsort(merged_scores, dim=1, descending=True, stable=True)[:, :k]
-        best_scores = torch.gather(merged_scores, 1, order)
-        best_ids = torch.gather(merged_ids, 1, order)
+        best_scores, best_ids = topk_by_score(torch.cat([best_scores, scores], dim=1),
+                                              torch.cat([best_ids, chunk.to(torch.int64).expand(nq, -1)], dim=1), k)
     best_ids = torch.where(torch.isneginf(best_scores), torch.full_like(best_ids, -1), best_ids)
     top_scores.copy_(best_scores)
     top_indices.copy_(best_ids)

@@ -13,6 +13,7 @@ search path whose index arrays were validated once when the index was opened.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 
@@ -100,6 +101,38 @@ def _cuda_module():
         raise RuntimeError("colbert_engine._cuda was built without the PLAID kernels (csrc/cuda/plaid.cu); "
                            "move the inputs to the CPU or rebuild")
     return module
+
+
+def kernels_for(device, backend=None):
+    """The native module for ``device``'s tensors. ``backend`` ("cpu" / "cuda") overrides the
+    choice: a test runs the CUDA path's calls on CPU tensors through a stand-in module."""
+    if (backend or device.type) == "cuda":
+        return _cuda_module()
+    return _native.cpu()
+
+
+def device_guard(device):
+    """Make ``device`` current for a CUDA launch (a no-op for CPU tensors)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _launch(device, backend, name, **kwargs):
+    """Call kernel ``name`` of the module for (device, backend) by keyword; CUDA calls get
+    the device's current stream."""
+    module = kernels_for(device, backend)
+    if (backend or device.type) == "cuda":
+        with device_guard(device):
+            getattr(module, name)(**kwargs, stream=V.stream_of(device))
+    else:
+        getattr(module, name)(**kwargs)
+
+
+def cuda_limits() -> tuple[int, int]:
+    """``(max_picks, max_keep)`` of the CUDA kernels, as the _cuda module exports them:
+    ``query_len * nprobe <= max_picks`` unless nprobe >= K, and at most ``max_keep``
+    documents kept per query by stages 2-3."""
+    module = _cuda_module()
+    return int(module.plaid_max_picks), int(module.plaid_max_keep)
 
 
 def _to_numpy(x):
@@ -224,37 +257,46 @@ def candidates_launch(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset
 
 def _candidates_group(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset):
     device = scores.device
-    nq, n_centroids, query_len = scores.shape
-    bitmap_words = (n_docs + 63) // 64
-    bitmap = torch.zeros((nq, bitmap_words), dtype=torch.int64, device=device)
-    counts = torch.empty(nq, dtype=torch.int64, device=device)
-    subset_ptr = 0 if subset is None else subset.data_ptr()
-    mark_args = (scores.data_ptr(), ivf.data_ptr(), ivf_offsets.data_ptr(), subset_ptr,
-                 bitmap.data_ptr(), counts.data_ptr(), nq, n_centroids, query_len, nprobe,
-                 n_docs, bitmap_words)
+    nq = scores.shape[0]
     if device.type == "cuda":
-        # csrc/cuda/plaid.cu keeps every token's picks in shared memory.
-        if nprobe < n_centroids and query_len * nprobe > 8192:
-            raise ValueError(f"nprobe: on CUDA query_len * nprobe must be <= 8192 (or nprobe >= the "
-                             f"number of centroids), got {query_len} * {nprobe}")
-        module = _cuda_module()
-        with torch.cuda.device(device):
-            module.candidates_mark(*mark_args, V.stream_of(device))
-    else:
-        module = _native.cpu()
-        module.candidates_mark(*mark_args)
+        max_picks, _ = cuda_limits()
+        if nprobe < scores.shape[1] and scores.shape[2] * nprobe > max_picks:
+            raise ValueError(f"nprobe: on CUDA query_len * nprobe must be <= {max_picks} (or nprobe >= the "
+                             f"number of centroids), got {scores.shape[2]} * {nprobe}")
+    bitmap, counts = candidates_mark_launch(scores, ivf, ivf_offsets, nprobe, n_docs, subset)
     offsets = torch.zeros(nq + 1, dtype=torch.int64, device=device)
     torch.cumsum(counts, 0, out=offsets[1:])
     total = int(offsets[-1])  # the one host synchronisation: sizes the output
     ids = torch.empty(total, dtype=torch.int32, device=device)
-    collect_args = (bitmap.data_ptr(), offsets.data_ptr(), ids.data_ptr(), nq, n_docs, bitmap_words)
     if total:
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                module.candidates_collect(*collect_args, V.stream_of(device))
-        else:
-            module.candidates_collect(*collect_args)
+        candidates_collect_launch(bitmap, offsets, ids, n_docs)
     return ids, offsets.cpu()
+
+
+def candidates_mark_launch(scores, ivf, ivf_offsets, nprobe: int, n_docs: int, subset=None, *, backend=None):
+    """Unchecked first phase of stage 1 for a batch (fp32 ``(nq, K, Lq)`` scores, int32 ivf,
+    int64 ivf_offsets, bool subset or None; contiguous, one device). Returns ``(bitmap,
+    counts)``: int64 ``(nq, words)`` candidate bitmaps and int64 ``(nq,)`` candidate counts,
+    on the device (nothing read back)."""
+    device = scores.device
+    nq, n_centroids, query_len = scores.shape
+    words = (n_docs + 63) // 64
+    bitmap = torch.zeros((nq, words), dtype=torch.int64, device=device)
+    counts = torch.empty(nq, dtype=torch.int64, device=device)
+    _launch(device, backend, "candidates_mark", scores=scores.data_ptr(), ivf=ivf.data_ptr(),
+            ivf_offsets=ivf_offsets.data_ptr(), subset=0 if subset is None else subset.data_ptr(),
+            bitmap=bitmap.data_ptr(), counts=counts.data_ptr(), n_queries=nq, n_centroids=n_centroids,
+            query_len=query_len, nprobe=nprobe, n_docs=n_docs, bitmap_words=words)
+    return bitmap, counts
+
+
+def candidates_collect_launch(bitmap, out_offsets, out_ids, n_docs: int, *, backend=None) -> None:
+    """Unchecked second phase of stage 1: query q's candidates, ascending, into
+    ``out_ids[out_offsets[q]:]`` (int64 offsets ``(nq + 1,)`` on the device; slots a query
+    does not fill keep what the caller put there)."""
+    _launch(bitmap.device, backend, "candidates_collect", bitmap=bitmap.data_ptr(),
+            out_offsets=out_offsets.data_ptr(), out_ids=out_ids.data_ptr(), n_queries=bitmap.shape[0],
+            n_docs=n_docs, bitmap_words=bitmap.shape[1])
 
 
 # --------------------------------------------------------------------------- stages 2-3
@@ -343,33 +385,41 @@ def centroid_interaction_launch(scores, doc_codes, doc_offsets, candidates, cand
     back, best first per query, query q's at ``[offsets[q]:offsets[q + 1]]`` (int64, CPU).
     """
     device = scores.device
-    nq, n_centroids, query_len = scores.shape
-    n_docs = doc_offsets.numel() - 1
+    nq = scores.shape[0]
     cand_offsets_host = cand_offsets.cpu()
+    sizes = torch.diff(cand_offsets_host)
     out_offsets = torch.zeros(nq + 1, dtype=torch.int64)
-    torch.cumsum(torch.diff(cand_offsets_host).clamp(max=ndocs), 0, out=out_offsets[1:])
+    torch.cumsum(sizes.clamp(max=ndocs), 0, out=out_offsets[1:])
     total = int(out_offsets[-1])
     out_scores = torch.empty(total, dtype=torch.float32, device=device)
     out_ids = torch.empty(total, dtype=torch.int32, device=device)
     if total == 0:
         return out_scores, out_ids, out_offsets
+    if device.type == "cuda":
+        # The CUDA selection holds min(ndocs, m_q) keys in shared memory.
+        _, max_keep = cuda_limits()
+        ndocs = min(ndocs, int(sizes.max()))
+        if ndocs > max_keep:
+            raise ValueError(f"ndocs: at most {max_keep} documents kept per query on CUDA, got {ndocs}")
+    centroid_interaction_into(scores, doc_codes, doc_offsets, candidates, cand_offsets.to(device),
+                              out_offsets.to(device), ndocs, threshold, out_scores, out_ids)
+    return out_scores, out_ids, out_offsets
+
+
+def centroid_interaction_into(scores, doc_codes, doc_offsets, candidates, cand_offsets, out_offsets,
+                              ndocs: int, threshold, out_scores, out_ids, *, backend=None) -> None:
+    """Unchecked stages 2-3 with every size given (nothing read back): query q's best
+    ``min(ndocs, m_q)`` candidates into ``out_*[out_offsets[q]:]``, best first. Offsets are
+    int64 ``(nq + 1,)`` on the device; ``doc_offsets`` has one entry per document plus one."""
+    device = scores.device
+    nq, n_centroids, query_len = scores.shape
     prune = threshold is not None
     keep = torch.empty((nq, n_centroids) if prune else (0,), dtype=torch.uint8, device=device)
-    approx = torch.empty(candidates.numel(), dtype=torch.float32, device=device)
-    out_offsets_dev = out_offsets.to(device)
-    cand_offsets = cand_offsets.to(device)
-    args = (scores.data_ptr(), doc_codes.data_ptr(), doc_offsets.data_ptr(), candidates.data_ptr(),
-            cand_offsets.data_ptr(), keep.data_ptr() if prune else 0, approx.data_ptr(),
-            out_offsets_dev.data_ptr(), out_scores.data_ptr(), out_ids.data_ptr(), nq, n_centroids,
-            query_len, n_docs, ndocs, float(threshold) if prune else 0.0, int(prune))
-    if device.type == "cuda":
-        # The CUDA selection holds min(ndocs, m_q) keys in shared memory (at most 8192).
-        largest = int(torch.diff(cand_offsets_host).max())
-        if min(ndocs, largest) > 8192:
-            raise ValueError(f"ndocs: at most 8192 documents kept per query on CUDA, got {ndocs}")
-        args = args[:14] + (min(ndocs, largest),) + args[15:]
-        with torch.cuda.device(device):
-            _cuda_module().centroid_interaction(*args, V.stream_of(device))
-    else:
-        _native.cpu().centroid_interaction(*args)
-    return out_scores, out_ids, out_offsets
+    approx = torch.empty(max(1, candidates.numel()), dtype=torch.float32, device=device)
+    _launch(device, backend, "centroid_interaction", scores=scores.data_ptr(), doc_codes=doc_codes.data_ptr(),
+            doc_offsets=doc_offsets.data_ptr(), candidates=candidates.data_ptr(),
+            cand_offsets=cand_offsets.data_ptr(), keep=keep.data_ptr() if prune else 0,
+            approx=approx.data_ptr(), out_offsets=out_offsets.data_ptr(), out_scores=out_scores.data_ptr(),
+            out_ids=out_ids.data_ptr(), n_queries=nq, n_centroids=n_centroids, query_len=query_len,
+            n_docs=doc_offsets.numel() - 1, ndocs=ndocs, threshold=float(threshold) if prune else 0.0,
+            prune=int(prune))

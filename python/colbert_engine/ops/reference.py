@@ -130,6 +130,29 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
             out[:, col] = sim.amax(dim=2).sum(dim=1)
     return out[0] if squeeze else out
 
+
+def lut_maxsim_per_query(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, cand_offsets,
+                         bucket_weights, nbits):
+    """Reference of the per-query layout of ``lut_maxsim_launch`` (``cand_offsets``): query q
+    scores ``candidates[cand_offsets[q]:cand_offsets[q + 1]]``; flat ``(cand_offsets[-1],)``."""
+    bounds = [int(b) for b in torch.as_tensor(cand_offsets)]
+    candidates = torch.as_tensor(candidates)
+    out = torch.full((bounds[-1],), float("-inf"), dtype=torch.float32)
+    for q in range(len(bounds) - 1):
+        if bounds[q + 1] > bounds[q]:
+            out[bounds[q]:bounds[q + 1]] = lut_maxsim(queries[q], scores[q], codes, residuals, inv_norms, doc_offsets,
+                                                      candidates[bounds[q]:bounds[q + 1]], bucket_weights, nbits)
+    return out
+
+
+def topk_by_score(scores, ids, k):
+    """Reference of :func:`colbert_engine.ops.maxsim.topk_by_score`: rows sorted by id, then
+    stably by score descending, the first k."""
+    by_id = torch.argsort(ids, dim=1, stable=True)
+    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
+    return scores.gather(1, order), ids.gather(1, order)
+
 # --------------------------------------------------------------------------- plaid
 
 

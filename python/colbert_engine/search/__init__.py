@@ -1,5 +1,7 @@
-"""Index -> top-k documents: the PLAID pipeline and its parameters."""
+"""Index -> top-k documents: one funnel (:class:`Searcher`) and its parameters."""
 
-from colbert_engine.search.plaid import SearchParams, default_params, exact_search, plaid_search
+from colbert_engine.search.params import SearchParams, check_count, default_params
+from colbert_engine.search.searcher import Searcher
+from colbert_engine.search.threads import search_thread_team
 
-__all__ = ["SearchParams", "default_params", "plaid_search", "exact_search"]
+__all__ = ["Searcher", "SearchParams", "check_count", "default_params", "search_thread_team"]

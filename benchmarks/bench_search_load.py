@@ -1,0 +1,119 @@
+"""Search latency beside other work: quiet, beside torch on all cores, beside a busy loop.
+
+    PYTHONPATH=python python benchmarks/bench_search_load.py [--member base-3k] [--nbits 2] \
+        [--neighbours 3] [--seconds 20] [--fixed-team]
+
+For each scenario and 1 / 2 threads (``ops.set_num_threads`` and ``torch.set_num_threads``),
+one query per call (k = 10) over the member's queries; p50 / p95 ms. Competitors are fresh
+processes, started for each measurement and killed after (bounded by ``--seconds``):
+
+- ``torch``: ``torch.matmul`` of 1024x1024 fp32 matrices in a loop on every core (what a
+  co-located encoder does);
+- ``busy``: a single-threaded Python loop.
+
+Where threads land differs from one neighbour to the next (bimodal), so each (scenario,
+threads) runs ``--neighbours`` times and the worst p50 is reported beside the median.
+Target (issue 11): 2-thread p50 beside torch <= 1.5x the 1-thread quiet p50.
+``--fixed-team`` disables the search's choice of team size (search/threads.py) to show what
+it changes. Also prints batch QPS (all queries in one call) quiet, beside single-query p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_search_quality import _cached_member  # noqa: E402
+
+COMPETITORS = {
+    "torch": ("import time, torch\n"
+              "torch.set_num_threads(os.cpu_count())\n"
+              "a = torch.randn(1024, 1024); end = time.time() + {seconds}\n"
+              "while time.time() < end: a = torch.matmul(a, a).clamp_(-1, 1)\n"),
+    "busy": "import time\nend = time.time() + {seconds}\nx = 0\nwhile time.time() < end: x += 1\n",
+}
+
+
+def _start(kind: str, seconds: float):
+    code = "import os\n" + COMPETITORS[kind].format(seconds=seconds)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    time.sleep(1.0)  # let it reach its loop
+    return proc
+
+
+def _latencies(index, queries, k=10) -> np.ndarray:
+    times = []
+    for q in range(queries.shape[0]):
+        start = time.perf_counter()
+        index.search_internal(queries[q:q + 1], k)
+        times.append((time.perf_counter() - start) * 1e3)
+    return np.asarray(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--member", default="base-3k")
+    parser.add_argument("--nbits", type=int, default=2)
+    parser.add_argument("--neighbours", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0, help="lifetime of each competitor")
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--fixed-team", action="store_true", help="always use every allowed thread")
+    args = parser.parse_args(argv)
+
+    from colbert_engine import Index, ops
+    from colbert_engine.search import threads as search_threads
+
+    if args.fixed_team:
+        search_threads.search_threads = lambda allowed: allowed
+    data = _cached_member(args.member)
+    queries = data["queries"][:args.queries]
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index.build(Path(tmp) / "index", data["doc_emb"], data["doc_offsets"], nbits=args.nbits)
+        print(f"{args.member}: {index.n_docs} docs, {index.n_tokens:,} tokens, nbits {args.nbits}, "
+              f"team {'fixed' if args.fixed_team else 'chosen by the search'}; load average "
+              f"{os.getloadavg()[0]:.1f} at start", flush=True)
+        results = {}
+        for scenario in ("quiet", "torch", "busy"):
+            for threads in (1, 2):
+                ops.set_num_threads(threads)
+                torch.set_num_threads(threads)
+                p50s, p95s = [], []
+                for _ in range(args.neighbours if scenario != "quiet" else 1):
+                    proc = None if scenario == "quiet" else _start(scenario, args.seconds)
+                    try:
+                        _latencies(index, queries[:5])  # warm-up
+                        lat = _latencies(index, queries)
+                    finally:
+                        if proc is not None:
+                            proc.kill()
+                            proc.wait()
+                    p50s.append(np.percentile(lat, 50))
+                    p95s.append(np.percentile(lat, 95))
+                results[scenario, threads] = (max(p50s), float(np.median(p50s)), max(p95s))
+                print(f"{scenario:6s} {threads} thr: p50 worst {max(p50s):8.2f} ms (median {np.median(p50s):.2f}), "
+                      f"p95 worst {max(p95s):8.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
+        ops.set_num_threads(2)
+        torch.set_num_threads(2)
+        start = time.perf_counter()
+        index.search_internal(queries, 10)
+        qps = queries.shape[0] / (time.perf_counter() - start)
+        base = results["quiet", 1][0]
+        print(f"2-thread p50 beside torch / 1-thread quiet p50 = {results['torch', 2][0] / base:.2f} "
+              f"(target <= 1.5); batch of {queries.shape[0]}: {qps:.0f} QPS vs single p50 "
+              f"{results['quiet', 2][0]:.2f} ms ({1e3 / results['quiet', 2][0]:.0f} QPS one by one)")
+        index.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

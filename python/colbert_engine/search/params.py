@@ -1,0 +1,80 @@
+"""Funnel parameters: PLAID's defaults by k, adapted to the collection where they fail."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+import numbers
+
+# Tokens of the collection the default nprobe probes per query token, at least; and its cap.
+PROBED_TOKENS = 64
+MAX_AUTO_NPROBE = 16
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Funnel parameters. ``exact_docs`` documents reach stage 4; a segment with at most
+    ``exhaustive_docs`` allowed documents skips stages 1-3 (all of them reach stage 4)."""
+
+    k: int
+    nprobe: int
+    centroid_score_threshold: float | None
+    ndocs: int
+    exact_docs: int
+    exhaustive_docs: int
+
+
+def check_count(value, name: str) -> int:
+    """A search size (k, nprobe, ndocs): an int >= 1. A float or a string is a TypeError, not
+    silently truncated (nprobe=1.7 used to mean 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: must be >= 1, got {value}")
+    return int(value)
+
+
+def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=None, *, n_centroids=None,
+                   n_docs=None, n_tokens=None) -> SearchParams:
+    """PLAID's defaults by k (DESIGN.md section 5), adapted to the collection; any given
+    value overrides its default.
+
+    | k      | nprobe | t_cs | ndocs          | stage 4 |
+    | <= 10  | 1      | 0.5  | 256            | 64      |
+    | <= 100 | 2      | 0.45 | 1024           | 256     |
+    | > 100  | 4      | 0.4  | max(4k, 4096)  | ndocs/4 |
+
+    From the collection (``n_centroids``, ``n_tokens``), where the fixed values fail:
+
+    - nprobe: PLAID's K = 2^floor(log2(16 sqrt(T))) leaves ~120 tokens per cell at 1M tokens
+      but ~17 at 34k (XQuAD-R) and ~9 at 18k: one probed cell per query token then holds too
+      few of the relevant documents' tokens (MiniLM on XQuAD-R, 2 bits: recall@10 0.79 at
+      nprobe 1, 0.86 at 2, 0.87 at 4 with the codes' ceiling at 0.876). The default probes
+      at least ``PROBED_TOKENS`` tokens per query token: ``ceil(64 / (T / K))`` cells, at most 16.
+    - exhaustive_docs: a segment with at most ``2 * exact_docs`` allowed documents is scored
+      exhaustively (stage 4 on all of them costs about twice what stage 4 of the funnel costs,
+      with stages 1-3 saved, and it returns the codes' exact top-k).
+    """
+    k = check_count(k, "k")
+    if k <= 10:
+        d_nprobe, d_tcs, d_ndocs = 1, 0.5, 256
+    elif k <= 100:
+        d_nprobe, d_tcs, d_ndocs = 2, 0.45, 1024
+    else:
+        d_nprobe, d_tcs, d_ndocs = 4, 0.4, max(4 * k, 4096)
+    if n_centroids and n_tokens:
+        per_cell = n_tokens / n_centroids
+        d_nprobe = max(d_nprobe, min(MAX_AUTO_NPROBE, math.ceil(PROBED_TOKENS / per_cell)))
+    nprobe = d_nprobe if nprobe is None else check_count(nprobe, "nprobe")
+    if centroid_score_threshold is None:
+        t_cs = d_tcs
+    elif isinstance(centroid_score_threshold, bool) or not isinstance(centroid_score_threshold, numbers.Real) \
+            or not math.isfinite(centroid_score_threshold):
+        raise ValueError(f"centroid_score_threshold: expected a finite float or None, got {centroid_score_threshold!r}")
+    else:
+        t_cs = float(centroid_score_threshold)
+    ndocs = d_ndocs if ndocs is None else check_count(ndocs, "ndocs")
+    # Stage 2 keeps ndocs documents: fewer than k would silently cut the result short.
+    ndocs = max(ndocs, k)
+    exact_docs = max(ndocs // 4, k)
+    return SearchParams(k, nprobe, t_cs, ndocs, exact_docs, 2 * exact_docs)

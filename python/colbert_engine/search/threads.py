@@ -1,0 +1,103 @@
+"""How many threads a search uses: what the caller allows, fewer while other work already
+occupies the cores.
+
+OpenMP threads that wait at a barrier spin, and a barrier waits for its slowest thread: when
+another process (a co-located encoder running torch, other tenants) keeps the cores busy, a
+2-thread search waits for a descheduled thread at every barrier. On the shared 2-core
+machine of benchmarks/RESULTS.md ("Search under load") that made one query of a 300-document
+index take 330 ms at p50 instead of 1.3 ms on one thread. The wait policy cannot be changed
+once the process's OpenMP runtime (torch's, which the kernels share) has started, and the
+library must not depend on the user's environment, so the search picks its team size
+instead: ``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s
+instantaneous count minus this process's running threads), the smallest of the last few
+samples (one per ``SAMPLE_S``), at least 1. On a quiet machine that is every allowed thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import deque
+
+SAMPLE_S = 0.25    # seconds between two readings of the machine's runnable threads
+HISTORY = 4        # samples kept: a team shrinks at once and grows back after a second
+
+_samples: deque = deque(maxlen=HISTORY)
+_last_sample = [float("-inf")]
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _free_cores() -> int | None:
+    """Cores not running another process's threads now, or None where Linux's /proc is absent."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:  # the thread ended meanwhile
+                continue
+            own += stat[stat.rindex(")") + 2] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(1, _cores() - max(0, running - own))
+
+
+def search_threads(allowed: int) -> int:
+    """Threads for the next search, at most ``allowed``."""
+    now = time.monotonic()
+    if now - _last_sample[0] >= SAMPLE_S:
+        _last_sample[0] = now
+        free = _free_cores()
+        if free is not None:
+            _samples.append(free)
+    if not _samples:
+        return allowed
+    return max(1, min(allowed, min(_samples)))
+
+
+# torch's thread count is process-wide: searches running at once in several Python threads
+# share one saved value, restored when the last of them ends.
+_torch_lock = threading.Lock()
+_torch_users = [0, None]  # searches inside a reduced torch setting, the setting to restore
+
+
+@contextlib.contextmanager
+def search_thread_team():
+    """Run the enclosed kernels and torch's work (the centroid-score GEMM, the top-k) on
+    :func:`search_threads` threads; the caller's settings are restored after. Our kernels'
+    count is the calling thread's own OpenMP setting; torch's is shared, so it is lowered
+    once for overlapping searches and restored by the last one."""
+    import torch
+
+    from colbert_engine import ops
+
+    ours = ops.get_num_threads()
+    threads = search_threads(ours)
+    if threads >= ours and threads >= torch.get_num_threads():
+        yield
+        return
+    ops.set_num_threads(threads)
+    with _torch_lock:
+        if _torch_users[0] == 0:
+            _torch_users[1] = torch.get_num_threads()
+            torch.set_num_threads(min(threads, _torch_users[1]))
+        _torch_users[0] += 1
+    try:
+        yield
+    finally:
+        with _torch_lock:
+            _torch_users[0] -= 1
+            if _torch_users[0] == 0:
+                torch.set_num_threads(_torch_users[1])
+        ops.set_num_threads(ours)
