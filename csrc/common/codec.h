@@ -92,6 +92,28 @@ struct DecompressParams {
 // tokens with the centroids. CPU only: on CUDA the caller uses torch's argmax.
 void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out);
 
+// Two-level nearest centroid (ops/codec.py: nearest_centroids_probed). The K centroids are
+// grouped into n_cells cells (a coarse k-means over them); cell c's centroids are stored
+// transposed as a [dim][width_c] fp32 block at cell_data + cell_offsets[c] * dim, width_c =
+// cell_offsets[c + 1] - cell_offsets[c] a multiple of 16, cell_ids[col] the centroid's
+// index in the original order (-1 for padding columns, which never win). For each token
+// the nprobe cells of highest coarse score are probed (ties -> lower cell) and out[t] is
+// the centroid of highest inner product among them (ties -> lowest original index).
+struct ProbedArgmaxParams {
+  const float* emb;            // [rows, dim] fp32, contiguous
+  const float* coarse_scores;  // [rows, n_cells] fp32 finite: <emb[t], coarse centroid c>
+  const float* cell_data;      // [dim * cell_offsets[n_cells]]
+  const int64_t* cell_offsets; // [n_cells + 1], multiples of 16
+  const int32_t* cell_ids;     // [cell_offsets[n_cells]]
+  int32_t* out;                // [rows] output
+  int64_t rows;
+  int64_t dim;
+  int64_t n_cells;
+  int32_t nprobe;              // 1 <= nprobe <= n_cells
+};
+// Throws std::bad_alloc only before its parallel region (per-thread scratch).
+void probed_argmax_cpu(const ProbedArgmaxParams& p);
+
 // Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
 void quantize_residuals_cpu(const QuantizeParams& p);
 // out[t] = C[codes[t]] + weights[bucket(t, d)], then (normalize) scaled to unit norm.

@@ -13,7 +13,9 @@ bytes (``numpy.packbits``): ``dim * nbits / 8`` bytes per token.
 
 from __future__ import annotations
 
+import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 
@@ -127,7 +129,141 @@ def nearest_centroids(emb: torch.Tensor, centroids: torch.Tensor) -> torch.Tenso
     return codes
 
 
-def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
+# ----------------------------------------------------------------------------- probed argmax
+# Two-level nearest centroid (csrc/common/codec.h, ProbedArgmaxParams): a coarse k-means
+# groups the K centroids into cells; a token scores the coarse centroids, probes its
+# `nprobe` best cells and takes the exact argmax inside them. Cost per token ~
+# (n_cells + nprobe * K / n_cells) * dim instead of K * dim.
+
+# Below this K the dense GEMM + argmax is as cheap as probing, and exact.
+PROBE_MIN_CENTROIDS = 2048
+# Rows per coarse-score GEMM + kernel call: 16k x 512 cells x 4 B = 32 MiB at most.
+_PROBE_ROWS = 1 << 14
+
+
+def default_cells(n_centroids: int) -> int:
+    """Cells of the coarse level for K centroids: ~2 sqrt(K) (so ~sqrt(K)/2 per cell)."""
+    return max(1, min(n_centroids, int(round(2 * math.sqrt(n_centroids)))))
+
+
+def default_nprobe(n_cells: int) -> int:
+    """Cells probed per token: enough for >= 99.5% exact argmax on the measured workloads
+    (benchmarks/bench_build.py --agreement reports the agreement)."""
+    return max(1, min(n_cells, 8 + n_cells // 32))
+
+
+@dataclass(frozen=True)
+class CentroidCells:
+    """The coarse level over a centroid table (build with :func:`centroid_cells`).
+
+    coarse ``(n_cells, dim)`` fp32; cell c's centroids transposed as a ``[dim][width_c]``
+    block at ``cell_data[cell_offsets[c] * dim:]`` (width a multiple of 16);
+    ``cell_ids[col]`` the centroid's index in the original table, -1 for padding;
+    ``cell_of`` int64 ``(K,)`` the cell of every centroid (for the reference).
+    """
+
+    coarse: torch.Tensor
+    cell_data: torch.Tensor
+    cell_offsets: torch.Tensor
+    cell_ids: torch.Tensor
+    cell_of: torch.Tensor
+    n_centroids: int
+
+    @property
+    def n_cells(self) -> int:
+        return self.coarse.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.coarse.shape[1]
+
+
+def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 6, seed: int = 0) -> CentroidCells:
+    """Group centroids into cells by a seeded spherical k-means over them (inner product).
+
+    ``n_cells`` defaults to :func:`default_cells`; empty cells are dropped, so the result
+    may have fewer. Deterministic for a given seed. CPU tensors.
+    """
+    centroids = _check_centroids(centroids, torch.device("cpu"))
+    n_centroids, dim = centroids.shape
+    n_cells = default_cells(n_centroids) if n_cells is None else n_cells
+    if isinstance(n_cells, bool) or not isinstance(n_cells, numbers.Integral) or not 1 <= n_cells <= n_centroids:
+        raise ValueError(f"n_cells: expected an int in [1, {n_centroids}] (the number of centroids), got {n_cells!r}")
+    gen = torch.Generator().manual_seed(seed)
+    coarse = centroids[torch.randperm(n_centroids, generator=gen)[:n_cells]].clone()
+    for _ in range(niters + 1):
+        cell_of = nearest_centroids(centroids, coarse).long()
+        sums = torch.zeros_like(coarse).index_add_(0, cell_of, centroids)
+        used = torch.bincount(cell_of, minlength=coarse.shape[0]) > 0
+        # an empty cell keeps its old centre this round (dropped below if still empty)
+        coarse = torch.where(used.unsqueeze(1), torch.nn.functional.normalize(sums, dim=1), coarse)
+    cell_of = nearest_centroids(centroids, coarse).long()
+    counts = torch.bincount(cell_of, minlength=coarse.shape[0])
+    keep = counts > 0
+    renumber = torch.cumsum(keep.long(), 0) - 1
+    coarse, counts, cell_of = coarse[keep].contiguous(), counts[keep], renumber[cell_of]
+    widths = (counts + 15) // 16 * 16
+    offsets = torch.zeros(coarse.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(widths, 0, out=offsets[1:])
+    order = torch.sort(cell_of, stable=True).indices
+    cell_data = torch.zeros(int(offsets[-1]) * dim, dtype=torch.float32)
+    cell_ids = torch.full((int(offsets[-1]),), -1, dtype=torch.int32)
+    first = 0
+    for c in range(coarse.shape[0]):
+        members = order[first:first + int(counts[c])]
+        first += int(counts[c])
+        col0, width = int(offsets[c]), int(widths[c])
+        block = cell_data[col0 * dim:(col0 + width) * dim].view(dim, width)
+        block[:, :members.numel()] = centroids[members].T
+        cell_ids[col0:col0 + members.numel()] = members.to(torch.int32)
+    return CentroidCells(coarse, cell_data, offsets, cell_ids, cell_of, n_centroids)
+
+
+def _check_nprobe(nprobe, cells: CentroidCells) -> int:
+    if nprobe is None:
+        return default_nprobe(cells.n_cells)
+    if isinstance(nprobe, bool) or not isinstance(nprobe, numbers.Integral) or nprobe < 1:
+        raise ValueError(f"nprobe: expected an int >= 1, got {nprobe!r}")
+    return min(int(nprobe), cells.n_cells)
+
+
+def nearest_centroids_probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int | None = None) -> torch.Tensor:
+    """int32 ``(T,)``: the nearest centroid among the ``nprobe`` best cells of each token.
+
+    Reference: :func:`colbert_engine.ops.reference.nearest_centroids_probed`. The coarse
+    scores are a torch GEMM; probe selection, the per-cell scoring and the argmax are one
+    fused kernel (no ``(T, K)`` matrix). emb ``(T, dim)`` float on CPU, checked finite.
+    """
+    if not isinstance(cells, CentroidCells):
+        raise TypeError(f"cells: expected a CentroidCells (ops.codec.centroid_cells), got {type(cells).__name__}")
+    emb = V.as_tensor(emb, "emb")
+    if emb.device.type != "cpu":
+        raise ValueError(f"emb: the probed argmax runs on CPU, got a tensor on {emb.device}")
+    V.check_dtype(emb, "emb", V.FLOAT_DTYPES)
+    V.check_ndim(emb, "emb", (2,))
+    V.check_size(emb, "emb", 1, cells.dim, "the cells' dim")
+    V.check_finite(emb, "emb")
+    nprobe = _check_nprobe(nprobe, cells)
+    return _probed(emb, cells, nprobe)
+
+
+def _probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int) -> torch.Tensor:
+    n_tokens, dim = emb.shape
+    codes = torch.empty(n_tokens, dtype=torch.int32)
+    block = min(_PROBE_ROWS, max(1, n_tokens))
+    scores = torch.empty(block, cells.n_cells, dtype=torch.float32)
+    native = _native.cpu()
+    for start in range(0, n_tokens, block):
+        rows = min(block, n_tokens - start)
+        x = emb[start:start + rows].to(torch.float32).contiguous()
+        torch.matmul(x, cells.coarse.T, out=scores[:rows])
+        native.probed_argmax(x.data_ptr(), scores.data_ptr(), cells.cell_data.data_ptr(),
+                             cells.cell_offsets.data_ptr(), cells.cell_ids.data_ptr(), codes[start:].data_ptr(),
+                             rows, dim, cells.n_cells, nprobe)
+    return codes
+
+
+def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *, cells=None, nprobe=None):
     """Compress token vectors against centroids into (codes, residuals, inv_norms).
 
     Args:
@@ -136,6 +272,11 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
         bucket_cutoffs: ``(2^nbits - 1,)`` float32, non-decreasing.
         bucket_weights: ``(2^nbits,)`` float32: the decoded value of each bucket.
         nbits: 1, 2 or 4; ``dim * nbits`` must be a multiple of 8.
+        cells: optional :class:`CentroidCells` of ``centroids`` (:func:`centroid_cells`):
+            on CPU, codes come from the probed two-level search (>= 99.5% exact argmax
+            with the default ``nprobe``, see :func:`nearest_centroids_probed`); on CUDA
+            they are ignored (the dense GEMM is cheap there) and codes are exact.
+        nprobe: cells probed per token with ``cells`` (default :func:`default_nprobe`).
 
     Returns:
         ``codes`` int32 ``(T,)``: nearest centroid by inner product (first maximum on ties);
@@ -162,7 +303,15 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
     emb = emb.contiguous()
 
     n_tokens = emb.shape[0]
-    codes = nearest_centroids(emb, centroids)
+    if cells is not None and device.type == "cpu":
+        if not isinstance(cells, CentroidCells):
+            raise TypeError(f"cells: expected a CentroidCells (ops.codec.centroid_cells), got {type(cells).__name__}")
+        if cells.n_centroids != centroids.shape[0] or cells.dim != dim:
+            raise ValueError(f"cells: built for {cells.n_centroids} centroids of dim {cells.dim}, "
+                             f"got centroids of shape {tuple(centroids.shape)}")
+        codes = _probed(emb, cells, _check_nprobe(nprobe, cells))
+    else:
+        codes = nearest_centroids(emb, centroids)
     residuals = torch.empty(n_tokens, dim * nbits // 8, dtype=torch.uint8, device=device)
     inv_norms = torch.empty(n_tokens, dtype=torch.float16, device=device)
     if n_tokens:
