@@ -19,7 +19,8 @@ import torch
 
 from colbert_engine import __version__
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import HELDOUT_TOKENS, Codec, num_centroids, sample_doc_count, train_codec
+from colbert_engine.index.codec import (HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, BuildClock, Codec, num_centroids,
+                                        sample_doc_count, train_codec)
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import Segment, SegmentWriter
 from colbert_engine.ops import _validate as V
@@ -258,6 +259,7 @@ class Index:
             "centroids": self.codec.centroids.shape[0], "nbits": self.codec.nbits, "dim": self.codec.dim,
             "format_version": m["format_version"], "generation": self.generation, "segments": len(self.segments),
             "device": str(self.device),
+            **{f"build_s_{stage}": seconds for stage, seconds in m.get("build_seconds", {}).items()},
         }
 
     # ------------------------------------------------------------------ search
@@ -483,7 +485,7 @@ class Index:
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
               train_buffer_tokens: int = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
-              max_points_per_centroid: int = 32) -> "Index":
+              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID) -> "Index":
         """Build an index folder from token vectors and open it.
 
         Args:
@@ -518,6 +520,7 @@ class Index:
             if _OWN_FILE.match(leftover):
                 (folder / leftover).unlink()
 
+        clock = BuildClock()
         batches = _batches_of(doc_emb, doc_offsets, ids, metadata)
         buffered, buffered_tokens = [], 0
         for batch in batches:
@@ -542,8 +545,11 @@ class Index:
         if not packed:  # copy just the sampled tokens out of the buffered batches
             points = _gather_rows([b[0] for b in buffered], rows)
             rows = None
+        clock.lap("sampling")
         codec = train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
-                            max_points_per_centroid=max_points_per_centroid, rows=rows, device=device)
+                            max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
+                            timings=clock.seconds)
+        clock.restart()
         del points, rows
         codec_entries = {CODEC_FILES["centroids"]: F.write_npy(folder, CODEC_FILES["centroids"], codec.centroids.cpu()),
                          CODEC_FILES["bucket_cutoffs"]: F.write_npy(folder, CODEC_FILES["bucket_cutoffs"],
@@ -553,11 +559,11 @@ class Index:
         # hand the buffered batches over one by one so each is freed once compressed
         buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
         return cls._write_first_generation(folder, codec, codec_entries, itertools.chain(buffered_stream, batches),
-                                           device)
+                                           device, clock=clock)
 
     @classmethod
     def _write_first_generation(cls, folder: Path, codec: Codec, codec_entries: dict, batches, device,
-                                compressed: bool = False) -> "Index":
+                                compressed: bool = False, clock: BuildClock | None = None) -> "Index":
         gen = 1
         store = IdStore(folder / _db_name(gen))
         writer = SegmentWriter(folder, _seg_name(gen), codec, device)
@@ -591,6 +597,8 @@ class Index:
             "written_by": f"colbert-engine {__version__}",
             "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if clock is not None:
+            manifest["build_seconds"] = clock.finish(codec.compress_seconds)
         F.write_manifest(folder, manifest)
         return cls.open(folder, device=device)
 
