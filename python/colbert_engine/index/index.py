@@ -72,6 +72,7 @@ def _check_batch(emb, offsets, where: str):
     emb = V.as_tensor(emb, f"{where}doc_emb")
     V.check_dtype(emb, f"{where}doc_emb", V.FLOAT_DTYPES)
     V.check_ndim(emb, f"{where}doc_emb", (2,))
+    V.check_finite(emb, f"{where}doc_emb")  # before k-means, which would spread a NaN to a centroid
     if offsets is None:
         raise ValueError(f"{where}doc_offsets: required with a packed doc_emb tensor")
     offsets = V.check_offsets(V.as_tensor(offsets, f"{where}doc_offsets"), f"{where}doc_offsets", emb.shape[0])
