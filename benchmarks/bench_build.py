@@ -117,7 +117,8 @@ def _spread(n, times):
 
 
 def cmd_agreement(args) -> None:
-    print(f"# agreement: K={args.k}, {args.tokens:,} tokens, threads={torch.get_num_threads()}, "
+    print(f"# agreement: K={args.k}, {args.tokens:,} tokens, bf16 {args.bf16 and oc.bf16_available()}, "
+          f"threads={torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.2f}")
     for name, (emb, _, _) in workloads(args.tokens, args.minilm_cache).items():
         dim = emb.shape[1]
@@ -134,7 +135,7 @@ def cmd_agreement(args) -> None:
         print(f"{name}: dim {dim}, K {k}, {cells.n_cells} cells (k-means + cells {train_s:.1f} s); "
               f"exact {exact_rate[0]:,.0f} tok/s [{exact_rate[1]:,.0f}-{exact_rate[2]:,.0f}]")
         for nprobe in args.nprobe or [None]:
-            got, t = _timed(lambda: oc.nearest_centroids_probed(x, cells, nprobe), args.repeats)
+            got, t = _timed(lambda: oc.nearest_centroids_probed(x, cells, nprobe, bf16=args.bf16), args.repeats)
             got = got[:n_exact]
             agree = float((got == exact).float().mean())
             err = float(((x[:n_exact] - centroids[got.long()]) ** 2).sum(1).mean())
@@ -244,6 +245,7 @@ def main(argv=None) -> int:
     a.add_argument("--nprobe", type=int, nargs="*")
     a.add_argument("--repeats", type=int, default=3)
     a.add_argument("--minilm-cache")
+    a.add_argument("--bf16", action="store_true", help="bf16 screen + fp32 rescoring (avx512_bf16 CPUs)")
     r = sub.add_parser("recall")
     r.add_argument("--docs", type=int, default=10_000)
     r.add_argument("--nbits", type=int, default=2)

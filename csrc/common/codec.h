@@ -110,7 +110,17 @@ struct ProbedArgmaxParams {
   int64_t dim;
   int64_t n_cells;
   int32_t nprobe;              // 1 <= nprobe <= n_cells
+  // Optional bf16 screening (used where the CPU has avx512_bf16, else ignored; nullptr:
+  // off): the cells scored by bf16 dot products, then the 16 lane winners of every token
+  // rescored in fp32 against `centroids`, so the result is an fp32 argmax over candidates
+  // a bf16 screen kept. cell_data_bf16: cell c's block as [dim/2][width_c][2] bf16 bits at
+  // cell_data_bf16 + cell_offsets[c] * dim; emb_bf16 [rows, dim]; dim even.
+  const uint16_t* cell_data_bf16;
+  const uint16_t* emb_bf16;
+  const float* centroids;      // [K, dim] fp32, original order (for the rescoring)
 };
+// Whether probed_argmax_cpu would use the bf16 screen (avx512_bf16 and CE_ISA allows avx512).
+bool probed_bf16_available();
 // Throws std::bad_alloc only before its parallel region (per-thread scratch).
 void probed_argmax_cpu(const ProbedArgmaxParams& p);
 

@@ -21,6 +21,19 @@ void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* ou
 void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* out);
 void probed_argmax_avx2(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
 void probed_argmax_avx512(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
+void probed_argmax_bf16(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
+
+bool probed_bf16_available() {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return has && cpu_isa() == Isa::AVX512;
+#else
+  return false;
+#endif
+}
 
 void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out) {
   switch (cpu_isa()) {
@@ -54,6 +67,10 @@ void probed_argmax_cpu(const ProbedArgmaxParams& p) {
     s.best_i = i;
     s.best_s = f; f += block * 16;
     s.probe_scores = f;
+  }
+  if (p.cell_data_bf16 && p.emb_bf16 && p.centroids && p.dim % 2 == 0 && probed_bf16_available()) {
+    probed_argmax_bf16(p, scratch.data(), n_threads);
+    return;
   }
   switch (cpu_isa()) {
     case Isa::AVX512: probed_argmax_avx512(p, scratch.data(), n_threads); return;

@@ -100,9 +100,34 @@ inline void probe_cell(const ProbedArgmaxParams& p, const int32_t* rows, int64_t
   }
 }
 
+// Lane reduction of a token's 16 running bests: the best score, ties -> lowest id.
+inline int32_t probe_reduce(const float* bs, const int32_t* bi) {
+  float best = bs[0];
+  int32_t id = bi[0];
+  for (int l = 1; l < 16; ++l)
+    if (bs[l] > best || (bs[l] == best && bi[l] < id)) {
+      best = bs[l];
+      id = bi[l];
+    }
+  return id;
+}
+
+inline void probe_cell_fp32(const ProbedArgmaxParams& p, const int32_t* rows, int64_t n_rows, int64_t block_start,
+                            int64_t col0, int64_t width, float* best_s, int32_t* best_i) {
+  probe_cell(p, rows, n_rows, block_start, p.cell_data + col0 * p.dim, p.cell_ids + col0, width, best_s, best_i);
+}
+
+inline void probe_finish_fp32(const ProbedArgmaxParams& p, int64_t start, int64_t n, const float* best_s,
+                              const int32_t* best_i) {
+  for (int64_t t = 0; t < n; ++t) p.out[start + t] = probe_reduce(best_s + t * 16, best_i + t * 16);
+}
+
 // One block of tokens [start, start + n): select probes, invert them into per-cell lists,
-// score cell by cell, reduce the 16 lanes of every token. Scratch is the caller's.
-inline void probe_block(const ProbedArgmaxParams& p, int64_t start, int64_t n, ProbeScratch s) {
+// score cell by cell (ScoreCell), reduce the 16 lanes of every token (Finish). Scratch is
+// the caller's.
+template <class ScoreCell, class Finish>
+inline void probe_block(const ProbedArgmaxParams& p, int64_t start, int64_t n, ProbeScratch s,
+                        ScoreCell score_cell, Finish finish) {
   const int nprobe = p.nprobe;
   const int64_t n_cells = p.n_cells;
   for (int64_t c = 0; c <= n_cells; ++c) s.cell_count[c] = 0;
@@ -131,24 +156,14 @@ inline void probe_block(const ProbedArgmaxParams& p, int64_t start, int64_t n, P
     if (filled == begin) continue;
     for (int64_t i = filled; i < end; ++i) s.lists[i] = s.lists[filled - 1];  // tile padding
     const int64_t col0 = p.cell_offsets[c], width = p.cell_offsets[c + 1] - col0;
-    probe_cell(p, s.lists + begin, end - begin, start, p.cell_data + col0 * p.dim, p.cell_ids + col0, width,
-               s.best_s, s.best_i);
+    score_cell(p, s.lists + begin, end - begin, start, col0, width, s.best_s, s.best_i);
   }
-  for (int64_t t = 0; t < n; ++t) {
-    const float* bs = s.best_s + t * 16;
-    const int32_t* bi = s.best_i + t * 16;
-    float best = bs[0];
-    int32_t id = bi[0];
-    for (int l = 1; l < 16; ++l)
-      if (bs[l] > best || (bs[l] == best && bi[l] < id)) {
-        best = bs[l];
-        id = bi[l];
-      }
-    p.out[start + t] = id;
-  }
+  finish(p, start, n, s.best_s, s.best_i);
 }
 
-inline void probed_argmax_impl(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch) {
+template <class ScoreCell, class Finish>
+inline void probed_argmax_generic(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch,
+                                  ScoreCell score_cell, Finish finish) {
   const int64_t n_blocks = (p.rows + kProbeBlock - 1) / kProbeBlock;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_scratch)
   for (int64_t b = 0; b < n_blocks; ++b) {
@@ -158,8 +173,12 @@ inline void probed_argmax_impl(const ProbedArgmaxParams& p, const ProbeScratch* 
 #endif
     const int64_t start = b * kProbeBlock;
     const int64_t n = p.rows - start < kProbeBlock ? p.rows - start : kProbeBlock;
-    probe_block(p, start, n, scratch[thread]);
+    probe_block(p, start, n, scratch[thread], score_cell, finish);
   }
+}
+
+inline void probed_argmax_impl(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch) {
+  probed_argmax_generic(p, scratch, n_scratch, probe_cell_fp32, probe_finish_fp32);
 }
 
 }  // namespace

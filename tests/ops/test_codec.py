@@ -554,3 +554,17 @@ def test_probed_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="cells"):
         ops.compress_residuals(emb, centroids[:40], cutoffs, weights, 2, cells=cells)
     assert oc.nearest_centroids_probed(emb[:0], cells).shape == (0,)
+
+
+def test_probed_bf16_screen_rescored_in_fp32():
+    # integer vectors are exact in bf16 too: the bf16 screen must then give the reference
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(400, 64, 800, seed=11, integer=True)
+    cells = oc.centroid_cells(centroids, 20)
+    want = reference.nearest_centroids_probed(emb, centroids, cells.coarse, cells.cell_of, 3)
+    assert torch.equal(oc.nearest_centroids_probed(emb, cells, 3, bf16=True), want)
+    emb, centroids = _probed_case(3000, 128, 4000, seed=12)
+    cells = oc.centroid_cells(centroids)
+    got = oc.nearest_centroids_probed(emb, cells, bf16=True).long()
+    assert float((got == (emb @ centroids.T).argmax(1)).float().mean()) >= 0.995

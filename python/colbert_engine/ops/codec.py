@@ -159,7 +159,10 @@ class CentroidCells:
     coarse ``(n_cells, dim)`` fp32; cell c's centroids transposed as a ``[dim][width_c]``
     block at ``cell_data[cell_offsets[c] * dim:]`` (width a multiple of 16);
     ``cell_ids[col]`` the centroid's index in the original table, -1 for padding;
-    ``cell_of`` int64 ``(K,)`` the cell of every centroid (for the reference).
+    ``cell_of`` int64 ``(K,)`` the cell of every centroid (for the reference);
+    ``cell_data_bf16`` the same blocks in bf16 as ``[dim/2][width_c][2]`` (pairs of
+    dimensions, the layout of the avx512_bf16 dot product; None for odd dim) and
+    ``centroids`` the fp32 table (the bf16 screen's rescoring reads it).
     """
 
     coarse: torch.Tensor
@@ -168,6 +171,8 @@ class CentroidCells:
     cell_ids: torch.Tensor
     cell_of: torch.Tensor
     n_centroids: int
+    cell_data_bf16: torch.Tensor | None = None
+    centroids: torch.Tensor | None = None
 
     @property
     def n_cells(self) -> int:
@@ -208,6 +213,7 @@ def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 6, se
     order = torch.sort(cell_of, stable=True).indices
     cell_data = torch.zeros(int(offsets[-1]) * dim, dtype=torch.float32)
     cell_ids = torch.full((int(offsets[-1]),), -1, dtype=torch.int32)
+    cell_data_bf16 = torch.zeros(int(offsets[-1]) * dim, dtype=torch.bfloat16) if dim % 2 == 0 else None
     first = 0
     for c in range(coarse.shape[0]):
         members = order[first:first + int(counts[c])]
@@ -216,7 +222,15 @@ def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 6, se
         block = cell_data[col0 * dim:(col0 + width) * dim].view(dim, width)
         block[:, :members.numel()] = centroids[members].T
         cell_ids[col0:col0 + members.numel()] = members.to(torch.int32)
-    return CentroidCells(coarse, cell_data, offsets, cell_ids, cell_of, n_centroids)
+        if cell_data_bf16 is not None:
+            pairs = block.view(dim // 2, 2, width).permute(0, 2, 1)
+            cell_data_bf16[col0 * dim:(col0 + width) * dim].view(dim // 2, width, 2).copy_(pairs)
+    return CentroidCells(coarse, cell_data, offsets, cell_ids, cell_of, n_centroids, cell_data_bf16, centroids)
+
+
+def bf16_available() -> bool:
+    """Whether the probed argmax can screen in bf16 here (avx512_bf16, not capped by CE_ISA)."""
+    return bool(_native.cpu().probed_bf16_available())
 
 
 def _check_nprobe(nprobe, cells: CentroidCells) -> int:
@@ -227,12 +241,17 @@ def _check_nprobe(nprobe, cells: CentroidCells) -> int:
     return min(int(nprobe), cells.n_cells)
 
 
-def nearest_centroids_probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int | None = None) -> torch.Tensor:
+def nearest_centroids_probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int | None = None, *,
+                             bf16: bool = False) -> torch.Tensor:
     """int32 ``(T,)``: the nearest centroid among the ``nprobe`` best cells of each token.
 
     Reference: :func:`colbert_engine.ops.reference.nearest_centroids_probed`. The coarse
     scores are a torch GEMM; probe selection, the per-cell scoring and the argmax are one
     fused kernel (no ``(T, K)`` matrix). emb ``(T, dim)`` float on CPU, checked finite.
+    ``bf16`` (where :func:`bf16_available`, else ignored): score the cells with bf16 dot
+    products and rescore each token's 16 lane winners in fp32. Off by default: on the
+    avx512_bf16 CPU measured (no AMX) it ran at ~0.85x the fp32 kernel (VDPBF16PS does
+    not outrun two fp32 FMA ports), see benchmarks/bench_build.py agreement --bf16.
     """
     if not isinstance(cells, CentroidCells):
         raise TypeError(f"cells: expected a CentroidCells (ops.codec.centroid_cells), got {type(cells).__name__}")
@@ -244,11 +263,12 @@ def nearest_centroids_probed(emb: torch.Tensor, cells: CentroidCells, nprobe: in
     V.check_size(emb, "emb", 1, cells.dim, "the cells' dim")
     V.check_finite(emb, "emb")
     nprobe = _check_nprobe(nprobe, cells)
-    return _probed(emb, cells, nprobe)
+    return _probed(emb, cells, nprobe, bf16)
 
 
-def _probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int) -> torch.Tensor:
+def _probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int, bf16: bool = False) -> torch.Tensor:
     n_tokens, dim = emb.shape
+    use_bf16 = bool(bf16) and cells.cell_data_bf16 is not None and bf16_available()
     codes = torch.empty(n_tokens, dtype=torch.int32)
     block = min(_PROBE_ROWS, max(1, n_tokens))
     scores = torch.empty(block, cells.n_cells, dtype=torch.float32)
@@ -257,9 +277,13 @@ def _probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int) -> torch.Tenso
         rows = min(block, n_tokens - start)
         x = emb[start:start + rows].to(torch.float32).contiguous()
         torch.matmul(x, cells.coarse.T, out=scores[:rows])
+        x_bf16 = x.to(torch.bfloat16) if use_bf16 else None
         native.probed_argmax(x.data_ptr(), scores.data_ptr(), cells.cell_data.data_ptr(),
                              cells.cell_offsets.data_ptr(), cells.cell_ids.data_ptr(), codes[start:].data_ptr(),
-                             rows, dim, cells.n_cells, nprobe)
+                             rows, dim, cells.n_cells, nprobe,
+                             cells.cell_data_bf16.data_ptr() if use_bf16 else 0,
+                             x_bf16.data_ptr() if use_bf16 else 0,
+                             cells.centroids.data_ptr() if use_bf16 else 0)
     return codes
 
 
