@@ -11,6 +11,9 @@ repeats and the load average):
     python benchmarks/bench_build.py recall [--docs 10000]
         exact-on-codes and default-search recall@10 vs exhaustive fp32 MaxSim, and build
         seconds, by k-means sample (max_points_per_centroid) and iterations.
+    python benchmarks/bench_build.py buckets [--docs 3000]
+        pooled (ColBERT) vs per-dimension bucket cutoffs/weights: reconstruction cosine and
+        exact-on-codes recall@10 (torch-level, to decide whether a codec variant pays).
     python benchmarks/bench_build.py growth [--sizes 100000 1000000]
         one build per size in a fresh subprocess: seconds per stage, tokens/s, peak RSS
         above the input, index bytes; fitted exponent of seconds ~ N^a.
@@ -147,8 +150,8 @@ def cmd_agreement(args) -> None:
 
 
 def _exact_topk(emb, offsets, queries, k):
-    return torch.stack([ops.maxsim_topk(q, emb, offsets, k)[1] for q in queries]) if False else \
-        ops.maxsim_topk(queries, emb, offsets, k)[1]
+    """Ground truth: exhaustive fp32 MaxSim, (nq, k) document indices."""
+    return ops.maxsim_topk(queries, emb, offsets, k)[1]
 
 
 def _recall(got_ids, truth):
@@ -176,6 +179,45 @@ def cmd_recall(args) -> None:
                 print(f"  ppc {ppc:3d} niters {niters}: exact-on-codes {_recall(exact_ids, truth):.3f}, "
                       f"default {_recall(default_ids, truth):.3f}, build {build_s:.1f} s ({split})")
                 index.close()
+
+
+def _per_dim_tables(residuals, nbits):
+    """Per-dimension cutoffs (dim, 2^b - 1) and weights (dim, 2^b) at the same quantiles
+    as C.bucket_tables, one dimension at a time (the variant issue 11 asks to try)."""
+    levels = 1 << nbits
+    q_cut = torch.arange(1, levels) / levels
+    q_w = (torch.arange(levels) + 0.5) / levels
+    r = residuals.float()
+    return torch.quantile(r, q_cut, dim=0).T.contiguous(), torch.quantile(r, q_w, dim=0).T.contiguous()
+
+
+def cmd_buckets(args) -> None:
+    """Pooled (ColBERT's) vs per-dimension bucket tables: reconstruction cosine and
+    exact-on-codes recall@10 vs exhaustive fp32 MaxSim, torch-level (no kernel needed)."""
+    print(f"# buckets: pooled vs per-dimension, {args.docs} docs, load {os.getloadavg()[0]:.2f}")
+    for name, (emb, offsets, queries) in workloads(args.docs * 100, None).items():
+        if offsets is None:
+            continue
+        truth = _exact_topk(emb, offsets, queries, 10).tolist()
+        gen = torch.Generator().manual_seed(0)
+        held = emb[torch.randperm(emb.shape[0], generator=gen)[:50_000]]
+        codec = C.train_codec(emb, emb.shape[0], args.nbits)
+        cells = C.cells_for(codec.centroids)
+        codes = C._assign(emb, codec.centroids, cells)[0]
+        r = emb - codec.centroids[codes]
+        hcodes = C._assign(held, codec.centroids, cells)[0]
+        per_cut, per_w = _per_dim_tables(held - codec.centroids[hcodes], args.nbits)
+        for label, cut, w in [("pooled", codec.bucket_cutoffs, codec.bucket_weights), ("per-dim", per_cut, per_w)]:
+            if cut.dim() == 1:
+                dec = codec.centroids[codes] + w[torch.bucketize(r, cut)]
+            else:
+                b = (r.unsqueeze(-1) > cut.unsqueeze(0)).sum(-1)
+                dec = codec.centroids[codes] + w.unsqueeze(0).expand(r.shape[0], -1, -1).gather(
+                    2, b.unsqueeze(-1)).squeeze(-1)
+            dec = _unit(dec)
+            cos = float((dec * emb).sum(1).mean())
+            got = ops.maxsim_topk(queries, dec, offsets, 10)[1].tolist()
+            print(f"{name} {label}: mean cosine {cos:.4f}, exact-on-codes recall@10 {_recall(got, truth):.3f}")
 
 
 _GROWTH_CHILD = r"""
@@ -249,11 +291,14 @@ def main(argv=None) -> int:
     r = sub.add_parser("recall")
     r.add_argument("--docs", type=int, default=10_000)
     r.add_argument("--nbits", type=int, default=2)
+    b = sub.add_parser("buckets")
+    b.add_argument("--docs", type=int, default=3000)
+    b.add_argument("--nbits", type=int, default=2)
     g = sub.add_parser("growth")
     g.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     g.add_argument("--stream", action="store_true")
     args = parser.parse_args(argv)
-    {"agreement": cmd_agreement, "recall": cmd_recall, "growth": cmd_growth}[args.cmd](args)
+    {"agreement": cmd_agreement, "recall": cmd_recall, "growth": cmd_growth, "buckets": cmd_buckets}[args.cmd](args)
     return 0
 
 

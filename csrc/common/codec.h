@@ -124,6 +124,12 @@ bool probed_bf16_available();
 // Throws std::bad_alloc only before its parallel region (per-thread scratch).
 void probed_argmax_cpu(const ProbedArgmaxParams& p);
 
+// k-means update: sums[codes[i]] += x[i] for every row i (x [rows, dim] fp32, sums
+// [n_sums, dim] fp32 accumulated into, codes in [0, n_sums)). Each thread owns a range of
+// sums and adds its rows in row order, so the result does not depend on the thread count.
+void accumulate_rows_cpu(const float* x, const int32_t* codes, int64_t rows, int64_t dim, float* sums,
+                         int64_t n_sums);
+
 // Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
 void quantize_residuals_cpu(const QuantizeParams& p);
 // out[t] = C[codes[t]] + weights[bucket(t, d)], then (normalize) scaled to unit norm.

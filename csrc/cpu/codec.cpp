@@ -80,6 +80,28 @@ void probed_argmax_cpu(const ProbedArgmaxParams& p) {
   probed_argmax_impl(p, scratch.data(), n_threads);
 }
 
+void accumulate_rows_cpu(const float* x, const int32_t* codes, int64_t rows, int64_t dim, float* sums,
+                         int64_t n_sums) {
+  // Every thread scans all codes (cheap) and adds only rows of its own sums: no atomics,
+  // no allocation, a fixed order per sum.
+#pragma omp parallel
+  {
+    int64_t thread = 0, n_threads = 1;
+#ifdef CE_HAVE_OPENMP
+    thread = omp_get_thread_num();
+    n_threads = omp_get_num_threads();
+#endif
+    const int64_t lo = n_sums * thread / n_threads, hi = n_sums * (thread + 1) / n_threads;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t c = codes[i];
+      if (c < lo || c >= hi) continue;
+      float* out = sums + c * dim;
+      const float* row = x + i * dim;
+      for (int64_t d = 0; d < dim; ++d) out[d] += row[d];
+    }
+  }
+}
+
 namespace {
 
 constexpr int64_t kTokenBlock = 256;  // tokens per OpenMP task: amortises scheduling

@@ -568,3 +568,26 @@ def test_probed_bf16_screen_rescored_in_fp32():
     cells = oc.centroid_cells(centroids)
     got = oc.nearest_centroids_probed(emb, cells, bf16=True).long()
     assert float((got == (emb @ centroids.T).argmax(1)).float().mean()) >= 0.995
+
+
+@pytest.mark.parametrize("rows,k,dim", [(0, 3, 8), (1, 1, 64), (1000, 37, 96), (5000, 300, 128)])
+def test_accumulate_rows_matches_index_add(rows, k, dim):
+    from colbert_engine.ops import codec as oc
+
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, dim, generator=gen)
+    codes = torch.randint(0, k, (rows,), generator=gen)
+    got = oc.accumulate_rows(x, codes.int(), torch.ones(k, dim))
+    want = reference.accumulate_rows(x, codes, torch.ones(k, dim))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    previous = ops.get_num_threads()
+    try:
+        ops.set_num_threads(1)
+        one = oc.accumulate_rows(x, codes, torch.zeros(k, dim))
+    finally:
+        ops.set_num_threads(previous)
+    assert torch.equal(one, oc.accumulate_rows(x, codes, torch.zeros(k, dim)))  # thread-count invariant
+    with pytest.raises(ValueError, match="codes"):
+        oc.accumulate_rows(x[:1], torch.tensor([k]), torch.zeros(k, dim))
+    with pytest.raises(ValueError, match="sums"):
+        oc.accumulate_rows(x, codes, torch.zeros(k, dim + 1))

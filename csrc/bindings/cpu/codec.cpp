@@ -36,6 +36,14 @@ void bind_codec(py::module_& m) {
       py::arg("nprobe"), py::arg("cell_data_bf16"), py::arg("emb_bf16"), py::arg("centroids"));
   m.def("probed_bf16_available", &ce::probed_bf16_available);
   m.def(
+      "accumulate_rows",
+      [](uintptr_t x, uintptr_t codes, int64_t rows, int64_t dim, uintptr_t sums, int64_t n_sums) {
+        py::gil_scoped_release release;
+        ce::accumulate_rows_cpu(reinterpret_cast<const float*>(x), reinterpret_cast<const int32_t*>(codes), rows,
+                                dim, reinterpret_cast<float*>(sums), n_sums);
+      },
+      py::arg("x"), py::arg("codes"), py::arg("rows"), py::arg("dim"), py::arg("sums"), py::arg("n_sums"));
+  m.def(
       "quantize_residuals",
       [](uintptr_t emb, uintptr_t centroids, uintptr_t codes, uintptr_t bucket_cutoffs,
          uintptr_t bucket_weights, uintptr_t residuals, uintptr_t inv_norms, int64_t n_tokens,

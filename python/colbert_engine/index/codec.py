@@ -124,18 +124,22 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
     codes = torch.empty(n, dtype=torch.int64, device=device)
     for _ in range(niters):
         cells = None if exact else cells_for(centroids)  # rebuilt: the centroids moved
-        if cells is not None:
-            for start in range(0, n, _PROBE_CHUNK):
-                codes[start:start + _PROBE_CHUNK] = ops_codec.nearest_centroids_probed(
-                    rows_of(start, start + _PROBE_CHUNK), cells).long()
-        else:
-            chunk = max(1, _ASSIGN_BUDGET // k)
-            for start in range(0, n, chunk):
-                codes[start:start + chunk] = (rows_of(start, start + chunk) @ centroids.T).argmax(dim=1)
-        # accumulate in few large calls: on a busy machine every parallel call pays a barrier
+        # assignment and accumulation in one pass over each chunk (the gather of sampled
+        # rows is paid once), few large calls: on a busy machine every parallel call pays
+        # a barrier
         sums = torch.zeros_like(centroids)
-        for start in range(0, n, _ACCUMULATE_ROWS):
-            sums.index_add_(0, codes[start:start + _ACCUMULATE_ROWS], rows_of(start, start + _ACCUMULATE_ROWS))
+        step = _PROBE_CHUNK if cells is not None else max(_ACCUMULATE_ROWS, _ASSIGN_BUDGET // k)
+        for start in range(0, n, step):
+            x = rows_of(start, start + step)
+            if cells is not None:  # the sample was checked finite with the input
+                got = ops_codec._probed(x, cells, ops_codec.default_nprobe(cells.n_cells)).long()
+            else:
+                got = torch.empty(x.shape[0], dtype=torch.int64, device=device)
+                chunk = max(1, _ASSIGN_BUDGET // k)
+                for lo in range(0, x.shape[0], chunk):
+                    got[lo:lo + chunk] = (x[lo:lo + chunk] @ centroids.T).argmax(dim=1)
+            codes[start:start + x.shape[0]] = got
+            ops_codec.accumulate_rows(x, got, sums)
         counts = torch.bincount(codes, minlength=k)
         empty = counts == 0
         if bool(empty.any()):

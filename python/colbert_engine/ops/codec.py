@@ -183,7 +183,7 @@ class CentroidCells:
         return self.coarse.shape[1]
 
 
-def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 6, seed: int = 0) -> CentroidCells:
+def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 4, seed: int = 0) -> CentroidCells:
     """Group centroids into cells by a seeded spherical k-means over them (inner product).
 
     ``n_cells`` defaults to :func:`default_cells`; empty cells are dropped, so the result
@@ -198,7 +198,7 @@ def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 6, se
     coarse = centroids[torch.randperm(n_centroids, generator=gen)[:n_cells]].clone()
     for _ in range(niters + 1):
         cell_of = nearest_centroids(centroids, coarse).long()
-        sums = torch.zeros_like(coarse).index_add_(0, cell_of, centroids)
+        sums = accumulate_rows(centroids, cell_of, torch.zeros_like(coarse))
         used = torch.bincount(cell_of, minlength=coarse.shape[0]) > 0
         # an empty cell keeps its old centre this round (dropped below if still empty)
         coarse = torch.where(used.unsqueeze(1), torch.nn.functional.normalize(sums, dim=1), coarse)
@@ -210,21 +210,27 @@ def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 6, se
     widths = (counts + 15) // 16 * 16
     offsets = torch.zeros(coarse.shape[0] + 1, dtype=torch.int64)
     torch.cumsum(widths, 0, out=offsets[1:])
+    # column of every centroid: its cell's first column + its rank inside the cell (stable)
     order = torch.sort(cell_of, stable=True).indices
-    cell_data = torch.zeros(int(offsets[-1]) * dim, dtype=torch.float32)
-    cell_ids = torch.full((int(offsets[-1]),), -1, dtype=torch.int32)
-    cell_data_bf16 = torch.zeros(int(offsets[-1]) * dim, dtype=torch.bfloat16) if dim % 2 == 0 else None
-    first = 0
-    for c in range(coarse.shape[0]):
-        members = order[first:first + int(counts[c])]
-        first += int(counts[c])
-        col0, width = int(offsets[c]), int(widths[c])
-        block = cell_data[col0 * dim:(col0 + width) * dim].view(dim, width)
-        block[:, :members.numel()] = centroids[members].T
-        cell_ids[col0:col0 + members.numel()] = members.to(torch.int32)
-        if cell_data_bf16 is not None:
-            pairs = block.view(dim // 2, 2, width).permute(0, 2, 1)
-            cell_data_bf16[col0 * dim:(col0 + width) * dim].view(dim // 2, width, 2).copy_(pairs)
+    sorted_cells = cell_of[order]
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.empty(n_centroids, dtype=torch.int64)
+    column[order] = offsets[:-1][sorted_cells] + torch.arange(n_centroids) - starts[sorted_cells]
+    n_cols = int(offsets[-1])
+    cell_ids = torch.full((n_cols,), -1, dtype=torch.int32)
+    cell_ids[column] = torch.arange(n_centroids, dtype=torch.int32)
+    # element (d, col) of cell c's [dim][width] block sits at col0 * dim + d * width + (col - col0)
+    col0, width = offsets[:-1][cell_of], widths[cell_of]
+    d = torch.arange(dim)
+    flat = (col0 * dim + column - col0).unsqueeze(1) + d.unsqueeze(0) * width.unsqueeze(1)  # (K, dim)
+    cell_data = torch.zeros(n_cols * dim, dtype=torch.float32)
+    cell_data[flat.flatten()] = centroids.flatten()
+    cell_data_bf16 = None
+    if dim % 2 == 0:  # pairs of dimensions: element (d, col) at col0*dim + (d//2)*2*width + 2*(col-col0) + d%2
+        flat2 = (col0 * dim + 2 * (column - col0)).unsqueeze(1) + (d // 2 * 2).unsqueeze(0) * width.unsqueeze(1) \
+            + (d % 2).unsqueeze(0)
+        cell_data_bf16 = torch.zeros(n_cols * dim, dtype=torch.bfloat16)
+        cell_data_bf16[flat2.flatten()] = centroids.flatten().to(torch.bfloat16)
     return CentroidCells(coarse, cell_data, offsets, cell_ids, cell_of, n_centroids, cell_data_bf16, centroids)
 
 
@@ -285,6 +291,29 @@ def _probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int, bf16: bool = F
                              x_bf16.data_ptr() if use_bf16 else 0,
                              cells.centroids.data_ptr() if use_bf16 else 0)
     return codes
+
+
+def accumulate_rows(x, codes, sums) -> torch.Tensor:
+    """``sums[codes[i]] += x[i]`` for every row (the k-means update), in place; returns sums.
+
+    Reference: :func:`colbert_engine.ops.reference.accumulate_rows` (``index_add_``, which
+    on CPU costs about as much as the probed assignment itself). x ``(n, dim)`` float32,
+    codes ``(n,)`` int32/int64 in ``[0, len(sums))``, sums ``(K, dim)`` float32 contiguous.
+    On CUDA this is ``index_add_``. Deterministic: each sum adds its rows in row order.
+    """
+    x = V.as_tensor(x, "x")
+    V.check_ndim(x, "x", (2,))
+    if not isinstance(sums, torch.Tensor) or sums.dtype != torch.float32 or sums.dim() != 2 \
+            or not sums.is_contiguous() or sums.shape[1] != x.shape[1] or sums.device != x.device:
+        raise ValueError(f"sums: expected a contiguous float32 (K, {x.shape[1]}) tensor on {x.device}")
+    codes = check_codes(codes, x.shape[0], sums.shape[0], x.device)
+    if x.device.type != "cpu":
+        return sums.index_add_(0, codes.long(), x.to(torch.float32))
+    x = x.to(torch.float32).contiguous()
+    if x.shape[0]:
+        _native.cpu().accumulate_rows(x.data_ptr(), codes.data_ptr(), x.shape[0], x.shape[1], sums.data_ptr(),
+                                      sums.shape[0])
+    return sums
 
 
 def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *, cells=None, nprobe=None):

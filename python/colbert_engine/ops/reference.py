@@ -106,6 +106,11 @@ def nearest_centroids_probed(emb, centroids, coarse, cell_of, nprobe):
     return scores.argmax(dim=1).to(torch.int32)
 
 
+def accumulate_rows(x, codes, sums):
+    """Reference of :func:`colbert_engine.ops.codec.accumulate_rows`: ``index_add_``."""
+    return sums.index_add_(0, torch.as_tensor(codes).long(), torch.as_tensor(x).float())
+
+
 def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
                          out_dtype=torch.float32, *, inv_norms=None):
     """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + weights[bucket],
