@@ -124,6 +124,8 @@ def cmd_agreement(args) -> None:
           f"threads={torch.get_num_threads()}, "
           f"load {os.getloadavg()[0]:.2f}")
     for name, (emb, _, _) in workloads(args.tokens, args.minilm_cache).items():
+        if args.workloads and name not in args.workloads:
+            continue
         dim = emb.shape[1]
         k = min(args.k, emb.shape[0] // 4)
         start = time.perf_counter()
@@ -137,7 +139,7 @@ def cmd_agreement(args) -> None:
         exact_rate = _spread(n_exact, exact_t)
         print(f"{name}: dim {dim}, K {k}, {cells.n_cells} cells (k-means + cells {train_s:.1f} s); "
               f"exact {exact_rate[0]:,.0f} tok/s [{exact_rate[1]:,.0f}-{exact_rate[2]:,.0f}]")
-        for nprobe in args.nprobe or [None]:
+        for nprobe in [p or None for p in args.nprobe] if args.nprobe else [None]:
             got, t = _timed(lambda: oc.nearest_centroids_probed(x, cells, nprobe, bf16=args.bf16), args.repeats)
             got = got[:n_exact]
             agree = float((got == exact).float().mean())
@@ -284,7 +286,8 @@ def main(argv=None) -> int:
     a.add_argument("--k", type=int, default=32768)
     a.add_argument("--tokens", type=int, default=100_000)
     a.add_argument("--exact-tokens", type=int, default=20_000, help="tokens also assigned exactly")
-    a.add_argument("--nprobe", type=int, nargs="*")
+    a.add_argument("--nprobe", type=int, nargs="*", help="cells probed (0: the default)")
+    a.add_argument("--workloads", nargs="*", help="clustered, hard, minilm (default: all)")
     a.add_argument("--repeats", type=int, default=3)
     a.add_argument("--minilm-cache")
     a.add_argument("--bf16", action="store_true", help="bf16 screen + fp32 rescoring (avx512_bf16 CPUs)")
