@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -164,11 +163,11 @@ def _recall(got_ids, truth):
 def cmd_recall(args) -> None:
     print(f"# recall@10 vs exhaustive fp32 MaxSim, {args.docs} docs, nbits {args.nbits}, load {os.getloadavg()[0]:.2f}")
     for name, (emb, offsets, queries) in workloads(args.docs * 100, None).items():
-        if offsets is None:
+        if offsets is None or (args.workloads and name not in args.workloads):
             continue
         truth = _exact_topk(emb, offsets, queries, 10).tolist()
         print(f"{name}: {emb.shape[0]:,} tokens")
-        for ppc, niters in [(32, 4), (256, 4), (256, 8)]:
+        for ppc, niters in [tuple(int(v) for v in c.split(":")) for c in args.configs]:
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 index = Index.build(Path(tmp) / "i", emb, offsets, nbits=args.nbits,
@@ -223,7 +222,7 @@ def cmd_buckets(args) -> None:
 
 
 _GROWTH_CHILD = r"""
-import json, resource, sys, time, tempfile, torch
+import json, sys, time, tempfile, torch
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from bench_build import hard_collection
@@ -231,7 +230,17 @@ from colbert_engine import Index
 n_tokens, streamed = int(sys.argv[1]), sys.argv[2] == "stream"
 emb, offsets, _ = hard_collection(max(10, n_tokens // 100), n_queries=1)
 input_bytes = emb.numel() * emb.element_size()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+import gc; gc.collect()
+try:  # reset the peak (VmHWM) so the generator's temporaries do not count
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    pass
+before = status("VmRSS")
 docs = offsets.numel() - 1
 def stream():
     for s in range(0, docs, 2000):
@@ -246,7 +255,7 @@ with tempfile.TemporaryDirectory() as tmp:
         index = Index.build(Path(tmp) / "i", emb, offsets)
     seconds = time.perf_counter() - start
     stats = index.stats()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = status("VmHWM")
 print(json.dumps({"tokens": emb.shape[0], "seconds": seconds, "input_bytes": input_bytes,
                   "rss_before_build": before, "peak_rss": peak, "index_bytes": stats["bytes"],
                   "centroids": stats["centroids"],
@@ -259,8 +268,11 @@ def cmd_growth(args) -> None:
           f"threads={torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
     rows = []
     for n in args.sizes:
+        # glibc keeps large freed blocks resident once its mmap threshold has grown, which
+        # would hide the build's peak behind the generator's freed temporaries: pin it
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
         out = subprocess.run([sys.executable, "-c", _GROWTH_CHILD, str(n), "stream" if args.stream else "packed",
-                              str(HERE)], capture_output=True, text=True, check=True)
+                              str(HERE)], capture_output=True, text=True, check=True, env=env)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
         over = (r["peak_rss"] - r["rss_before_build"]) / max(1, r["index_bytes"])
@@ -294,6 +306,9 @@ def main(argv=None) -> int:
     r = sub.add_parser("recall")
     r.add_argument("--docs", type=int, default=10_000)
     r.add_argument("--nbits", type=int, default=2)
+    r.add_argument("--workloads", nargs="*", help="clustered, hard (default: both)")
+    r.add_argument("--configs", nargs="+", default=["32:4", "256:4", "256:8"],
+                   help="max_points_per_centroid:kmeans_niters pairs")
     b = sub.add_parser("buckets")
     b.add_argument("--docs", type=int, default=3000)
     b.add_argument("--nbits", type=int, default=2)
