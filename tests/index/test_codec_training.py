@@ -139,3 +139,13 @@ def test_build_rejects_nan_vectors_and_empty_streams(tmp_path):
         Index.build(tmp_path / "b", iter([(bad, data.doc_offsets)]))
     with pytest.raises(ValueError, match="doc_emb.*no tokens"):
         Index.build(tmp_path / "c", iter([]))
+
+
+def test_row_parts_gathers_like_a_concatenation():
+    parts = [torch.randn(n, 8) for n in (5, 1, 0, 9)] + [torch.randn(4, 8).half()]
+    whole = torch.cat([p.float() for p in parts])
+    rows = C.RowParts(parts)
+    assert rows.shape == whole.shape
+    index = torch.tensor([18, 0, 5, 6, 14, 3, 3, 15])
+    assert torch.equal(rows[index], whole[index])
+    assert rows[torch.zeros(0, dtype=torch.int64)].shape == (0, 8)

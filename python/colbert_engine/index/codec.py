@@ -52,6 +52,38 @@ def num_centroids(n_tokens: int, n_sample_tokens: int) -> int:
 _PROBE_CHUNK = 1 << 16
 
 
+class RowParts:
+    """Several ``(n_i, dim)`` tensors seen as one ``(sum n_i, dim)`` collection that can be
+    indexed by an int64 index tensor (rows come back as float32, in index order), without
+    concatenating them: a streamed build trains on rows of its buffered batches this way
+    instead of copying the sample (which doubled its peak memory)."""
+
+    def __init__(self, parts: list):
+        if not parts:
+            raise ValueError("RowParts: needs at least one part")
+        self.parts = parts
+        lengths = torch.tensor([p.shape[0] for p in parts], dtype=torch.int64)
+        self.starts = torch.zeros(len(parts) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=self.starts[1:])
+        self.shape = torch.Size((int(self.starts[-1]), parts[0].shape[1]))
+        self.device = parts[0].device
+
+    def dim(self) -> int:
+        return 2
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        index = torch.as_tensor(index, dtype=torch.int64).cpu().flatten()
+        order = torch.argsort(index)
+        sorted_index = index[order]
+        bounds = torch.searchsorted(sorted_index, self.starts).tolist()
+        out = torch.empty(index.numel(), self.shape[1], dtype=torch.float32, device=self.device)
+        for p, part in enumerate(self.parts):
+            lo, hi = bounds[p], bounds[p + 1]
+            if lo < hi:
+                out[order[lo:hi].to(self.device)] = part[(sorted_index[lo:hi] - self.starts[p]).to(part.device)].float()
+        return out
+
+
 def cells_for(centroids: torch.Tensor) -> "ops_codec.CentroidCells | None":
     """The probed search's coarse level for these centroids, or None where the dense
     exact path is used (K below ``ops.codec.PROBE_MIN_CENTROIDS``, or not on CPU)."""

@@ -19,8 +19,8 @@ import torch
 
 from colbert_engine import __version__
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import (HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, BuildClock, Codec, num_centroids,
-                                        sample_doc_count, train_codec)
+from colbert_engine.index.codec import (HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, BuildClock, Codec, RowParts,
+                                        num_centroids, sample_doc_count, train_codec)
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import Segment, SegmentWriter
 from colbert_engine.ops import _validate as V
@@ -72,7 +72,8 @@ def _check_batch(emb, offsets, where: str):
     emb = V.as_tensor(emb, f"{where}doc_emb")
     V.check_dtype(emb, f"{where}doc_emb", V.FLOAT_DTYPES)
     V.check_ndim(emb, f"{where}doc_emb", (2,))
-    V.check_finite(emb, f"{where}doc_emb")  # before k-means, which would spread a NaN to a centroid
+    for start in range(0, emb.shape[0], 1 << 16):  # before k-means spreads a NaN; chunked: isfinite copies
+        V.check_finite(emb[start:start + (1 << 16)], f"{where}doc_emb")
     if offsets is None:
         raise ValueError(f"{where}doc_offsets: required with a packed doc_emb tensor")
     offsets = V.check_offsets(V.as_tensor(offsets, f"{where}doc_offsets"), f"{where}doc_offsets", emb.shape[0])
@@ -138,16 +139,6 @@ def _sample_rows(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Ten
     chosen[order[:take]] = True
     token_mask = torch.repeat_interleave(chosen, lengths, output_size=int(lengths.sum()))
     return torch.nonzero(token_mask).flatten()
-
-
-def _gather_rows(parts: list, rows: torch.Tensor) -> torch.Tensor:
-    """``torch.cat(parts)[rows]`` without concatenating the parts (rows ascending)."""
-    out, base = [], 0
-    for part in parts:
-        lo, hi = torch.searchsorted(rows, torch.tensor([base, base + part.shape[0]]))
-        out.append(part[rows[int(lo):int(hi)] - base])
-        base += part.shape[0]
-    return torch.cat(out)
 
 
 class Index:
@@ -543,9 +534,8 @@ class Index:
             n_tokens = n_tokens_hint or buffered_tokens
         k = n_centroids or num_centroids(n_tokens, n_tokens)
         rows = _sample_rows(lengths, seed, max_points_per_centroid * k + HELDOUT_TOKENS)
-        if not packed:  # copy just the sampled tokens out of the buffered batches
-            points = _gather_rows([b[0] for b in buffered], rows)
-            rows = None
+        if not packed:  # the sample is rows of the buffered batches, gathered chunk by chunk, never copied whole
+            points = RowParts([b[0] for b in buffered])
         clock.lap("sampling")
         codec = train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
                             max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
