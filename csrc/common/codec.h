@@ -92,6 +92,44 @@ struct DecompressParams {
 // tokens with the centroids. CPU only: on CUDA the caller uses torch's argmax.
 void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out);
 
+// Two-level nearest centroid (ops/codec.py: nearest_centroids_probed). The K centroids are
+// grouped into n_cells cells (a coarse k-means over them); cell c's centroids are stored
+// transposed as a [dim][width_c] fp32 block at cell_data + cell_offsets[c] * dim, width_c =
+// cell_offsets[c + 1] - cell_offsets[c] a multiple of 16, cell_ids[col] the centroid's
+// index in the original order (-1 for padding columns, which never win). For each token
+// the nprobe cells of highest coarse score are probed (ties -> lower cell) and out[t] is
+// the centroid of highest inner product among them (ties -> lowest original index).
+struct ProbedArgmaxParams {
+  const float* emb;            // [rows, dim] fp32, contiguous
+  const float* coarse_scores;  // [rows, n_cells] fp32 finite: <emb[t], coarse centroid c>
+  const float* cell_data;      // [dim * cell_offsets[n_cells]]
+  const int64_t* cell_offsets; // [n_cells + 1], multiples of 16
+  const int32_t* cell_ids;     // [cell_offsets[n_cells]]
+  int32_t* out;                // [rows] output
+  int64_t rows;
+  int64_t dim;
+  int64_t n_cells;
+  int32_t nprobe;              // 1 <= nprobe <= n_cells
+  // Optional bf16 screening (used where the CPU has avx512_bf16, else ignored; nullptr:
+  // off): the cells scored by bf16 dot products, then the 16 lane winners of every token
+  // rescored in fp32 against `centroids`, so the result is an fp32 argmax over candidates
+  // a bf16 screen kept. cell_data_bf16: cell c's block as [dim/2][width_c][2] bf16 bits at
+  // cell_data_bf16 + cell_offsets[c] * dim; emb_bf16 [rows, dim]; dim even.
+  const uint16_t* cell_data_bf16;
+  const uint16_t* emb_bf16;
+  const float* centroids;      // [K, dim] fp32, original order (for the rescoring)
+};
+// Whether probed_argmax_cpu would use the bf16 screen (avx512_bf16 and CE_ISA allows avx512).
+bool probed_bf16_available();
+// Throws std::bad_alloc only before its parallel region (per-thread scratch).
+void probed_argmax_cpu(const ProbedArgmaxParams& p);
+
+// k-means update: sums[codes[i]] += x[i] for every row i (x [rows, dim] fp32, sums
+// [n_sums, dim] fp32 accumulated into, codes in [0, n_sums)). Each thread owns a range of
+// sums and adds its rows in row order, so the result does not depend on the thread count.
+void accumulate_rows_cpu(const float* x, const int32_t* codes, int64_t rows, int64_t dim, float* sums,
+                         int64_t n_sums);
+
 // Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
 void quantize_residuals_cpu(const QuantizeParams& p);
 // out[t] = C[codes[t]] + weights[bucket(t, d)], then (normalize) scaled to unit norm.

@@ -3,6 +3,12 @@
 #include "common/codec.h"
 #include "common/isa.h"
 #include "cpu/codec_argmax_impl.h"
+#include "cpu/codec_probe.h"
+
+#ifdef CE_HAVE_OPENMP
+#include <omp.h>
+#endif
+#include "cpu/codec_probe_impl.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +19,21 @@ namespace ce {
 
 void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* out);
 void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* out);
+void probed_argmax_avx2(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
+void probed_argmax_avx512(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
+void probed_argmax_bf16(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
+
+bool probed_bf16_available() {
+#if defined(__x86_64__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return has && cpu_isa() == Isa::AVX512;
+#else
+  return false;
+#endif
+}
 
 void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out) {
   switch (cpu_isa()) {
@@ -23,6 +44,64 @@ void argmax_rows_cpu(const float* sims, int64_t rows, int64_t cols, int32_t* out
     default: break;
   }
   argmax_rows_impl(sims, rows, cols, out);
+}
+
+void probed_argmax_cpu(const ProbedArgmaxParams& p) {
+  if (p.rows <= 0) return;
+  // One scratch area per thread, allocated here so nothing in the parallel region allocates.
+  const int64_t n_blocks = (p.rows + kProbeBlock - 1) / kProbeBlock;
+  const int n_threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(max_threads(), n_blocks)));
+  const int64_t block = std::min(kProbeBlock, p.rows);
+  const int64_t n_cells = p.n_cells, nprobe = p.nprobe;
+  const int64_t ints = (n_cells + 1) + n_cells + block * nprobe + (block * nprobe + n_cells * 3) + block * 16;
+  const int64_t floats = block * 16 + nprobe;
+  std::vector<int32_t> int_pool(static_cast<size_t>(ints * n_threads));
+  std::vector<float> float_pool(static_cast<size_t>(floats * n_threads));
+  std::vector<ProbeScratch> scratch(n_threads);
+  for (int t = 0; t < n_threads; ++t) {
+    int32_t* i = int_pool.data() + t * ints;
+    float* f = float_pool.data() + t * floats;
+    ProbeScratch& s = scratch[t];
+    s.cell_count = i; i += n_cells + 1;
+    s.cell_fill = i; i += n_cells;
+    s.probes = i; i += block * nprobe;
+    s.lists = i; i += block * nprobe + n_cells * 3;
+    s.best_i = i;
+    s.best_s = f; f += block * 16;
+    s.probe_scores = f;
+  }
+  if (p.cell_data_bf16 && p.emb_bf16 && p.centroids && p.dim % 2 == 0 && probed_bf16_available()) {
+    probed_argmax_bf16(p, scratch.data(), n_threads);
+    return;
+  }
+  switch (cpu_isa()) {
+    case Isa::AVX512: probed_argmax_avx512(p, scratch.data(), n_threads); return;
+    case Isa::AVX2: probed_argmax_avx2(p, scratch.data(), n_threads); return;
+    case Isa::Scalar: break;
+  }
+  probed_argmax_impl(p, scratch.data(), n_threads);
+}
+
+void accumulate_rows_cpu(const float* x, const int32_t* codes, int64_t rows, int64_t dim, float* sums,
+                         int64_t n_sums) {
+  // Every thread scans all codes (cheap) and adds only rows of its own sums: no atomics,
+  // no allocation, a fixed order per sum.
+#pragma omp parallel
+  {
+    int64_t thread = 0, n_threads = 1;
+#ifdef CE_HAVE_OPENMP
+    thread = omp_get_thread_num();
+    n_threads = omp_get_num_threads();
+#endif
+    const int64_t lo = n_sums * thread / n_threads, hi = n_sums * (thread + 1) / n_threads;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t c = codes[i];
+      if (c < lo || c >= hi) continue;
+      float* out = sums + c * dim;
+      const float* row = x + i * dim;
+      for (int64_t d = 0; d < dim; ++d) out[d] += row[d];
+    }
+  }
 }
 
 namespace {
@@ -79,10 +158,18 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
   const int n_cutoffs = (1 << nbits) - 1;
   const int64_t emb_row_bytes = dim * dtype_size(p.emb_dtype);
   const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
-#pragma omp parallel
+  // Per-thread rows allocated before the region: nothing inside it may throw.
+  const int n_threads = std::max(1, max_threads());
+  std::vector<uint8_t> bucket_pool(static_cast<size_t>(dim * n_threads));
+  std::vector<float> decoded_pool(static_cast<size_t>(dim * n_threads));
+#pragma omp parallel num_threads(n_threads)
   {
-    std::vector<uint8_t> bucket(dim);
-    std::vector<float> decoded(dim);
+    int thread = 0;
+#ifdef CE_HAVE_OPENMP
+    thread = omp_get_thread_num();
+#endif
+    uint8_t* bucket = bucket_pool.data() + thread * dim;
+    float* decoded = decoded_pool.data() + thread * dim;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t block = 0; block < n_blocks; ++block) {
       const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
@@ -95,7 +182,7 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
           bucket[d] = static_cast<uint8_t>(b);
           decoded[d] = c + p.bucket_weights[b];
         }
-        const float norm_sq = sum_of_squares(decoded.data(), dim);
+        const float norm_sq = sum_of_squares(decoded, dim);
         uint8_t* packed = p.residuals + t * row_bytes;
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
           unsigned value = 0;
@@ -126,16 +213,22 @@ void decompress_impl(const DecompressParams& p) {
     for (int j = 0; j < PER_BYTE; ++j)
       table[byte][j] = p.bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
   const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
-#pragma omp parallel
+  const int n_threads = std::max(1, max_threads());
+  std::vector<float> row_pool(static_cast<size_t>(dim * n_threads));  // before the region: no throw inside
+#pragma omp parallel num_threads(n_threads)
   {
-    std::vector<float> row(dim);
+    int thread = 0;
+#ifdef CE_HAVE_OPENMP
+    thread = omp_get_thread_num();
+#endif
+    float* row_buf = row_pool.data() + thread * dim;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t block = 0; block < n_blocks; ++block) {
       const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
       for (int64_t t = block * kTokenBlock; t < end; ++t) {
         const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
         const uint8_t* packed = p.residuals + t * row_bytes;
-        float* out = row.data();
+        float* out = row_buf;
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
           const float* weights = table[packed[byte]];
           for (int j = 0; j < PER_BYTE; ++j) out[byte * PER_BYTE + j] = centroid[byte * PER_BYTE + j] + weights[j];

@@ -1,8 +1,17 @@
-// codec_argmax_impl.h compiled with avx2 flags (CMakeLists.txt sets them for *_avx2.cpp).
+// codec_argmax_impl.h and codec_probe_impl.h compiled with avx2 flags (CMakeLists.txt sets them for *_avx2.cpp).
 #include "cpu/codec_argmax_impl.h"
+#include "cpu/codec_probe.h"
+
+#ifdef CE_HAVE_OPENMP
+#include <omp.h>
+#endif
+#include "cpu/codec_probe_impl.h"
 
 namespace ce {
 void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* out) {
   argmax_rows_impl(sims, rows, cols, out);
+}
+void probed_argmax_avx2(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch) {
+  probed_argmax_impl(p, scratch, n_scratch);
 }
 }  // namespace ce

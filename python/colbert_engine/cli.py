@@ -251,6 +251,9 @@ def _cmd_index(args) -> int:
     tokens = batches.tokens
     print(f"indexed {total} documents ({tokens:,} tokens) into {index_path} in {seconds:.1f} s "
           f"({tokens / max(seconds, 1e-9):,.0f} tokens/s); {stats.get('bytes_per_token', float('nan')):.1f} bytes/token")
+    split = ", ".join(f"{k[8:]} {v:.1f} s" for k, v in stats.items() if k.startswith("build_s_") and k != "build_s_total")
+    if split:
+        print(f"build time split: {split}")
     return 0
 
 

@@ -79,3 +79,73 @@ def test_train_codec_checks():
         C.train_codec(torch.zeros(0, 16), 0, 2)
     with pytest.raises(ValueError, match="multiple of 8"):
         C.train_codec(torch.randn(10, 12), 10, 2)
+
+
+def _segment_arrays(index):
+    seg = index.segments[0]
+    return seg.codes, seg.residuals, seg.inv_norms
+
+
+def test_probed_build_streamed_equals_packed(tmp_path, monkeypatch):
+    # the probed assignment (large K) in k-means and compression, on a small collection
+    from colbert_engine import Index
+    from colbert_engine.ops import codec as oc
+
+    monkeypatch.setattr(oc, "PROBE_MIN_CENTROIDS", 64)
+    data = clustered_collection(n_docs=120, mean_doc_len=40, dim=64, seed=4)
+    packed = Index.build(tmp_path / "packed", data.doc_emb, data.doc_offsets, n_centroids=256)
+    assert packed.codec.cells is not None and packed.codec.cells.n_cells > 1
+    streamed = Index.build(tmp_path / "stream", data.batches(25), n_tokens_hint=data.doc_emb.shape[0],
+                           n_centroids=256)
+    assert torch.equal(packed.codec.centroids, streamed.codec.centroids)
+    for a, b in zip(_segment_arrays(packed), _segment_arrays(streamed)):
+        assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    # codes are the probed search's over the stored centroids, >= 99.5% the exact argmax
+    codes = torch.as_tensor(packed.segments[0].codes).long()
+    exact = (data.doc_emb @ packed.codec.centroids.T).argmax(1)
+    assert float((codes == exact).float().mean()) >= 0.995
+    stats = packed.stats()
+    for stage in ("sampling", "kmeans", "buckets", "compression", "writing", "total"):
+        assert stats[f"build_s_{stage}"] >= 0
+    assert stats["build_s_total"] >= stats["build_s_kmeans"]
+    # reopened: the split is read from the manifest
+    path = packed.path
+    packed.close()
+    with Index.open(path) as reopened:
+        assert reopened.stats()["build_s_total"] == stats["build_s_total"]
+    streamed.close()
+
+
+def test_kmeans_probed_close_to_exact(monkeypatch):
+    from colbert_engine.ops import codec as oc
+
+    data = clustered_collection(n_docs=200, mean_doc_len=40, dim=96, seed=6).doc_emb
+    exact = C.kmeans(data, 200, niters=3, seed=1, exact=True)
+    monkeypatch.setattr(oc, "PROBE_MIN_CENTROIDS", 64)
+    probed = C.kmeans(data, 200, niters=3, seed=1)
+    err = [float(((data - c[C._assign(data, c)[0]]) ** 2).sum(1).mean()) for c in (exact, probed)]
+    assert err[1] <= err[0] * 1.01
+
+
+def test_build_rejects_nan_vectors_and_empty_streams(tmp_path):
+    from colbert_engine import Index
+
+    data = clustered_collection(n_docs=20, mean_doc_len=10, dim=64, seed=1)
+    bad = data.doc_emb.clone()
+    bad[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="doc_emb.*NaN"):
+        Index.build(tmp_path / "a", bad, data.doc_offsets)
+    with pytest.raises(ValueError, match="doc_emb.*NaN"):
+        Index.build(tmp_path / "b", iter([(bad, data.doc_offsets)]))
+    with pytest.raises(ValueError, match="doc_emb.*no tokens"):
+        Index.build(tmp_path / "c", iter([]))
+
+
+def test_row_parts_gathers_like_a_concatenation():
+    parts = [torch.randn(n, 8) for n in (5, 1, 0, 9)] + [torch.randn(4, 8).half()]
+    whole = torch.cat([p.float() for p in parts])
+    rows = C.RowParts(parts)
+    assert rows.shape == whole.shape
+    index = torch.tensor([18, 0, 5, 6, 14, 3, 3, 15])
+    assert torch.equal(rows[index], whole[index])
+    assert rows[torch.zeros(0, dtype=torch.int64)].shape == (0, 8)

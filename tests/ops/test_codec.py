@@ -426,3 +426,168 @@ def test_numpy_integer_nbits_is_an_int():
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     back = ops.decompress_residuals(got[0], got[1], centroids, weights, np.int32(2))
     assert torch.equal(back, ops.decompress_residuals(want[0], want[1], centroids, weights, 2))
+
+
+# ----------------------------------------------------------------------------- probed argmax
+
+
+def _probed_case(n_centroids, dim, n_tokens, seed=0, integer=False):
+    gen = torch.Generator().manual_seed(seed)
+    if integer:  # exact in fp32 whatever the summation order: ties are real ties
+        centroids = torch.randint(-2, 3, (n_centroids, dim), generator=gen).float()
+        emb = torch.randint(-2, 3, (n_tokens, dim), generator=gen).float()
+    else:
+        centroids = torch.nn.functional.normalize(torch.randn(n_centroids, dim, generator=gen), dim=-1)
+        emb = sample_tokens(centroids, n_tokens, gen)
+    return emb, centroids
+
+
+@pytest.mark.parametrize("n_centroids,dim,n_cells,n_tokens", [
+    (1, 64, 1, 5), (17, 96, 4, 333), (100, 128, 100, 700), (301, 64, None, 2049), (999, 96, 37, 4100),
+    (1500, 128, None, 3001)])
+def test_probed_argmax_matches_reference(n_centroids, dim, n_cells, n_tokens):
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(n_centroids, dim, n_tokens, seed=n_centroids)
+    cells = oc.centroid_cells(centroids, n_cells)
+    assert cells.n_cells <= (n_cells or oc.default_cells(n_centroids))
+    assert sorted(cells.cell_ids[cells.cell_ids >= 0].tolist()) == list(range(n_centroids))
+    for nprobe in (1, 3, cells.n_cells):
+        got = oc.nearest_centroids_probed(emb, cells, nprobe)
+        want = reference.nearest_centroids_probed(emb, centroids, cells.coarse, cells.cell_of, nprobe)
+        assert got.dtype == torch.int32
+        assert_codes_match(got, want, emb, centroids)
+    # probing every cell is the exact argmax
+    assert_codes_match(oc.nearest_centroids_probed(emb, cells, 10**6), (emb @ centroids.T).argmax(1), emb, centroids)
+
+
+@pytest.mark.parametrize("dim", [64, 96, 128])
+def test_probed_ties_and_duplicate_centroids(dim):
+    # integer vectors: every score is exact, so ties must go to the lowest original index
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(300, dim, 1000, seed=dim, integer=True)
+    centroids[150] = centroids[7]
+    centroids[299] = centroids[7]
+    centroids[40:60] = centroids[200]
+    cells = oc.centroid_cells(centroids, 24)
+    for nprobe in (2, 24):
+        got = oc.nearest_centroids_probed(emb, cells, nprobe)
+        want = reference.nearest_centroids_probed(emb, centroids, cells.coarse, cells.cell_of, nprobe)
+        assert torch.equal(got, want)
+    assert torch.equal(oc.nearest_centroids_probed(emb, cells, 24), (emb @ centroids.T).argmax(1).int())
+
+
+@pytest.mark.parametrize("dim", [64, 96, 128])
+def test_probed_agreement_and_residual_error_on_unit_vectors(dim):
+    # the contract at the default nprobe: >= 99.5% exact argmax, residual error within 0.5%
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(3000, dim, 6000, seed=dim)
+    cells = oc.centroid_cells(centroids)
+    got = oc.nearest_centroids_probed(emb, cells).long()
+    exact = (emb @ centroids.T).argmax(1)
+    assert float((got == exact).float().mean()) >= 0.995
+    err = ((emb - centroids[got]) ** 2).sum(1).mean()
+    err_exact = ((emb - centroids[exact]) ** 2).sum(1).mean()
+    assert float(err / err_exact) <= 1.005
+
+
+def test_compress_with_cells_matches_reference_residuals_for_its_codes():
+    from colbert_engine.ops import codec as oc
+
+    centroids, cutoffs, weights = make_codec(128, 2, n_centroids=500)
+    emb = tokens(centroids, 1500)
+    cells = oc.centroid_cells(centroids, 40)
+    codes, residuals, inv_norms = ops.compress_residuals(emb, centroids, cutoffs, weights, 2, cells=cells, nprobe=4)
+    assert torch.equal(codes, oc.nearest_centroids_probed(emb, cells, 4))
+    # the residual bytes are those of the probed codes (reference on the chosen centroids)
+    _, want_res, want_norms = reference.compress_residuals(emb, centroids[codes.long()], cutoffs, weights, 2)
+    assert torch.equal(residuals, want_res) and torch.equal(inv_norms, want_norms)
+
+
+def test_probed_thread_count_and_scalar_build_agree(tmp_path):
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(700, 96, 5000, seed=3)
+    cells = oc.centroid_cells(centroids)
+    previous = ops.get_num_threads()
+    try:
+        ops.set_num_threads(1)
+        one = oc.nearest_centroids_probed(emb, cells)
+        ops.set_num_threads(2)
+        two = oc.nearest_centroids_probed(emb, cells)
+    finally:
+        ops.set_num_threads(previous)
+    assert torch.equal(one, two)
+    torch.save((emb, centroids), tmp_path / "args.pt")
+    code = ("import sys, torch; from colbert_engine.ops import codec as oc; e, c = torch.load(sys.argv[1]); "
+            "torch.save(oc.nearest_centroids_probed(e, oc.centroid_cells(c)), sys.argv[2])")
+    for isa in ("scalar",):  # the avx2 build is the same source; one subprocess keeps this short
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "args.pt"), str(tmp_path / "out.pt")],
+                       env=dict(os.environ, CE_ISA=isa), check=True)
+        assert_codes_match(torch.load(tmp_path / "out.pt"), one, emb, centroids)
+
+
+def test_probed_bad_input_names_the_argument():
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(50, 64, 10)
+    cells = oc.centroid_cells(centroids, 5)
+    with pytest.raises(ValueError, match="n_cells"):
+        oc.centroid_cells(centroids, 51)
+    with pytest.raises(ValueError, match="n_cells"):
+        oc.centroid_cells(centroids, 0)
+    with pytest.raises(ValueError, match="centroids"):
+        oc.centroid_cells(torch.full((4, 8), float("nan")))
+    with pytest.raises(ValueError, match="nprobe"):
+        oc.nearest_centroids_probed(emb, cells, 0)
+    with pytest.raises(TypeError, match="cells"):
+        oc.nearest_centroids_probed(emb, centroids)
+    with pytest.raises(ValueError, match="emb"):
+        oc.nearest_centroids_probed(emb[:, :32], cells)
+    bad = emb.clone()
+    bad[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="emb"):
+        oc.nearest_centroids_probed(bad, cells)
+    _, cutoffs, weights = make_codec(64, 2)
+    with pytest.raises(ValueError, match="cells"):
+        ops.compress_residuals(emb, centroids[:40], cutoffs, weights, 2, cells=cells)
+    assert oc.nearest_centroids_probed(emb[:0], cells).shape == (0,)
+
+
+def test_probed_bf16_screen_rescored_in_fp32():
+    # integer vectors are exact in bf16 too: the bf16 screen must then give the reference
+    from colbert_engine.ops import codec as oc
+
+    emb, centroids = _probed_case(400, 64, 800, seed=11, integer=True)
+    cells = oc.centroid_cells(centroids, 20)
+    want = reference.nearest_centroids_probed(emb, centroids, cells.coarse, cells.cell_of, 3)
+    assert torch.equal(oc.nearest_centroids_probed(emb, cells, 3, bf16=True), want)
+    emb, centroids = _probed_case(3000, 128, 4000, seed=12)
+    cells = oc.centroid_cells(centroids)
+    got = oc.nearest_centroids_probed(emb, cells, bf16=True).long()
+    assert float((got == (emb @ centroids.T).argmax(1)).float().mean()) >= 0.995
+
+
+@pytest.mark.parametrize("rows,k,dim", [(0, 3, 8), (1, 1, 64), (1000, 37, 96), (5000, 300, 128)])
+def test_accumulate_rows_matches_index_add(rows, k, dim):
+    from colbert_engine.ops import codec as oc
+
+    gen = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, dim, generator=gen)
+    codes = torch.randint(0, k, (rows,), generator=gen)
+    got = oc.accumulate_rows(x, codes.int(), torch.ones(k, dim))
+    want = reference.accumulate_rows(x, codes, torch.ones(k, dim))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    previous = ops.get_num_threads()
+    try:
+        ops.set_num_threads(1)
+        one = oc.accumulate_rows(x, codes, torch.zeros(k, dim))
+    finally:
+        ops.set_num_threads(previous)
+    assert torch.equal(one, oc.accumulate_rows(x, codes, torch.zeros(k, dim)))  # thread-count invariant
+    with pytest.raises(ValueError, match="codes"):
+        oc.accumulate_rows(x[:1], torch.tensor([k]), torch.zeros(k, dim))
+    with pytest.raises(ValueError, match="sums"):
+        oc.accumulate_rows(x, codes, torch.zeros(k, dim + 1))

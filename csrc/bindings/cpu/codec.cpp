@@ -15,6 +15,35 @@ void bind_codec(py::module_& m) {
       },
       py::arg("sims"), py::arg("rows"), py::arg("cols"), py::arg("out"));
   m.def(
+      "probed_argmax",
+      [](uintptr_t emb, uintptr_t coarse_scores, uintptr_t cell_data, uintptr_t cell_offsets,
+         uintptr_t cell_ids, uintptr_t out, int64_t rows, int64_t dim, int64_t n_cells, int nprobe,
+         uintptr_t cell_data_bf16, uintptr_t emb_bf16, uintptr_t centroids) {
+        ce::ProbedArgmaxParams p{reinterpret_cast<const float*>(emb),
+                                 reinterpret_cast<const float*>(coarse_scores),
+                                 reinterpret_cast<const float*>(cell_data),
+                                 reinterpret_cast<const int64_t*>(cell_offsets),
+                                 reinterpret_cast<const int32_t*>(cell_ids),
+                                 reinterpret_cast<int32_t*>(out), rows, dim, n_cells, nprobe,
+                                 reinterpret_cast<const uint16_t*>(cell_data_bf16),
+                                 reinterpret_cast<const uint16_t*>(emb_bf16),
+                                 reinterpret_cast<const float*>(centroids)};
+        py::gil_scoped_release release;
+        ce::probed_argmax_cpu(p);
+      },
+      py::arg("emb"), py::arg("coarse_scores"), py::arg("cell_data"), py::arg("cell_offsets"),
+      py::arg("cell_ids"), py::arg("out"), py::arg("rows"), py::arg("dim"), py::arg("n_cells"),
+      py::arg("nprobe"), py::arg("cell_data_bf16"), py::arg("emb_bf16"), py::arg("centroids"));
+  m.def("probed_bf16_available", &ce::probed_bf16_available);
+  m.def(
+      "accumulate_rows",
+      [](uintptr_t x, uintptr_t codes, int64_t rows, int64_t dim, uintptr_t sums, int64_t n_sums) {
+        py::gil_scoped_release release;
+        ce::accumulate_rows_cpu(reinterpret_cast<const float*>(x), reinterpret_cast<const int32_t*>(codes), rows,
+                                dim, reinterpret_cast<float*>(sums), n_sums);
+      },
+      py::arg("x"), py::arg("codes"), py::arg("rows"), py::arg("dim"), py::arg("sums"), py::arg("n_sums"));
+  m.def(
       "quantize_residuals",
       [](uintptr_t emb, uintptr_t centroids, uintptr_t codes, uintptr_t bucket_cutoffs,
          uintptr_t bucket_weights, uintptr_t residuals, uintptr_t inv_norms, int64_t n_tokens,

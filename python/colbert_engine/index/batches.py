@@ -32,6 +32,8 @@ def check_batch(emb, offsets, where: str):
     emb = V.as_tensor(emb, f"{where}doc_emb")
     V.check_dtype(emb, f"{where}doc_emb", V.FLOAT_DTYPES)
     V.check_ndim(emb, f"{where}doc_emb", (2,))
+    for start in range(0, emb.shape[0], 1 << 16):  # before k-means spreads a NaN; chunked: isfinite copies
+        V.check_finite(emb[start:start + (1 << 16)], f"{where}doc_emb")
     if offsets is None:
         raise ValueError(f"{where}doc_offsets: required with a packed doc_emb tensor")
     offsets = V.check_offsets(V.as_tensor(offsets, f"{where}doc_offsets"), f"{where}doc_offsets", emb.shape[0])
@@ -104,13 +106,3 @@ def sample_rows(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Tens
     chosen[order[:take]] = True
     token_mask = torch.repeat_interleave(chosen, lengths, output_size=int(lengths.sum()))
     return torch.nonzero(token_mask).flatten()
-
-
-def gather_rows(parts: list, rows: torch.Tensor) -> torch.Tensor:
-    """``torch.cat(parts)[rows]`` without concatenating the parts (rows ascending)."""
-    out, base = [], 0
-    for part in parts:
-        lo, hi = torch.searchsorted(rows, torch.tensor([base, base + part.shape[0]]))
-        out.append(part[rows[int(lo):int(hi)] - base])
-        base += part.shape[0]
-    return torch.cat(out)

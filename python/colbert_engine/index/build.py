@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
-from colbert_engine.index.batches import batches_of, check_batch, gather_rows, sample_rows
-from colbert_engine.index.codec import HELDOUT_TOKENS, num_centroids, train_codec
+from colbert_engine.index.batches import batches_of, check_batch, sample_rows
+from colbert_engine.index.codec import HELDOUT_TOKENS, BuildClock, RowParts, num_centroids, train_codec
 from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
 from colbert_engine.search import check_count
 
@@ -42,6 +42,7 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
 def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device,
                      n_centroids, kmeans_niters, seed, train_buffer_tokens, n_tokens_hint,
                      max_points_per_centroid) -> None:
+    clock = BuildClock()
     batches = batches_of(doc_emb, doc_offsets, ids, metadata)
     buffered, buffered_tokens = [], 0
     for batch in batches:
@@ -63,12 +64,14 @@ def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: i
         n_tokens = n_tokens_hint or buffered_tokens
     k = n_centroids or num_centroids(n_tokens, n_tokens)
     rows = sample_rows(lengths, seed, max_points_per_centroid * k + HELDOUT_TOKENS)
-    if not packed:  # copy just the sampled tokens out of the buffered batches
-        points = gather_rows([b[0] for b in buffered], rows)
-        rows = None
+    if not packed:  # the sample is rows of the buffered batches, gathered chunk by chunk, never copied whole
+        points = RowParts([b[0] for b in buffered])
+    clock.lap("sampling")
     codec = train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
-                        max_points_per_centroid=max_points_per_centroid, rows=rows, device=device)
+                        max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
+                        timings=clock.seconds)
+    clock.restart()
     del points, rows
     # hand the buffered batches over one by one so each is freed once compressed
     buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
-    write_index(folder, codec, itertools.chain(buffered_stream, batches), device)
+    write_index(folder, codec, itertools.chain(buffered_stream, batches), device, clock=clock)

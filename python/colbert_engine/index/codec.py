@@ -5,21 +5,27 @@ ColBERTv2's recipe (DESIGN.md section 4) without faiss and without ``torch.quant
 - documents sampled for training: ``min(1 + 16 * sqrt(120 * n_docs), n_docs)``;
 - ``K = 2^floor(log2(16 * sqrt(n_tokens)))`` clamped to [16, 2^18] and to the number of
   sample tokens (a corpus of 40 tokens gets 40 centroids: every token its own cell);
-- k-means in torch on the index's device, assignment in chunks so no
-  ``n_points x K`` matrix is ever held for large inputs, on at most
-  ``max_points_per_centroid * K`` random sample tokens (faiss's rule, which ColBERT
-  inherits, with 32 instead of faiss's 256: 4 iterations then cost about as much as
-  assigning ~1M tokens to their centroids; recall vs exact did not change measurably);
+- k-means in torch on the index's device, on at most ``max_points_per_centroid * K``
+  random sample tokens (faiss's rule, which ColBERT inherits: 256). On CPU with
+  K >= ``ops.codec.PROBE_MIN_CENTROIDS`` every assignment (k-means and compression) is
+  the probed two-level search of :func:`colbert_engine.ops.codec.nearest_centroids_probed`
+  (>= 99.5% exact argmax) instead of a dense ``n x K`` GEMM: that is what makes the full
+  sample affordable (32 points per centroid, the old default, cost recall on hard data);
 - bucket cutoffs at the j/2^b quantiles and weights at the (j + 1/2)/2^b quantiles of the
   residuals of held-out sample tokens over all dimensions, found with ``kthvalue``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
+
+from colbert_engine import ops
+from colbert_engine.ops import codec as ops_codec
 
 # Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
 _ASSIGN_BUDGET = 1 << 22
@@ -42,24 +48,80 @@ def num_centroids(n_tokens: int, n_sample_tokens: int) -> int:
     return min(k, n_sample_tokens)
 
 
-def _assign(points: torch.Tensor, centroids: torch.Tensor):
+# Rows per probed-assignment call (the kernel does its own blocking; no n x K matrix).
+_PROBE_CHUNK = 1 << 16
+
+
+class RowParts:
+    """Several ``(n_i, dim)`` tensors seen as one ``(sum n_i, dim)`` collection that can be
+    indexed by an int64 index tensor (rows come back as float32, in index order), without
+    concatenating them: a streamed build trains on rows of its buffered batches this way
+    instead of copying the sample (which doubled its peak memory)."""
+
+    def __init__(self, parts: list):
+        if not parts:
+            raise ValueError("RowParts: needs at least one part")
+        self.parts = parts
+        lengths = torch.tensor([p.shape[0] for p in parts], dtype=torch.int64)
+        self.starts = torch.zeros(len(parts) + 1, dtype=torch.int64)
+        torch.cumsum(lengths, 0, out=self.starts[1:])
+        self.shape = torch.Size((int(self.starts[-1]), parts[0].shape[1]))
+        self.device = parts[0].device
+
+    def dim(self) -> int:
+        return 2
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        index = torch.as_tensor(index, dtype=torch.int64).cpu().flatten()
+        order = torch.argsort(index)
+        sorted_index = index[order]
+        bounds = torch.searchsorted(sorted_index, self.starts).tolist()
+        out = torch.empty(index.numel(), self.shape[1], dtype=torch.float32, device=self.device)
+        for p, part in enumerate(self.parts):
+            lo, hi = bounds[p], bounds[p + 1]
+            if lo < hi:
+                out[order[lo:hi].to(self.device)] = part[(sorted_index[lo:hi] - self.starts[p]).to(part.device)].float()
+        return out
+
+
+def cells_for(centroids: torch.Tensor) -> "ops_codec.CentroidCells | None":
+    """The probed search's coarse level for these centroids, or None where the dense
+    exact path is used (K below ``ops.codec.PROBE_MIN_CENTROIDS``, or not on CPU)."""
+    if centroids.device.type != "cpu" or centroids.shape[0] < ops_codec.PROBE_MIN_CENTROIDS:
+        return None
+    return ops_codec.centroid_cells(centroids)
+
+
+def _assign(points: torch.Tensor, centroids: torch.Tensor, cells=None):
     """Nearest centroid by inner product (points and centroids unit length), chunked.
 
-    points ``(n, dim)`` any float dtype (converted chunk by chunk), centroids fp32.
+    points ``(n, dim)`` any float dtype (converted chunk by chunk), centroids fp32; with
+    ``cells`` (:func:`cells_for`) the probed search on CPU.
     Returns (codes int64 (n,), best score float32 (n,)).
     """
     n, k = points.shape[0], centroids.shape[0]
-    chunk = max(1, _ASSIGN_BUDGET // max(k, 1))
     codes = torch.empty(n, dtype=torch.int64, device=points.device)
     best = torch.empty(n, dtype=torch.float32, device=points.device)
+    if cells is not None:
+        for start in range(0, n, _PROBE_CHUNK):
+            x = points[start:start + _PROBE_CHUNK].float()
+            got = ops_codec.nearest_centroids_probed(x, cells).long()
+            codes[start:start + x.shape[0]] = got
+            best[start:start + x.shape[0]] = (x * centroids[got]).sum(dim=1)
+        return codes, best
+    chunk = max(1, _ASSIGN_BUDGET // max(k, 1))
     for start in range(0, n, chunk):
         block = points[start:start + chunk].float() @ centroids.T
         best[start:start + chunk], codes[start:start + chunk] = block.max(dim=1)
     return codes, best
 
 
+MAX_POINTS_PER_CENTROID = 256  # faiss's and ColBERT's rule
+
+
 def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
-           max_points_per_centroid: int = 32, rows: torch.Tensor | None = None, device=None) -> torch.Tensor:
+           max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, rows: torch.Tensor | None = None,
+           device=None, exact: bool = False) -> torch.Tensor:
     """Seeded spherical k-means (assign by inner product, centroid = normalized mean).
 
     Args:
@@ -70,6 +132,7 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
         rows: optional int64 ``(m,)`` row indices of ``points`` to train on (default: all),
             on ``points.device``: a sample is a list of rows, never a copy.
         device: where to compute (default ``points.device``); chunks are moved there.
+        exact: always assign by the dense GEMM (default: probed search for large K on CPU).
     Returns:
         float32 ``(k, dim)`` L2-normalized centroids on ``device``.
     """
@@ -90,15 +153,25 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
         return (points[start:stop] if rows is None else points[rows[start:stop]]).to(device, torch.float32)
 
     centroids = gather(torch.randperm(n, generator=gen)[:k].to(points.device))
-    chunk = max(1, _ASSIGN_BUDGET // k)
     codes = torch.empty(n, dtype=torch.int64, device=device)
     for _ in range(niters):
-        for start in range(0, n, chunk):
-            codes[start:start + chunk] = (rows_of(start, start + chunk) @ centroids.T).argmax(dim=1)
-        # accumulate in few large calls: on a busy machine every parallel call pays a barrier
+        cells = None if exact else cells_for(centroids)  # rebuilt: the centroids moved
+        # assignment and accumulation in one pass over each chunk (the gather of sampled
+        # rows is paid once), few large calls: on a busy machine every parallel call pays
+        # a barrier
         sums = torch.zeros_like(centroids)
-        for start in range(0, n, _ACCUMULATE_ROWS):
-            sums.index_add_(0, codes[start:start + _ACCUMULATE_ROWS], rows_of(start, start + _ACCUMULATE_ROWS))
+        step = _PROBE_CHUNK if cells is not None else max(_ACCUMULATE_ROWS, _ASSIGN_BUDGET // k)
+        for start in range(0, n, step):
+            x = rows_of(start, start + step)
+            if cells is not None:  # the sample was checked finite with the input
+                got = ops_codec._probed(x, cells, ops_codec.default_nprobe(cells.n_cells)).long()
+            else:
+                got = torch.empty(x.shape[0], dtype=torch.int64, device=device)
+                chunk = max(1, _ASSIGN_BUDGET // k)
+                for lo in range(0, x.shape[0], chunk):
+                    got[lo:lo + chunk] = (x[lo:lo + chunk] @ centroids.T).argmax(dim=1)
+            codes[start:start + x.shape[0]] = got
+            ops_codec.accumulate_rows(x, got, sums)
         counts = torch.bincount(codes, minlength=k)
         empty = counts == 0
         if bool(empty.any()):
@@ -143,10 +216,33 @@ class Codec:
     bucket_cutoffs: torch.Tensor
     bucket_weights: torch.Tensor
     nbits: int
+    # Built on first use by compress(); a pure function of the centroids (seeded), so
+    # every build, add and compaction assigns a token the same code.
+    _cells: object = field(default=None, init=False, repr=False, compare=False)
+    _cells_built: bool = field(default=False, init=False, repr=False, compare=False)
+    # Seconds spent in compress() since creation (the build's time split).
+    compress_seconds: float = field(default=0.0, init=False, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
         return self.centroids.shape[1]
+
+    @property
+    def cells(self):
+        """The probed search's coarse level (None where compression is dense and exact)."""
+        if not self._cells_built:
+            self._cells = cells_for(self.centroids)
+            self._cells_built = True
+        return self._cells
+
+    def compress(self, emb: torch.Tensor):
+        """(codes, residuals, inv_norms) of token vectors: :func:`ops.compress_residuals`
+        with this codec's centroid cells (probed assignment for large K on CPU)."""
+        start = time.perf_counter()
+        out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.bucket_weights, self.nbits,
+                                     cells=self.cells if emb.device.type == "cpu" else None)
+        self.compress_seconds += time.perf_counter() - start
+        return out
 
     def to(self, device) -> "Codec":
         return Codec(self.centroids.to(device), self.bucket_cutoffs.to(device), self.bucket_weights.to(device),
@@ -154,8 +250,8 @@ class Codec:
 
 
 def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
-                n_centroids: int | None = None, max_points_per_centroid: int = 32,
-                rows: torch.Tensor | None = None, device=None) -> Codec:
+                n_centroids: int | None = None, max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
+                rows: torch.Tensor | None = None, device=None, timings: dict | None = None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
@@ -164,6 +260,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
             token indices into it (no copy of the sample is made).
         n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
         device: where k-means runs (default ``sample.device``).
+        timings: optional dict that receives the seconds of "kmeans" and "buckets".
     Returns:
         a :class:`Codec` on ``device``.
     """
@@ -186,8 +283,48 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     train_rows = order[n_heldout:]
     k = n_centroids if n_centroids is not None else num_centroids(n_tokens, train_rows.numel())
     k = min(k, train_rows.numel())
+    start = time.perf_counter()
     centroids = kmeans(sample, k, niters=niters, seed=seed, max_points_per_centroid=max_points_per_centroid,
                        rows=train_rows, device=device)
-    codes, _ = _assign(heldout, centroids)
+    mid = time.perf_counter()
+    codec = Codec(centroids, None, None, nbits)
+    codes, _ = _assign(heldout, centroids, codec.cells)
     cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)
-    return Codec(centroids, cutoffs.to(device), weights.to(device), nbits)
+    codec.bucket_cutoffs, codec.bucket_weights = cutoffs.to(device), weights.to(device)
+    if timings is not None:
+        timings["kmeans"] = mid - start
+        timings["buckets"] = time.perf_counter() - mid
+    return codec
+
+
+_LOG = logging.getLogger("colbert_engine.build")
+
+
+class BuildClock:
+    """The build's time split: seconds per stage (sampling, kmeans, buckets, compression,
+    writing = IVF, files and ids), logged to ``colbert_engine.build`` as each stage ends and
+    stored in the manifest as ``build_seconds`` (``Index.stats()``: ``build_s_<stage>``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._start = self._mark = time.perf_counter()
+
+    def restart(self) -> None:
+        self._mark = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._mark
+        self._mark = now
+        _LOG.info("build: %s %.2f s", stage, self.seconds[stage])
+
+    def finish(self, compress_seconds: float) -> dict:
+        """Close the split: compression is the codec's own count; the rest of the time
+        since the codec was trained is writing (reading the stream, IVF, files, ids)."""
+        now = time.perf_counter()
+        self.seconds["compression"] = compress_seconds
+        self.seconds["writing"] = max(0.0, now - self._mark - compress_seconds)
+        self.seconds["total"] = now - self._start
+        out = {k: round(v, 3) for k, v in self.seconds.items()}
+        _LOG.info("build: " + ", ".join(f"{k} {v:.2f} s" for k, v in out.items()))
+        return out

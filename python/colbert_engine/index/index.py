@@ -17,6 +17,7 @@ import torch
 
 from colbert_engine.index import writer
 from colbert_engine.index.build import DEFAULT_TRAIN_BUFFER_TOKENS, build_index
+from colbert_engine.index.codec import MAX_POINTS_PER_CENTROID
 from colbert_engine.index.reader import IndexReader
 from colbert_engine.ops import _validate as V
 from colbert_engine.search import Searcher, search_thread_team
@@ -193,7 +194,7 @@ class Index(IndexReader):
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
               train_buffer_tokens: int = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
-              max_points_per_centroid: int = 32) -> "Index":
+              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID) -> "Index":
         """Build an index folder from token vectors and open it.
 
         Args:

@@ -135,6 +135,7 @@ class IndexReader:
             "centroids": self.codec.centroids.shape[0], "nbits": self.codec.nbits, "dim": self.codec.dim,
             "format_version": m["format_version"], "generation": self.generation, "segments": len(self.segments),
             "device": str(self.device),
+            **{f"build_s_{stage}": seconds for stage, seconds in m.get("build_seconds", {}).items()},
         }
 
     def _allowed(self, filter) -> torch.Tensor | None:

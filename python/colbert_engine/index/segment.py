@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colbert_engine import ops
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec
 
@@ -80,8 +79,7 @@ class SegmentWriter:
         c = self.codec
         for start in range(0, emb.shape[0], COMPRESS_CHUNK_TOKENS):
             chunk = emb[start:start + COMPRESS_CHUNK_TOKENS].to(self.device)
-            codes, residuals, inv_norms = ops.compress_residuals(chunk, c.centroids, c.bucket_cutoffs,
-                                                               c.bucket_weights, c.nbits)
+            codes, residuals, inv_norms = c.compress(chunk)
             self.codes.append(codes.cpu())
             self.residuals.append(residuals.cpu())
             self.inv_norms.append(inv_norms.cpu())

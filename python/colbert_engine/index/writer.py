@@ -16,7 +16,7 @@ import torch
 from colbert_engine._version import __version__
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import batches_of, id_list
-from colbert_engine.index.codec import Codec
+from colbert_engine.index.codec import BuildClock, Codec
 from colbert_engine.index.codec_files import write_codec
 from colbert_engine.index.ids import IdStore
 from colbert_engine.index.segment import SegmentWriter
@@ -86,12 +86,13 @@ def remove_leftovers(folder: Path) -> None:
 
 
 def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.device,
-                compressed: bool = False) -> None:
+                compressed: bool = False, clock: BuildClock | None = None) -> None:
     """Write generation 1 of a new index into ``folder`` (which holds no manifest).
 
     ``batches`` yields ``(emb, offsets, ids or None, metadata or None)``: token vectors
     ``(T, dim)`` with int64 ``offsets`` ``(n + 1,)``, compressed with ``codec``; or, with
     ``compressed``, ``((codes, residuals, inv_norms), lengths, ids, metadata)`` copied as they are.
+    ``clock``: the build's stage timer; its split is recorded in the manifest (``build_seconds``).
     """
     codec_entries = write_codec(folder, codec)
     gen = 1
@@ -127,6 +128,8 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
         "written_by": f"colbert-engine {__version__}",
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if clock is not None:
+        manifest["build_seconds"] = clock.finish(codec.compress_seconds)
     F.write_manifest(folder, manifest)
 
 

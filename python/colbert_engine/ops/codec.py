@@ -13,7 +13,9 @@ bytes (``numpy.packbits``): ``dim * nbits / 8`` bytes per token.
 
 from __future__ import annotations
 
+import math
 import numbers
+from dataclasses import dataclass
 
 import torch
 
@@ -127,7 +129,194 @@ def nearest_centroids(emb: torch.Tensor, centroids: torch.Tensor) -> torch.Tenso
     return codes
 
 
-def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
+# ----------------------------------------------------------------------------- probed argmax
+# Two-level nearest centroid (csrc/common/codec.h, ProbedArgmaxParams): a coarse k-means
+# groups the K centroids into cells; a token scores the coarse centroids, probes its
+# `nprobe` best cells and takes the exact argmax inside them. Cost per token ~
+# (n_cells + nprobe * K / n_cells) * dim instead of K * dim.
+
+# Below this K the dense GEMM + argmax is as cheap as probing, and exact.
+PROBE_MIN_CENTROIDS = 2048
+# Rows per coarse-score GEMM + kernel call: 16k x 512 cells x 4 B = 32 MiB at most.
+_PROBE_ROWS = 1 << 14
+
+
+def default_cells(n_centroids: int) -> int:
+    """Cells of the coarse level for K centroids: ~2 sqrt(K) (so ~sqrt(K)/2 per cell)."""
+    return max(1, min(n_centroids, int(round(2 * math.sqrt(n_centroids)))))
+
+
+def default_nprobe(n_cells: int) -> int:
+    """Cells probed per token: enough for >= 99.5% exact argmax on the measured workloads
+    (benchmarks/bench_build.py --agreement reports the agreement)."""
+    return max(1, min(n_cells, 8 + n_cells // 32))
+
+
+@dataclass(frozen=True)
+class CentroidCells:
+    """The coarse level over a centroid table (build with :func:`centroid_cells`).
+
+    coarse ``(n_cells, dim)`` fp32; cell c's centroids transposed as a ``[dim][width_c]``
+    block at ``cell_data[cell_offsets[c] * dim:]`` (width a multiple of 16);
+    ``cell_ids[col]`` the centroid's index in the original table, -1 for padding;
+    ``cell_of`` int64 ``(K,)`` the cell of every centroid (for the reference);
+    ``cell_data_bf16`` the same blocks in bf16 as ``[dim/2][width_c][2]`` (pairs of
+    dimensions, the layout of the avx512_bf16 dot product; None for odd dim) and
+    ``centroids`` the fp32 table (the bf16 screen's rescoring reads it).
+    """
+
+    coarse: torch.Tensor
+    cell_data: torch.Tensor
+    cell_offsets: torch.Tensor
+    cell_ids: torch.Tensor
+    cell_of: torch.Tensor
+    n_centroids: int
+    cell_data_bf16: torch.Tensor | None = None
+    centroids: torch.Tensor | None = None
+
+    @property
+    def n_cells(self) -> int:
+        return self.coarse.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.coarse.shape[1]
+
+
+def centroid_cells(centroids, n_cells: int | None = None, *, niters: int = 4, seed: int = 0) -> CentroidCells:
+    """Group centroids into cells by a seeded spherical k-means over them (inner product).
+
+    ``n_cells`` defaults to :func:`default_cells`; empty cells are dropped, so the result
+    may have fewer. Deterministic for a given seed. CPU tensors.
+    """
+    centroids = _check_centroids(centroids, torch.device("cpu"))
+    n_centroids, dim = centroids.shape
+    n_cells = default_cells(n_centroids) if n_cells is None else n_cells
+    if isinstance(n_cells, bool) or not isinstance(n_cells, numbers.Integral) or not 1 <= n_cells <= n_centroids:
+        raise ValueError(f"n_cells: expected an int in [1, {n_centroids}] (the number of centroids), got {n_cells!r}")
+    gen = torch.Generator().manual_seed(seed)
+    coarse = centroids[torch.randperm(n_centroids, generator=gen)[:n_cells]].clone()
+    for _ in range(niters + 1):
+        cell_of = nearest_centroids(centroids, coarse).long()
+        sums = accumulate_rows(centroids, cell_of, torch.zeros_like(coarse))
+        used = torch.bincount(cell_of, minlength=coarse.shape[0]) > 0
+        # an empty cell keeps its old centre this round (dropped below if still empty)
+        coarse = torch.where(used.unsqueeze(1), torch.nn.functional.normalize(sums, dim=1), coarse)
+    cell_of = nearest_centroids(centroids, coarse).long()
+    counts = torch.bincount(cell_of, minlength=coarse.shape[0])
+    keep = counts > 0
+    renumber = torch.cumsum(keep.long(), 0) - 1
+    coarse, counts, cell_of = coarse[keep].contiguous(), counts[keep], renumber[cell_of]
+    widths = (counts + 15) // 16 * 16
+    offsets = torch.zeros(coarse.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(widths, 0, out=offsets[1:])
+    # column of every centroid: its cell's first column + its rank inside the cell (stable)
+    order = torch.sort(cell_of, stable=True).indices
+    sorted_cells = cell_of[order]
+    starts = torch.cumsum(counts, 0) - counts
+    column = torch.empty(n_centroids, dtype=torch.int64)
+    column[order] = offsets[:-1][sorted_cells] + torch.arange(n_centroids) - starts[sorted_cells]
+    n_cols = int(offsets[-1])
+    cell_ids = torch.full((n_cols,), -1, dtype=torch.int32)
+    cell_ids[column] = torch.arange(n_centroids, dtype=torch.int32)
+    # element (d, col) of cell c's [dim][width] block sits at col0 * dim + d * width + (col - col0)
+    col0, width = offsets[:-1][cell_of], widths[cell_of]
+    d = torch.arange(dim)
+    flat = (col0 * dim + column - col0).unsqueeze(1) + d.unsqueeze(0) * width.unsqueeze(1)  # (K, dim)
+    cell_data = torch.zeros(n_cols * dim, dtype=torch.float32)
+    cell_data[flat.flatten()] = centroids.flatten()
+    cell_data_bf16 = None
+    if dim % 2 == 0:  # pairs of dimensions: element (d, col) at col0*dim + (d//2)*2*width + 2*(col-col0) + d%2
+        flat2 = (col0 * dim + 2 * (column - col0)).unsqueeze(1) + (d // 2 * 2).unsqueeze(0) * width.unsqueeze(1) \
+            + (d % 2).unsqueeze(0)
+        cell_data_bf16 = torch.zeros(n_cols * dim, dtype=torch.bfloat16)
+        cell_data_bf16[flat2.flatten()] = centroids.flatten().to(torch.bfloat16)
+    return CentroidCells(coarse, cell_data, offsets, cell_ids, cell_of, n_centroids, cell_data_bf16, centroids)
+
+
+def bf16_available() -> bool:
+    """Whether the probed argmax can screen in bf16 here (avx512_bf16, not capped by CE_ISA)."""
+    return bool(_native.cpu().probed_bf16_available())
+
+
+def _check_nprobe(nprobe, cells: CentroidCells) -> int:
+    if nprobe is None:
+        return default_nprobe(cells.n_cells)
+    if isinstance(nprobe, bool) or not isinstance(nprobe, numbers.Integral) or nprobe < 1:
+        raise ValueError(f"nprobe: expected an int >= 1, got {nprobe!r}")
+    return min(int(nprobe), cells.n_cells)
+
+
+def nearest_centroids_probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int | None = None, *,
+                             bf16: bool = False) -> torch.Tensor:
+    """int32 ``(T,)``: the nearest centroid among the ``nprobe`` best cells of each token.
+
+    Reference: :func:`colbert_engine.ops.reference.nearest_centroids_probed`. The coarse
+    scores are a torch GEMM; probe selection, the per-cell scoring and the argmax are one
+    fused kernel (no ``(T, K)`` matrix). emb ``(T, dim)`` float on CPU, checked finite.
+    ``bf16`` (where :func:`bf16_available`, else ignored): score the cells with bf16 dot
+    products and rescore each token's 16 lane winners in fp32. Off by default: on the
+    avx512_bf16 CPU measured (no AMX) it ran at ~0.85x the fp32 kernel (VDPBF16PS does
+    not outrun two fp32 FMA ports), see benchmarks/bench_build.py agreement --bf16.
+    """
+    if not isinstance(cells, CentroidCells):
+        raise TypeError(f"cells: expected a CentroidCells (ops.codec.centroid_cells), got {type(cells).__name__}")
+    emb = V.as_tensor(emb, "emb")
+    if emb.device.type != "cpu":
+        raise ValueError(f"emb: the probed argmax runs on CPU, got a tensor on {emb.device}")
+    V.check_dtype(emb, "emb", V.FLOAT_DTYPES)
+    V.check_ndim(emb, "emb", (2,))
+    V.check_size(emb, "emb", 1, cells.dim, "the cells' dim")
+    V.check_finite(emb, "emb")
+    nprobe = _check_nprobe(nprobe, cells)
+    return _probed(emb, cells, nprobe, bf16)
+
+
+def _probed(emb: torch.Tensor, cells: CentroidCells, nprobe: int, bf16: bool = False) -> torch.Tensor:
+    n_tokens, dim = emb.shape
+    use_bf16 = bool(bf16) and cells.cell_data_bf16 is not None and bf16_available()
+    codes = torch.empty(n_tokens, dtype=torch.int32)
+    block = min(_PROBE_ROWS, max(1, n_tokens))
+    scores = torch.empty(block, cells.n_cells, dtype=torch.float32)
+    native = _native.cpu()
+    for start in range(0, n_tokens, block):
+        rows = min(block, n_tokens - start)
+        x = emb[start:start + rows].to(torch.float32).contiguous()
+        torch.matmul(x, cells.coarse.T, out=scores[:rows])
+        x_bf16 = x.to(torch.bfloat16) if use_bf16 else None
+        native.probed_argmax(x.data_ptr(), scores.data_ptr(), cells.cell_data.data_ptr(),
+                             cells.cell_offsets.data_ptr(), cells.cell_ids.data_ptr(), codes[start:].data_ptr(),
+                             rows, dim, cells.n_cells, nprobe,
+                             cells.cell_data_bf16.data_ptr() if use_bf16 else 0,
+                             x_bf16.data_ptr() if use_bf16 else 0,
+                             cells.centroids.data_ptr() if use_bf16 else 0)
+    return codes
+
+
+def accumulate_rows(x, codes, sums) -> torch.Tensor:
+    """``sums[codes[i]] += x[i]`` for every row (the k-means update), in place; returns sums.
+
+    Reference: :func:`colbert_engine.ops.reference.accumulate_rows` (``index_add_``, which
+    on CPU costs about as much as the probed assignment itself). x ``(n, dim)`` float32,
+    codes ``(n,)`` int32/int64 in ``[0, len(sums))``, sums ``(K, dim)`` float32 contiguous.
+    On CUDA this is ``index_add_``. Deterministic: each sum adds its rows in row order.
+    """
+    x = V.as_tensor(x, "x")
+    V.check_ndim(x, "x", (2,))
+    if not isinstance(sums, torch.Tensor) or sums.dtype != torch.float32 or sums.dim() != 2 \
+            or not sums.is_contiguous() or sums.shape[1] != x.shape[1] or sums.device != x.device:
+        raise ValueError(f"sums: expected a contiguous float32 (K, {x.shape[1]}) tensor on {x.device}")
+    codes = check_codes(codes, x.shape[0], sums.shape[0], x.device)
+    if x.device.type != "cpu":
+        return sums.index_add_(0, codes.long(), x.to(torch.float32))
+    x = x.to(torch.float32).contiguous()
+    if x.shape[0]:
+        _native.cpu().accumulate_rows(x.data_ptr(), codes.data_ptr(), x.shape[0], x.shape[1], sums.data_ptr(),
+                                      sums.shape[0])
+    return sums
+
+
+def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *, cells=None, nprobe=None):
     """Compress token vectors against centroids into (codes, residuals, inv_norms).
 
     Args:
@@ -136,6 +325,11 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
         bucket_cutoffs: ``(2^nbits - 1,)`` float32, non-decreasing.
         bucket_weights: ``(2^nbits,)`` float32: the decoded value of each bucket.
         nbits: 1, 2 or 4; ``dim * nbits`` must be a multiple of 8.
+        cells: optional :class:`CentroidCells` of ``centroids`` (:func:`centroid_cells`):
+            on CPU, codes come from the probed two-level search (>= 99.5% exact argmax
+            with the default ``nprobe``, see :func:`nearest_centroids_probed`); on CUDA
+            they are ignored (the dense GEMM is cheap there) and codes are exact.
+        nprobe: cells probed per token with ``cells`` (default :func:`default_nprobe`).
 
     Returns:
         ``codes`` int32 ``(T,)``: nearest centroid by inner product (first maximum on ties);
@@ -162,7 +356,15 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
     emb = emb.contiguous()
 
     n_tokens = emb.shape[0]
-    codes = nearest_centroids(emb, centroids)
+    if cells is not None and device.type == "cpu":
+        if not isinstance(cells, CentroidCells):
+            raise TypeError(f"cells: expected a CentroidCells (ops.codec.centroid_cells), got {type(cells).__name__}")
+        if cells.n_centroids != centroids.shape[0] or cells.dim != dim:
+            raise ValueError(f"cells: built for {cells.n_centroids} centroids of dim {cells.dim}, "
+                             f"got centroids of shape {tuple(centroids.shape)}")
+        codes = _probed(emb, cells, _check_nprobe(nprobe, cells))
+    else:
+        codes = nearest_centroids(emb, centroids)
     residuals = torch.empty(n_tokens, dim * nbits // 8, dtype=torch.uint8, device=device)
     inv_norms = torch.empty(n_tokens, dtype=torch.float16, device=device)
     if n_tokens:

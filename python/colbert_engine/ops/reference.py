@@ -88,6 +88,29 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
     return codes.to(torch.int32), _pack_buckets(buckets, nbits), inv_norms.half()
 
 
+def nearest_centroids_probed(emb, centroids, coarse, cell_of, nprobe):
+    """Reference of :func:`colbert_engine.ops.codec.nearest_centroids_probed`.
+
+    The ``nprobe`` cells of highest ``<x, coarse[c]>`` (ties -> lower cell, a stable
+    sort), then the first maximum of ``<x, centroids[k]>`` over the centroids whose
+    ``cell_of[k]`` is probed. int32 ``(T,)``.
+    """
+    x = torch.as_tensor(emb).float()
+    cents = torch.as_tensor(centroids).float()
+    coarse = torch.as_tensor(coarse).float()
+    cell_of = torch.as_tensor(cell_of).long()
+    nprobe = min(nprobe, coarse.shape[0])
+    probes = torch.sort(x @ coarse.T, dim=1, descending=True, stable=True).indices[:, :nprobe]
+    probed = torch.zeros(x.shape[0], coarse.shape[0], dtype=torch.bool).scatter_(1, probes, True)
+    scores = (x @ cents.T).masked_fill(~probed[:, cell_of], float("-inf"))
+    return scores.argmax(dim=1).to(torch.int32)
+
+
+def accumulate_rows(x, codes, sums):
+    """Reference of :func:`colbert_engine.ops.codec.accumulate_rows`: ``index_add_``."""
+    return sums.index_add_(0, torch.as_tensor(codes).long(), torch.as_tensor(x).float())
+
+
 def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
                          out_dtype=torch.float32, *, inv_norms=None):
     """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + weights[bucket],

@@ -1,0 +1,324 @@
+"""Build at scale: assignment agreement and speed, codec recall, build growth.
+
+Three measurements (a script, not a timed test: the machine is shared and noisy, so every
+speed is reported next to a baseline measured in the same run, with the spread over
+repeats and the load average):
+
+    python benchmarks/bench_build.py agreement [--k 32768] [--tokens 100000]
+        probed two-level assignment (ops.codec.nearest_centroids_probed) vs the exact dense
+        GEMM + argmax on each workload: share of exact argmax, residual error ratio
+        mean ||x - c||^2 (probed / exact), tokens/s of both and their ratio, per nprobe.
+    python benchmarks/bench_build.py recall [--docs 10000]
+        exact-on-codes and default-search recall@10 vs exhaustive fp32 MaxSim, and build
+        seconds, by k-means sample (max_points_per_centroid) and iterations.
+    python benchmarks/bench_build.py buckets [--docs 3000]
+        pooled (ColBERT) vs per-dimension bucket cutoffs/weights: reconstruction cosine and
+        exact-on-codes recall@10 (torch-level, to decide whether a codec variant pays).
+    python benchmarks/bench_build.py growth [--sizes 100000 1000000]
+        one build per size in a fresh subprocess: seconds per stage, tokens/s, peak RSS
+        above the input, index bytes; fitted exponent of seconds ~ N^a.
+
+Workloads: ``clustered`` (benchmarks/workload.py's generator), ``hard`` (below:
+anisotropic token vectors, ~10% stop-word-like tokens from a few directions with huge
+posting lists, noisy queries) and ``minilm`` (real all-MiniLM-L6-v2 token vectors of
+Vaswani abstracts, read from a cache file made outside the repo; skipped when absent:
+``--minilm-cache PATH`` holding ``{"doc_emb", "doc_offsets"}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from colbert_engine import Index, ops  # noqa: E402
+from colbert_engine.index import codec as C  # noqa: E402
+from colbert_engine.ops import codec as oc  # noqa: E402
+
+DEFAULT_MINILM_CACHE = "/work/cache/minilm_vaswani_6k.pt"
+
+
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def hard_collection(n_docs: int, mean_doc_len: int = 100, dim: int = 128, n_queries: int = 100, seed: int = 0,
+                    stop_share: float = 0.10, n_stop: int = 24, query_noise: float = 0.5):
+    """A hard synthetic collection (the kind of issue 11): anisotropic token vectors (a
+    decaying per-dimension spectrum, so most variance sits in few dimensions), a share of
+    stop-word-like tokens drawn from a few directions (huge posting lists), doc lengths
+    log-normal, queries = noisy copies of a target document's tokens.
+    Returns (doc_emb (T, dim), doc_offsets (n+1,), queries (nq, 32, dim))."""
+    gen = torch.Generator().manual_seed(seed)
+    spectrum = torch.exp(-torch.arange(dim, dtype=torch.float32) / (dim / 4)) + 0.05
+    n_terms = max(512, n_docs // 4)
+    terms = _unit(torch.randn(n_terms, dim, generator=gen) * spectrum)
+    stops = _unit(torch.randn(n_stop, dim, generator=gen) * spectrum)
+    lengths = torch.exp(torch.randn(n_docs, generator=gen) * 0.6 + math.log(mean_doc_len * 0.85))
+    lengths = lengths.round().long().clamp(8, 20 * mean_doc_len)
+    offsets = torch.zeros(n_docs + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(lengths, 0)
+    total = int(offsets[-1])
+    zipf = 1.0 / torch.arange(1, n_terms + 1, dtype=torch.float32) ** 0.8
+    term = torch.multinomial(zipf, total, replacement=True, generator=gen)
+    base = terms[term]
+    is_stop = torch.rand(total, generator=gen) < stop_share
+    base[is_stop] = stops[torch.randint(0, n_stop, (int(is_stop.sum()),), generator=gen)]
+    doc_emb = _unit(base + 0.6 * torch.randn(total, dim, generator=gen) * spectrum / spectrum.norm())
+    queries = torch.empty(n_queries, 32, dim)
+    targets = torch.randint(0, n_docs, (n_queries,), generator=gen)
+    for q, doc in enumerate(targets.tolist()):
+        t0, t1 = int(offsets[doc]), int(offsets[doc + 1])
+        pick = doc_emb[t0 + torch.randint(0, t1 - t0, (32,), generator=gen)]
+        queries[q] = _unit(pick + query_noise * torch.randn(32, dim, generator=gen) / dim ** 0.5)
+    return doc_emb, offsets, queries
+
+
+def workloads(n_tokens: int, minilm_cache: str | None):
+    """name -> (doc_emb, doc_offsets, queries or None), about n_tokens tokens each."""
+    from workload import make_workload
+
+    mean = 100
+    docs = max(10, n_tokens // mean)
+    data = make_workload("medium", n_docs=docs, mean_doc_len=mean)
+    out = {"clustered": (data.doc_emb, data.doc_offsets, data.queries)}
+    emb, offsets, queries = hard_collection(docs)
+    out["hard"] = (emb, offsets, queries)
+    path = minilm_cache or DEFAULT_MINILM_CACHE
+    if path and Path(path).exists():
+        cached = torch.load(path, weights_only=True)
+        emb = cached["doc_emb"].float()[:n_tokens]
+        out["minilm"] = (_unit(emb), None, None)
+    return out
+
+
+def _timed(fn, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, times
+
+
+def _spread(n, times):
+    rates = [n / t for t in times]
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def cmd_agreement(args) -> None:
+    print(f"# agreement: K={args.k}, {args.tokens:,} tokens, bf16 {args.bf16 and oc.bf16_available()}, "
+          f"threads={torch.get_num_threads()}, "
+          f"load {os.getloadavg()[0]:.2f}")
+    for name, (emb, _, _) in workloads(args.tokens, args.minilm_cache).items():
+        if args.workloads and name not in args.workloads:
+            continue
+        dim = emb.shape[1]
+        k = min(args.k, emb.shape[0] // 4)
+        start = time.perf_counter()
+        centroids = C.kmeans(emb, k, niters=2, max_points_per_centroid=16, seed=0)
+        cells = oc.centroid_cells(centroids)
+        train_s = time.perf_counter() - start
+        x = emb[: args.tokens].float().contiguous()
+        n_exact = min(x.shape[0], args.exact_tokens)
+        exact, exact_t = _timed(lambda: oc.nearest_centroids(x[:n_exact], centroids), args.repeats)
+        err_exact = float(((x[:n_exact] - centroids[exact.long()]) ** 2).sum(1).mean())
+        exact_rate = _spread(n_exact, exact_t)
+        print(f"{name}: dim {dim}, K {k}, {cells.n_cells} cells (k-means + cells {train_s:.1f} s); "
+              f"exact {exact_rate[0]:,.0f} tok/s [{exact_rate[1]:,.0f}-{exact_rate[2]:,.0f}]")
+        for nprobe in [p or None for p in args.nprobe] if args.nprobe else [None]:
+            got, t = _timed(lambda: oc.nearest_centroids_probed(x, cells, nprobe, bf16=args.bf16), args.repeats)
+            got = got[:n_exact]
+            agree = float((got == exact).float().mean())
+            err = float(((x[:n_exact] - centroids[got.long()]) ** 2).sum(1).mean())
+            rate = _spread(x.shape[0], t)
+            label = nprobe if nprobe is not None else f"{oc.default_nprobe(cells.n_cells)} (default)"
+            print(f"  nprobe {label}: agreement {agree:.4%}, residual error x{err / err_exact:.4f}, "
+                  f"{rate[0]:,.0f} tok/s [{rate[1]:,.0f}-{rate[2]:,.0f}] = x{rate[0] / exact_rate[0]:.1f} exact")
+    print(f"load after {os.getloadavg()[0]:.2f}")
+
+
+def _exact_topk(emb, offsets, queries, k):
+    """Ground truth: exhaustive fp32 MaxSim, (nq, k) document indices."""
+    return ops.maxsim_topk(queries, emb, offsets, k)[1]
+
+
+def _recall(got_ids, truth):
+    hits = [len(set(g) & set(t)) / len(t) for g, t in zip(got_ids, truth)]
+    return sum(hits) / len(hits)
+
+
+def cmd_recall(args) -> None:
+    print(f"# recall@10 vs exhaustive fp32 MaxSim, {args.docs} docs, nbits {args.nbits}, load {os.getloadavg()[0]:.2f}")
+    for name, (emb, offsets, queries) in workloads(args.docs * 100, None).items():
+        if offsets is None or (args.workloads and name not in args.workloads):
+            continue
+        truth = _exact_topk(emb, offsets, queries, 10).tolist()
+        print(f"{name}: {emb.shape[0]:,} tokens")
+        for ppc, niters in [tuple(int(v) for v in c.split(":")) for c in args.configs]:
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                index = Index.build(Path(tmp) / "i", emb, offsets, nbits=args.nbits,
+                                    max_points_per_centroid=ppc, kmeans_niters=niters)
+                build_s = time.perf_counter() - start
+                stats = index.stats()
+                exact_ids = [[d for d, _ in r] for r in index.search(queries, k=10, exact=True)]
+                default_ids = [[d for d, _ in r] for r in index.search(queries, k=10)]
+                split = ", ".join(f"{k[8:]} {v:.1f}" for k, v in stats.items() if k.startswith("build_s_"))
+                print(f"  ppc {ppc:3d} niters {niters}: exact-on-codes {_recall(exact_ids, truth):.3f}, "
+                      f"default {_recall(default_ids, truth):.3f}, build {build_s:.1f} s ({split})")
+                index.close()
+
+
+def _per_dim_tables(residuals, nbits):
+    """Per-dimension cutoffs (dim, 2^b - 1) and weights (dim, 2^b) at the same quantiles
+    as C.bucket_tables, one dimension at a time (the variant issue 11 asks to try)."""
+    levels = 1 << nbits
+    q_cut = torch.arange(1, levels) / levels
+    q_w = (torch.arange(levels) + 0.5) / levels
+    r = residuals.float()
+    return torch.quantile(r, q_cut, dim=0).T.contiguous(), torch.quantile(r, q_w, dim=0).T.contiguous()
+
+
+def cmd_buckets(args) -> None:
+    """Pooled (ColBERT's) vs per-dimension bucket tables: reconstruction cosine and
+    exact-on-codes recall@10 vs exhaustive fp32 MaxSim, torch-level (no kernel needed)."""
+    print(f"# buckets: pooled vs per-dimension, {args.docs} docs, load {os.getloadavg()[0]:.2f}")
+    for name, (emb, offsets, queries) in workloads(args.docs * 100, None).items():
+        if offsets is None:
+            continue
+        truth = _exact_topk(emb, offsets, queries, 10).tolist()
+        gen = torch.Generator().manual_seed(0)
+        held = emb[torch.randperm(emb.shape[0], generator=gen)[:50_000]]
+        codec = C.train_codec(emb, emb.shape[0], args.nbits)
+        cells = C.cells_for(codec.centroids)
+        codes = C._assign(emb, codec.centroids, cells)[0]
+        r = emb - codec.centroids[codes]
+        hcodes = C._assign(held, codec.centroids, cells)[0]
+        per_cut, per_w = _per_dim_tables(held - codec.centroids[hcodes], args.nbits)
+        for label, cut, w in [("pooled", codec.bucket_cutoffs, codec.bucket_weights), ("per-dim", per_cut, per_w)]:
+            if cut.dim() == 1:
+                dec = codec.centroids[codes] + w[torch.bucketize(r, cut)]
+            else:
+                b = (r.unsqueeze(-1) > cut.unsqueeze(0)).sum(-1)
+                dec = codec.centroids[codes] + w.unsqueeze(0).expand(r.shape[0], -1, -1).gather(
+                    2, b.unsqueeze(-1)).squeeze(-1)
+            dec = _unit(dec)
+            cos = float((dec * emb).sum(1).mean())
+            got = ops.maxsim_topk(queries, dec, offsets, 10)[1].tolist()
+            print(f"{name} {label}: mean cosine {cos:.4f}, exact-on-codes recall@10 {_recall(got, truth):.3f}")
+
+
+_GROWTH_CHILD = r"""
+import json, sys, time, tempfile, torch
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from bench_build import hard_collection
+from colbert_engine import Index
+n_tokens, streamed = int(sys.argv[1]), sys.argv[2] == "stream"
+emb, offsets, _ = hard_collection(max(10, n_tokens // 100), n_queries=1)
+input_bytes = emb.numel() * emb.element_size()
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+import gc; gc.collect()
+try:  # reset the peak (VmHWM) so the generator's temporaries do not count
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+except OSError:
+    pass
+before = status("VmRSS")
+docs = offsets.numel() - 1
+def stream():
+    for s in range(0, docs, 2000):
+        e = min(docs, s + 2000)
+        t0, t1 = int(offsets[s]), int(offsets[e])
+        yield emb[t0:t1], offsets[s:e + 1] - t0
+with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    if streamed:
+        index = Index.build(Path(tmp) / "i", stream(), n_tokens_hint=emb.shape[0])
+    else:
+        index = Index.build(Path(tmp) / "i", emb, offsets)
+    seconds = time.perf_counter() - start
+    stats = index.stats()
+peak = status("VmHWM")
+print(json.dumps({"tokens": emb.shape[0], "seconds": seconds, "input_bytes": input_bytes,
+                  "rss_before_build": before, "peak_rss": peak, "index_bytes": stats["bytes"],
+                  "centroids": stats["centroids"],
+                  "split": {k[8:]: v for k, v in stats.items() if k.startswith("build_s_")}}))
+"""
+
+
+def cmd_growth(args) -> None:
+    print(f"# growth: hard workload, nbits 2, {'streamed' if args.stream else 'packed'}, "
+          f"threads={torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    rows = []
+    for n in args.sizes:
+        # glibc keeps large freed blocks resident once its mmap threshold has grown, which
+        # would hide the build's peak behind the generator's freed temporaries: pin it
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+        out = subprocess.run([sys.executable, "-c", _GROWTH_CHILD, str(n), "stream" if args.stream else "packed",
+                              str(HERE)], capture_output=True, text=True, check=True, env=env)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        over = (r["peak_rss"] - r["rss_before_build"]) / max(1, r["index_bytes"])
+        split = ", ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
+        print(f"{r['tokens']:>11,} tokens K={r['centroids']:>6}: {r['seconds']:7.1f} s "
+              f"{r['tokens'] / r['seconds']:>9,.0f} tok/s; peak RSS above input "
+              f"{(r['peak_rss'] - r['rss_before_build']) / 2**20:,.0f} MiB = {over:.2f}x index "
+              f"({r['index_bytes'] / 2**20:,.0f} MiB); split: {split}; load {os.getloadavg()[0]:.2f}")
+    if len(rows) >= 2:
+        xs = [math.log(r["tokens"]) for r in rows]
+        ys = [math.log(r["seconds"]) for r in rows]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        last = rows[-1]
+        print(f"fitted exponent: seconds ~ N^{slope:.2f}; extrapolated (not measured) 10M tokens: "
+              f"{last['seconds'] * (1e7 / last['tokens']) ** slope / 60:.1f} min")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("agreement")
+    a.add_argument("--k", type=int, default=32768)
+    a.add_argument("--tokens", type=int, default=100_000)
+    a.add_argument("--exact-tokens", type=int, default=20_000, help="tokens also assigned exactly")
+    a.add_argument("--nprobe", type=int, nargs="*", help="cells probed (0: the default)")
+    a.add_argument("--workloads", nargs="*", help="clustered, hard, minilm (default: all)")
+    a.add_argument("--repeats", type=int, default=3)
+    a.add_argument("--minilm-cache")
+    a.add_argument("--bf16", action="store_true", help="bf16 screen + fp32 rescoring (avx512_bf16 CPUs)")
+    r = sub.add_parser("recall")
+    r.add_argument("--docs", type=int, default=10_000)
+    r.add_argument("--nbits", type=int, default=2)
+    r.add_argument("--workloads", nargs="*", help="clustered, hard (default: both)")
+    r.add_argument("--configs", nargs="+", default=["32:4", "256:4", "256:8"],
+                   help="max_points_per_centroid:kmeans_niters pairs")
+    b = sub.add_parser("buckets")
+    b.add_argument("--docs", type=int, default=3000)
+    b.add_argument("--nbits", type=int, default=2)
+    g = sub.add_parser("growth")
+    g.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    g.add_argument("--stream", action="store_true")
+    args = parser.parse_args(argv)
+    {"agreement": cmd_agreement, "recall": cmd_recall, "growth": cmd_growth, "buckets": cmd_buckets}[args.cmd](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
