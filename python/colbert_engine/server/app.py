@@ -169,8 +169,13 @@ def _error(status: int, field: Optional[str], message: str, headers=None) -> JSO
     return JSONResponse({"error": message, "field": field, "status": status}, status_code=status, headers=headers)
 
 
+_UNION_TAGS = {"int", "str", "float", "bool", "list", "dict", "none", "null"}
+
+
 def _field_of(loc) -> Optional[str]:
-    parts = [str(p) for p in loc if p != "body"]
+    # pydantic names the union member that failed ("id.constrained-int"): not a request field
+    parts = [str(p) for p in loc if p != "body" and str(p) not in _UNION_TAGS
+             and not str(p).startswith(("constrained-", "function-", "list[", "dict["))]
     return ".".join(parts) or "body"
 
 
