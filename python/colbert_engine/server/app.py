@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
@@ -281,10 +282,13 @@ def create_app(config: ServeConfig, service: Optional[Service] = None) -> FastAP
         return _error(422, field, f"{field}: {first.get('msg')}" + (f" (and {len(errors) - 1} more errors)"
                                                                     if len(errors) > 1 else ""))
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own HTTPException derives from it
+    async def _http(request: Request, exc: StarletteHTTPException):
         field = "body" if exc.status_code in (400, 413) else None
-        return _error(exc.status_code, field, str(exc.detail), headers=getattr(exc, "headers", None))
+        message = str(exc.detail)
+        if message == "There was an error parsing the body":  # e.g. bytes that are not UTF-8
+            message = "malformed body: not UTF-8 JSON"
+        return _error(exc.status_code, field, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(ClientError)
     async def _client(request: Request, exc: ClientError):
