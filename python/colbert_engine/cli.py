@@ -314,6 +314,8 @@ def _cmd_serve(args) -> int:
         raise CliError(f"--max-wait-ms: must be >= 0, got {args.max_wait_ms}")
     index, index_path = _open_index(args.index)  # fail here, with a clear message, not in a worker
     index.close()
+    if not args.model and "model" not in read_encoder_config(index_path):
+        raise CliError(f"{index_path} does not say which model encoded it ({ENCODER_FILE} missing); pass --model")
     config = ServeConfig(index=str(index_path), model=args.model, device=args.device, host=args.host,
                          port=args.port, workers=args.workers,
                          max_batch=1 if args.no_batching else args.max_batch,

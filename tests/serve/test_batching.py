@@ -111,3 +111,19 @@ def test_bad_settings_are_refused():
         Batcher(lambda b: b, None, max_batch=0, max_wait_ms=1, max_queue=1)
     with pytest.raises(ValueError, match="max_wait_ms"):
         Batcher(lambda b: b, None, max_batch=1, max_wait_ms=-1, max_queue=1)
+
+
+def test_a_lone_client_does_not_wait_for_the_window():
+    async def main():
+        executor = ThreadPoolExecutor(1)
+        batcher = Batcher(lambda batch: list(batch), executor, max_batch=8, max_wait_ms=2000, max_queue=10)
+        batcher.start()
+        start = time.perf_counter()
+        out = [await batcher.submit(i) for i in range(3)]  # one request at a time
+        seconds = time.perf_counter() - start
+        await batcher.stop()
+        executor.shutdown()
+        return out, seconds
+
+    out, seconds = asyncio.run(main())
+    assert out == [0, 1, 2] and seconds < 1.5  # three 2 s windows would take 6 s

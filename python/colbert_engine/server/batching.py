@@ -4,6 +4,10 @@ thread, and each caller gets its own result back.
 
 ``process`` returns one entry per job, in order: the result, or an exception instance that
 is raised to that job's caller alone. While a batch is processed the next one gathers.
+
+A lone client pays no window: when the previous batch held one request and nothing else is
+waiting, the request goes at once (with concurrent clients, batches hold several and the
+window applies again).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._last_batch_size = 1
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -58,6 +63,8 @@ class Batcher:
     async def _gather(self) -> list:
         arrived, job, future = await self._queue.get()
         batch = [(job, future)]
+        if self._last_batch_size <= 1 and self._queue.empty():
+            return batch
         # The window starts when the first request arrived, not when this batch started
         # gathering: requests that queued up during the previous batch go at once.
         deadline = arrived + self.max_wait_s
@@ -82,6 +89,7 @@ class Batcher:
             live = [(job, future) for job, future in batch if not future.done()]  # callers gone: skip
             if not live:
                 continue
+            self._last_batch_size = len(batch)
             if self.on_batch is not None:
                 self.on_batch(len(live))
             try:
