@@ -67,6 +67,12 @@ def query_pool() -> list[str]:
     return pool
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values, q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
@@ -117,7 +123,7 @@ class Connection:
         self.writer.close()
 
 
-async def load(url: str, queries: list[str], clients: int, seconds: float, k: int) -> dict:
+async def load(url: str, queries: list[str], clients: int, seconds: float, k: int, pid: int) -> dict:
     host, port = url.rsplit("//", 1)[1].split(":")
     bodies = [json.dumps({"queries": [q], "k": k}).encode() for q in queries]
     connections = [await Connection(host, int(port)).open() for _ in range(clients)]
@@ -136,14 +142,16 @@ async def load(url: str, queries: list[str], clients: int, seconds: float, k: in
             errors += status != 200
             i += clients
 
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_s(pid)
     await asyncio.gather(*(client(c) for c in range(clients)))
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    server_cpu = process_cpu_s(pid) - server_cpu
     for connection in connections:
         connection.close()
     return {"qps": len(latencies) / elapsed, "p50_ms": percentile(latencies, 0.5) * 1e3,
             "p99_ms": percentile(latencies, 0.99) * 1e3, "requests": len(latencies), "errors": errors,
-            "driver_cpu_ms_per_request": cpu / max(len(latencies), 1) * 1e3}
+            "driver_cpu_ms_per_request": cpu / max(len(latencies), 1) * 1e3,
+            "cpu_ms": server_cpu / max(len(latencies), 1) * 1e3}
 
 
 def library_rates(index: Path, queries: list[str], seconds: float, k: int) -> dict:
@@ -162,21 +170,23 @@ def _library_rates(index: Path, queries: list[str], seconds: float, k: int) -> d
     pipeline = Pipeline.open(index, verify=False)
     for q in queries[:8]:
         pipeline.search([q], k=k)
-    latencies, stop, i = [], time.perf_counter() + seconds, 0
+    latencies, stop, i, cpu = [], time.perf_counter() + seconds, 0, time.process_time()
     while time.perf_counter() < stop:
         start = time.perf_counter()
         pipeline.search([queries[i % len(queries)]], k=k)
         latencies.append(time.perf_counter() - start)
         i += 1
+    cpu_ms = (time.process_time() - cpu) / len(latencies) * 1e3
     batch = [queries[i % len(queries)] for i in range(64)]
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         pipeline.search(batch, k=k)
         n += len(batch)
-    batched_qps = n / (time.perf_counter() - start)
+    batched_qps, batched_cpu_ms = n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e3
     pipeline.index.close()
     return {"qps": len(latencies) / sum(latencies), "p50_ms": percentile(latencies, 0.5) * 1e3,
-            "p99_ms": percentile(latencies, 0.99) * 1e3, "batched_qps": batched_qps}
+            "p99_ms": percentile(latencies, 0.99) * 1e3, "batched_qps": batched_qps, "cpu_ms": cpu_ms,
+            "batched_cpu_ms": batched_cpu_ms}
 
 
 def spread(values) -> str:
@@ -209,7 +219,7 @@ def main() -> int:
                 try:
                     for clients in args.clients:
                         results[(mode, clients)].append(asyncio.run(load(url, queries, clients, args.seconds,
-                                                                         args.k)))
+                                                                         args.k, proc.pid)))
                 finally:
                     proc.terminate()
                     proc.wait(30)
@@ -218,23 +228,33 @@ def main() -> int:
 
     print(f"\n/search, 1 query per request, k={args.k}, {len(queries)} distinct queries; median [min-max] of "
           f"{args.repeats} runs of {args.seconds:g} s")
-    print(f"{'mode':<12} {'clients':>7} {'QPS':>22} {'p50 ms':>22} {'p99 ms':>22} {'errors':>6}")
+    print("CPU ms/req: CPU time of the server process (all threads) per answered request; wall-clock "
+          "numbers follow the machine's load, CPU per request much less.")
+    print(f"{'mode':<12} {'clients':>7} {'QPS':>22} {'p50 ms':>22} {'p99 ms':>22} {'CPU ms/req':>20} {'errors':>6}")
     for (mode, clients), runs in results.items():
         print(f"{mode:<12} {clients:>7} {spread([r['qps'] for r in runs]):>22} "
               f"{spread([r['p50_ms'] for r in runs]):>22} {spread([r['p99_ms'] for r in runs]):>22} "
-              f"{sum(r['errors'] for r in runs):>6}")
+              f"{spread([r['cpu_ms'] for r in runs]):>20} {sum(r['errors'] for r in runs):>6}")
     print(f"{'library':<12} {'1':>7} {spread([r['qps'] for r in library]):>22} "
-          f"{spread([r['p50_ms'] for r in library]):>22} {spread([r['p99_ms'] for r in library]):>22}")
-    print(f"{'library x64':<12} {'-':>7} {spread([r['batched_qps'] for r in library]):>22}   (64 queries per call)")
+          f"{spread([r['p50_ms'] for r in library]):>22} {spread([r['p99_ms'] for r in library]):>22} "
+          f"{spread([r['cpu_ms'] for r in library]):>20}")
+    print(f"{'library x64':<12} {'-':>7} {spread([r['batched_qps'] for r in library]):>22} {'':>22} {'':>22} "
+          f"{spread([r['batched_cpu_ms'] for r in library]):>20}   (64 queries per call)")
     most = max(args.clients)
     if ("no batching", most) in results:
         ratios = [b["qps"] / n["qps"] for b, n in zip(results[("batching", most)], results[("no batching", most)])]
         print(f"\nbatching / no batching QPS at {most} clients (per repeat): "
               f"{', '.join(f'{r:.2f}x' for r in ratios)}")
+        cpu = [n["cpu_ms"] / b["cpu_ms"] for b, n in zip(results[("batching", most)], results[("no batching", most)])]
+        print(f"no batching / batching server CPU per request at {most} clients (per repeat): "
+              f"{', '.join(f'{r:.2f}x' for r in cpu)}")
     if 1 in args.clients:
         gaps = [s["p50_ms"] - lib["p50_ms"] for s, lib in zip(results[("batching", 1)], library)]
         print(f"service p50 at 1 client minus library p50 (encode + search), per repeat: "
               f"{', '.join(f'{g:+.2f} ms' for g in gaps)}")
+        cpu_gaps = [s["cpu_ms"] - lib["cpu_ms"] for s, lib in zip(results[("batching", 1)], library)]
+        print(f"service CPU per request at 1 client minus library CPU per call, per repeat: "
+              f"{', '.join(f'{g:+.2f} ms' for g in cpu_gaps)}")
     driver = [r["driver_cpu_ms_per_request"] for runs in results.values() for r in runs]
     print(f"load generator CPU per request: {statistics.median(driver):.2f} ms (median over all points)")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
