@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -228,3 +229,28 @@ def test_readme_service_examples_run(server):
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[0] == "en-astronomy-2"
+
+
+@pytest.mark.slow
+def test_workers_share_the_index_and_see_each_others_writes(base_index, tmp_path_factory):
+    """`--workers 2`: two processes; a write through either is seen by searches on both."""
+    from .conftest import copy_index, running_server
+
+    path = copy_index(base_index, tmp_path_factory, "workers")
+    with running_server(path, "--workers", 2, log_dir=tmp_path_factory.mktemp("workers-logs")) as url:
+        # a new connection per request (urllib), so the two processes both get some
+        deadline, pids = time.monotonic() + 180, set()
+        while len(pids) < 2 and time.monotonic() < deadline:  # the second worker may still be loading
+            pids.add(http("GET", f"{url}/stats")[1]["pid"])
+        assert len(pids) == 2
+
+        def top_ids(query, k):
+            status, body = http("POST", f"{url}/search", {"queries": [query], "k": k})
+            assert status == 200, body
+            return [hit["id"] for hit in body["results"][0]]
+
+        with Client(url, timeout=120) as client:
+            client.add(["wombat"], ["Wombats produce cube-shaped droppings."])
+        assert all(top_ids("cube-shaped wombat droppings", 1) == ["wombat"] for _ in range(8))
+        assert http("DELETE", f"{url}/documents", {"ids": ["wombat"]})[1]["deleted"] == 1
+        assert all("wombat" not in top_ids("wombat droppings", 5) for _ in range(8))
