@@ -179,6 +179,7 @@ def test_added_and_deleted_documents_are_visible_to_later_searches(client, encod
      "documents.id"),
     ("POST", "/documents", {"documents": [{"id": 2 ** 70, "text": "x"}]}, 422, "documents.0.id"),
     ("DELETE", "/documents", {"ids": []}, 422, "ids"),
+    ("POST", "/documents", {"documents": [{"id": "a", "text": "x" * 600_000}]}, 422, "documents.0.text"),
     ("POST", "/search", {"queries": ["x" * 600_000]}, 422, "queries.0"),                # over --max-text-chars
     ("POST", "/search", {"queries": ["x" * 1_100_000]}, 413, "body"),                   # over --max-body-bytes
 ])

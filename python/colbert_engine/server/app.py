@@ -371,7 +371,10 @@ def create_app(config: ServeConfig, service: Optional[Service] = None) -> FastAP
               summary="Encode and add documents (one new index generation); ids must be new")
     async def add_documents(body: AddRequest):
         check_count("documents", body.documents, config.max_texts)
-        check_texts("documents.text", [d.text for d in body.documents])
+        for i, document in enumerate(body.documents):
+            if len(document.text) > config.max_text_chars:
+                raise ClientError(422, f"documents.{i}.text", f"documents.{i}.text: {len(document.text)} characters "
+                                                              f"exceeds the limit of {config.max_text_chars}")
         ids = [d.id for d in body.documents]
         if len(set(ids)) != len(ids):
             raise ClientError(422, "documents.id", "documents.id: ids repeat within the request")
