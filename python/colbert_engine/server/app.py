@@ -201,6 +201,12 @@ class BodyLimit:
                 except ValueError:
                     too_large = False
                 if too_large:
+                    if int(value) <= self.max_bytes * 4:
+                        # Read (and drop) a moderately large body before answering: a client
+                        # still sending it would otherwise meet a reset instead of the 413.
+                        message = {"more_body": True}
+                        while message.get("more_body") and message.get("type", "http.request") == "http.request":
+                            message = await receive()
                     response = _error(413, "body", f"request body of {int(value)} bytes exceeds the limit of "
                                                    f"{self.max_bytes} bytes (--max-body-bytes)")
                     return await response(scope, receive, send)
