@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance,  # noqa
 
 from .conftest import copy_index, running_server  # noqa: E402
 
-EXAMPLES = 10      # per operation and mode (positive, negative)
+EXAMPLES = 15      # per operation and mode (positive, negative)
 TIME_BUDGET_S = 150
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection]

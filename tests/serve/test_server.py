@@ -163,6 +163,8 @@ def test_added_and_deleted_documents_are_visible_to_later_searches(client, encod
     ("POST", "/search", {"query_vectors": [[[0.5] * 384, [0.5]]]}, 422, "query_vectors"),  # ragged
     ("POST", "/search", {"queries": ["x"] * 9}, 422, "queries"),                       # too many texts
     ("POST", "/search", {"queries": [""]}, 422, "queries.0"),                          # empty text
+    ("POST", "/search", {"queries": []}, 422, "queries"),                              # no query (was a 500)
+    ("POST", "/rerank", {"query": "x", "texts": []}, 422, "texts"),
     ("POST", "/search", {"queries": ["x"], "k": 51}, 422, "k"),                         # over --max-k
     ("POST", "/search", {"queries": ["x"], "k": 0}, 422, "k"),
     ("POST", "/search", {"queries": ["x"], "filter": {"where": "no_such_column = 1"}}, 422, "filter"),

@@ -60,9 +60,9 @@ class Filter(Strict):
 
 
 class SearchRequest(Strict):
-    queries: Optional[list[Text]] = Field(None, description="query texts, encoded by the server")
+    queries: Optional[list[Text]] = Field(None, min_length=1, description="query texts, encoded by the server")
     query_vectors: Optional[list[list[list[FiniteFloat]]]] = Field(
-        None, description="precomputed query token vectors (nq, Lq, dim), instead of queries")
+        None, min_length=1, description="precomputed query token vectors (nq, Lq, dim), instead of queries")
     k: int = Field(10, ge=1, description="results per query")
     filter: Optional[Filter] = None
     nprobe: Optional[int] = Field(None, ge=1, le=1 << 16)
@@ -91,8 +91,8 @@ class SearchResponse(BaseModel):
 class RerankRequest(Strict):
     query: Optional[Text] = None
     query_vector: Optional[list[list[FiniteFloat]]] = Field(None, description="(Lq, dim), instead of query")
-    ids: Optional[list[DocId]] = Field(None, description="candidate documents stored in the index")
-    texts: Optional[list[Text]] = Field(None, description="candidate texts, encoded by the server")
+    ids: Optional[list[DocId]] = Field(None, min_length=1, description="candidate documents stored in the index")
+    texts: Optional[list[Text]] = Field(None, min_length=1, description="candidate texts, encoded by the server")
 
     @model_validator(mode="after")
     def _one_each(self):

@@ -196,6 +196,8 @@ class Service:
                 if isinstance(job, SearchJob):
                     if job.query_emb is None:
                         job.query_emb = job.vectors
+                    if job.query_emb is None or job.query_emb.shape[0] == 0:
+                        raise ValueError("queries: give at least one query text or query vector")
                     searches.setdefault(job.group_key(), []).append(i)
                 elif isinstance(job, EncodeJob):
                     out[i] = self._encode(job)
