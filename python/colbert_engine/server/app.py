@@ -34,7 +34,8 @@ Text = Annotated[str, Field(min_length=1)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no coercion (a boolean is not an id, "5" is not a k), as the schema says
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Filter(Strict):
