@@ -270,3 +270,30 @@ def test_bench_table_compares_kernels_with_references(capsys):
     from colbert_engine import ops
 
     assert all(hasattr(ops, c.op) and hasattr(ops.reference, c.op) for c in CASES)
+
+
+# ---------------------------------------------------------------------------- imports, serve
+
+@pytest.mark.parametrize("module", ["colbert_engine.cli", "colbert_engine.demo", "colbert_engine.pipeline"])
+def test_modules_import_alone_without_a_cycle(module):
+    """The pipeline lives in its own module: neither the CLI nor the demo imports the other."""
+    code = (f"import sys, {module}; "
+            "assert 'colbert_engine.demo' not in sys.modules or 'colbert_engine.cli' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith('colbert_engine'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_serve_refuses_bad_arguments_before_starting(tmp_path, capsys, english_passages):
+    code, _, err = run(capsys, "serve", tmp_path / "nope")
+    assert code == 2 and "index not found" in err
+    docs = write_jsonl(tmp_path / "docs.jsonl", english_passages[:4])
+    index = tmp_path / "idx"
+    assert run(capsys, "index", docs, index, "--quiet")[0] == 0
+    code, _, err = run(capsys, "serve", index, "--max-batch", 0)
+    assert code == 2 and "--max-batch" in err
+    code, _, err = run(capsys, "serve", index, "--max-wait-ms", -1)
+    assert code == 2 and "--max-wait-ms" in err
+    (index / cli.ENCODER_FILE).unlink()
+    code, _, err = run(capsys, "serve", index)
+    assert code == 2 and "--model" in err

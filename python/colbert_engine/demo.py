@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from colbert_engine.cli import ENCODER_FILE, encoder_config, load_encoder
+from colbert_engine.pipeline import load_encoder, write_encoder_config
 
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "demo"
 
@@ -77,7 +77,7 @@ def run_demo(model: str, *, k: int = 5, nbits: int = 2, device=None, keep=None, 
                             metadata=[{**p["metadata"], "text": p["text"]} for p in passages],
                             nbits=nbits, device=device)
         # So that `colbert-engine search` on a kept index knows the encoder.
-        (path / ENCODER_FILE).write_text(json.dumps(encoder_config(model, encoder), indent=2) + "\n")
+        write_encoder_config(path, model, encoder)
         stats = index.stats()
         print(f"built a {nbits}-bit index in {time.perf_counter() - start:.1f} s at {path}: "
               f"{stats['centroids']} centroids, {stats['bytes_per_token']:.1f} bytes/token "
