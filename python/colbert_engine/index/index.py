@@ -483,7 +483,7 @@ class Index:
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
               train_buffer_tokens: int = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
-              max_points_per_centroid: int = 32) -> "Index":
+              max_points_per_centroid: int = 32, codec: Codec | None = None) -> "Index":
         """Build an index folder from token vectors and open it.
 
         Args:
@@ -502,6 +502,8 @@ class Index:
             device: where k-means and compression run (``"cpu"``/``"cuda"``) and where
                 the returned index lives.
             n_centroids: override K; kmeans_niters, seed: k-means settings.
+            codec: a trained :class:`Codec` to compress with instead of training one (the
+                shards of a sharded index share one); the collection may then be empty.
         """
         if nbits not in (1, 2, 4):
             raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
@@ -519,6 +521,8 @@ class Index:
                 (folder / leftover).unlink()
 
         batches = _batches_of(doc_emb, doc_offsets, ids, metadata)
+        if codec is not None:
+            return cls._build_with_codec(folder, codec, batches, nbits, device)
         buffered, buffered_tokens = [], 0
         for batch in batches:
             buffered.append(batch)
@@ -554,6 +558,16 @@ class Index:
         buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
         return cls._write_first_generation(folder, codec, codec_entries, itertools.chain(buffered_stream, batches),
                                            device)
+
+    @classmethod
+    def _build_with_codec(cls, folder: Path, codec: Codec, batches, nbits: int, device) -> "Index":
+        if not isinstance(codec, Codec):
+            raise TypeError(f"codec: expected a Codec, got {type(codec).__name__}")
+        if codec.nbits != nbits:
+            raise ValueError(f"codec: its nbits {codec.nbits} differ from nbits={nbits}")
+        codec = codec.to(device)
+        codec_entries = {name: F.write_npy(folder, name, getattr(codec, key).cpu()) for key, name in CODEC_FILES.items()}
+        return cls._write_first_generation(folder, codec, codec_entries, batches, device)
 
     @classmethod
     def _write_first_generation(cls, folder: Path, codec: Codec, codec_entries: dict, batches, device,
