@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import build as B
 from colbert_engine.sharded import manifest as M
 
+# How long a request waits for a restarting shard actor before the shard counts as failed.
+RESTART_WAIT_S = 120.0
 # Errors that come from the caller's arguments: the same on every shard, raised as they are.
 _INPUT_ERRORS = (ValueError, TypeError)
 
@@ -129,6 +132,20 @@ class _RayShards:
             ray.cancel(ref)
             raise TimeoutError(f"no answer within {self.timeout_s} s") from None
 
+    def _wait_restarted(self, s: int) -> None:
+        """Until actor ``s`` answers again (Ray restarts it, reopening its shard), at most
+        RESTART_WAIT_S; a dead actor (restarts used up) raises at once."""
+        ray = self.ray
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                ray.get(self.actors[s].pid.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                return
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def call(self, shards: list, method, args=(), kwargs=None, retry: bool = True) -> dict:
         ray = self.ray
         kwargs = kwargs or {}
@@ -143,7 +160,8 @@ class _RayShards:
                 if not retry:
                     out[s] = err
                     continue
-                try:  # the actor is being restarted; calls wait for it
+                try:
+                    self._wait_restarted(s)
                     out[s] = self._get(s, self.actors[s].call.remote(method, _args(args, s), kwargs))
                 except ray.exceptions.RayTaskError as again:
                     out[s] = again.as_instanceof_cause()
