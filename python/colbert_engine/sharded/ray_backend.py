@@ -136,8 +136,10 @@ class ShardActor:
 
         self.index = Index.open(path, device=device, verify=verify)
 
-    def call(self, method: str, args: tuple, kwargs: dict):
-        return getattr(self.index, method)(*args, **kwargs)
+    def call(self, method, args: tuple, kwargs: dict):
+        from colbert_engine.sharded.index import _invoke
+
+        return _invoke(self.index, method, args, kwargs)
 
     def pid(self) -> int:
         return os.getpid()
