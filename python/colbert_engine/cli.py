@@ -229,7 +229,7 @@ def _cmd_index(args) -> int:
 
         batches = _EncodedBatches(encoder, open_records, total=total, chunk_docs=args.chunk_docs,
                                   batch_size=args.batch_size, store_text=not args.no_store_text, quiet=args.quiet)
-        if args.shards or args.ray:
+        if args.shards is not None or args.ray:
             from colbert_engine.sharded.cli import build_sharded_index
 
             index, batches = build_sharded_index(args, staging, open_records, model, encoder, batches)

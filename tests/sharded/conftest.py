@@ -75,12 +75,12 @@ def tiny_model(tmp_path_factory):
     return folder / "model", folder / "docs.jsonl"
 
 
-def same_files(a: Path, b: Path) -> list:
+def same_files(a: Path, b: Path, ignore: tuple = ()) -> list:
     """Relative paths whose bytes differ between two index folders (manifests compared
-    without their write time and checksum)."""
+    without their write time and checksum; files named in ``ignore`` skipped)."""
     differ = []
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ignore)
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in ignore)
     if files_a != files_b:
         return [f"file lists differ: {set(files_a) ^ set(files_b)}"]
     for rel in files_a:

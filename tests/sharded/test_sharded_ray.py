@@ -3,9 +3,6 @@ the same files as the in-process build, search through shard actors, a killed ac
 
 from __future__ import annotations
 
-import functools
-import json
-
 import pytest
 import torch
 
@@ -23,22 +20,6 @@ def test_ray_build_from_vectors_equals_in_process(shard_collection, sharded_buil
                        metadata=doc_metadata(c.n_docs), n_shards=3, docs_per_part=128, ray=True, report=report).close()
     assert same_files(sharded_built, tmp_path / "ray") == []
     assert len(report["shards"]) == 3 and all(s["peak_rss_mb"] > 0 for s in report["shards"])
-
-
-def test_text_build_on_ray_equals_in_process(tiny_model, tmp_path):
-    from colbert_engine import Encoder
-
-    model, docs = tiny_model
-    factory = functools.partial(Encoder.from_pretrained, str(model))
-    local = ShardedIndex.build_from_text(tmp_path / "local", docs, factory, n_shards=2, chunk_docs=24)
-    ShardedIndex.build_from_text(tmp_path / "ray", docs, factory, n_shards=2, chunk_docs=24, ray=True,
-                                 workers=1).close()
-    assert same_files(tmp_path / "local", tmp_path / "ray") == []
-    assert local.n_docs == 60
-    assert local.metadata(["t5"]) == [{"topic": 1, "text": json.loads(docs.read_text().splitlines()[5])["text"]}]
-    query = factory().encode_queries(["physics energy light"])
-    assert len(local.search(query, k=5)[0]) == 5
-    local.close()
 
 
 def test_search_on_shard_actors_and_writes(sharded_copy, shard_collection):

@@ -15,7 +15,7 @@ def build_sharded_index(args, staging, open_records, model: str, encoder, batche
     from colbert_engine.cli import CliError, encoder_config, load_encoder
     from colbert_engine.sharded import ShardedIndex
 
-    n_shards = args.shards or 1
+    n_shards = 1 if args.shards is None else args.shards
     if n_shards < 1:
         raise CliError(f"--shards: expected an int >= 1, got {n_shards}")
     try:
