@@ -14,6 +14,9 @@ import pytest
 from colbert_engine.index.synthetic import clustered_collection
 from colbert_engine.sharded import ShardedIndex
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sharded_helpers import doc_ids, doc_metadata  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 
 
@@ -21,14 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 def shard_collection():
     """500 documents, ~20k tokens, 64-d, with topic structure."""
     return clustered_collection(n_docs=500, mean_doc_len=40, dim=64, n_queries=16, seed=5)
-
-
-def doc_ids(n: int) -> list:
-    return [f"doc-{i}" for i in range(n)]
-
-
-def doc_metadata(n: int) -> list:
-    return [{"lang": "de" if i % 3 == 0 else "en", "n": i} for i in range(n)]
 
 
 @pytest.fixture(scope="session")
@@ -73,23 +68,3 @@ def tiny_model(tmp_path_factory):
         lines.append(json.dumps({"id": f"t{i}", "text": " ".join(words), "topic": i % 4}))
     (folder / "docs.jsonl").write_text("\n".join(lines) + "\n")
     return folder / "model", folder / "docs.jsonl"
-
-
-def same_files(a: Path, b: Path, ignore: tuple = ()) -> list:
-    """Relative paths whose bytes differ between two index folders (manifests compared
-    without their write time and checksum; files named in ``ignore`` skipped)."""
-    differ = []
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ignore)
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in ignore)
-    if files_a != files_b:
-        return [f"file lists differ: {set(files_a) ^ set(files_b)}"]
-    for rel in files_a:
-        x, y = (a / rel).read_bytes(), (b / rel).read_bytes()
-        if rel.suffix == ".json":
-            x, y = json.loads(x), json.loads(y)
-            for body in (x, y):
-                for key in ("written_at", "checksum", "written_by"):
-                    body.pop(key, None)
-        if x != y:
-            differ.append(str(rel))
-    return differ

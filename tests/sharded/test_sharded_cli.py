@@ -12,7 +12,7 @@ import pytest
 from colbert_engine import Index, cli
 from colbert_engine.sharded import ShardedIndex, is_sharded
 
-from conftest import same_files
+from sharded_helpers import same_files
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

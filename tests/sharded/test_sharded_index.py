@@ -7,19 +7,17 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from colbert_engine import Index
-from colbert_engine.index import format as F
 from colbert_engine.sharded import PartialResults, ShardedIndex, ShardError, shard_of
 from colbert_engine.sharded import manifest as M
 from colbert_engine.sharded.index import _merge
 
-from conftest import doc_ids, doc_metadata, same_files
+from sharded_helpers import doc_ids, doc_metadata, same_files
 
 LANG_DE = ("json_extract(metadata, '$.lang') = ?", ["de"])
 

@@ -8,7 +8,7 @@ import torch
 
 from colbert_engine.sharded import ShardedIndex, ShardError
 
-from conftest import doc_ids, doc_metadata, same_files
+from sharded_helpers import doc_ids, doc_metadata, same_files
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

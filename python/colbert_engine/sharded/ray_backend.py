@@ -35,13 +35,16 @@ def _gpu_count(ray) -> int:
 class _SpoolVectors:
     """map_batches function for parts that already hold vectors."""
 
+    encoder = None
+    batch_size = 32
+
     def __init__(self, spool: str, n_shards: int):
         self.spool, self.n_shards = Path(spool), n_shards
 
     def __call__(self, batch: dict) -> dict:
         from colbert_engine.sharded.build import spool_part
 
-        out = [spool_part(self.spool, int(part), pickle.loads(payload), self.n_shards)
+        out = [spool_part(self.spool, int(part), pickle.loads(payload), self.n_shards, self.encoder, self.batch_size)
                for part, payload in zip(batch["part"], batch["payload"])]
         return {"summary": np.array([pickle.dumps(s) for s in out], dtype=object)}
 
@@ -54,13 +57,6 @@ class _EncodeAndSpool(_SpoolVectors):
         super().__init__(spool, n_shards)
         self.encoder = encoder_factory()
         self.batch_size = batch_size
-
-    def __call__(self, batch: dict) -> dict:
-        from colbert_engine.sharded.build import spool_part
-
-        out = [spool_part(self.spool, int(part), pickle.loads(payload), self.n_shards, self.encoder, self.batch_size)
-               for part, payload in zip(batch["part"], batch["payload"])]
-        return {"summary": np.array([pickle.dumps(s) for s in out], dtype=object)}
 
 
 def spool_parts(address, spool: Path, parts, n_shards: int, encoder_factory, batch_size: int, workers, window_parts: int,
