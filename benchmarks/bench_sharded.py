@@ -30,6 +30,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _load_workload(folder: Path):
     import numpy as np
     import torch
@@ -62,7 +67,7 @@ def run_one(args) -> dict:
     out = {"mode": args.mode, "shards": args.shards, "tokens": int(emb.shape[0]), "docs": offsets.numel() - 1}
     target = work / f"idx-{args.mode}-{args.shards}"
     shutil.rmtree(target, ignore_errors=True)
-    rss_before = _rss_mb()
+    rss_before, cpu_before = _rss_mb(), _cpu_s()
     if args.mode == "single":
         from colbert_engine import Index
 
@@ -87,8 +92,10 @@ def run_one(args) -> dict:
         out["build_s"] = time.perf_counter() - start
         out.update({k: report[k] for k in ("spool_s", "codec_s", "shards_s")})
         out["shard_build_s"] = [round(s["seconds"], 2) for s in report["shards"]]
+        out["shard_build_cpu_s"] = [round(s["cpu_seconds"], 2) for s in report["shards"]]
         out["worker_peak_rss_mb"] = sorted({s["pid"]: round(s["peak_rss_mb"]) for s in report["shards"]}.values())
         index = ShardedIndex.open(target, ray=ray)
+    out["driver_build_cpu_s"] = round(_cpu_s() - cpu_before, 1)  # this process only (not Ray workers)
     out["driver_peak_rss_mb"] = round(_rss_mb())
     out["driver_rss_before_build_mb"] = round(rss_before)
     out.update(_time_search(index, queries, args.repeats))

@@ -51,6 +51,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # ------------------------------------------------------------------------ input parts
 
 def vector_parts(batches: Iterable, first_id: int = 0) -> Iterator[dict]:
@@ -220,7 +225,7 @@ def write_shard(folder: Path, shard: int, parts: list, codec: Codec, nbits: int,
     """Build shard ``shard`` (an ordinary index folder) from its spooled parts."""
     from colbert_engine.index import Index
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     spool = folder / SPOOL
     index = Index.build(folder / M.shard_name(shard), _shard_batches(spool, parts, shard), nbits=nbits,
                         device=device, codec=codec)
@@ -228,6 +233,7 @@ def write_shard(folder: Path, shard: int, parts: list, codec: Codec, nbits: int,
     index.close()
     return {"name": M.shard_name(shard), "generation": stats["generation"], "n_docs": stats["docs"],
             "n_tokens": stats["tokens"], "n_deleted": 0, "seconds": time.perf_counter() - start,
+            "cpu_seconds": _cpu_s() - cpu,
             "peak_rss_mb": _peak_rss_mb(), "pid": os.getpid()}
 
 
