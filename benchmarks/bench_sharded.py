@@ -27,7 +27,9 @@ from pathlib import Path
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from colbert_engine.sharded.build import _peak_rss_mb
+
+    return _peak_rss_mb()
 
 
 def _cpu_s() -> float:

@@ -48,6 +48,15 @@ _OWN_ENTRY = re.compile(r"^(shard-\d{4}|\.spool|codec\..*\.npy(\.tmp)?|sharded\.
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not carry over a parent's
+    peak into a child started by fork + exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
