@@ -37,7 +37,16 @@ from colbert_engine.pipeline import (  # noqa: F401  (re-exported: older callers
 CliError = PipelineError
 
 
-def _open_index(path: str):
+def _open_index(path: str, ray=None):
+    """An index folder, or a sharded one (``ray``: a Ray address for its shard actors)."""
+    from colbert_engine.sharded import ShardedIndex, is_sharded
+
+    index_path = Path(path)
+    if index_path.exists() and is_sharded(index_path):
+        try:
+            return ShardedIndex.open(index_path, ray=ray), index_path
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{index_path}: cannot open as an index ({exc})") from None
     index = open_index(path)
     return index, index.path
 
@@ -138,13 +147,18 @@ def _cmd_index(args) -> int:
 
         batches = EncodedBatches(encoder, open_records, total=total, chunk_docs=args.chunk_docs,
                                   batch_size=args.batch_size, store_text=not args.no_store_text, quiet=args.quiet)
+        if args.shards is not None or args.ray:
+            from colbert_engine.sharded.cli import build_sharded_index
+
+            index, batches = build_sharded_index(args, staging, open_records, model, encoder, batches)
         # The number of centroids follows the collection's token count, which a stream only
         # knows at its end: extrapolate it from the first chunk's tokens per document.
-        stream = iter(batches)
-        first = next(stream)
-        n_tokens_hint = max(1, round(first[0].shape[0] / (len(first[1]) - 1) * total))
-        index = Index.build(staging, itertools.chain([first], stream), nbits=args.nbits, device=args.device,
-                            n_tokens_hint=n_tokens_hint)
+        else:
+            stream = iter(batches)
+            first = next(stream)
+            n_tokens_hint = max(1, round(first[0].shape[0] / (len(first[1]) - 1) * total))
+            index = Index.build(staging, itertools.chain([first], stream), nbits=args.nbits, device=args.device,
+                                n_tokens_hint=n_tokens_hint)
         write_encoder_config(staging, model, encoder)
         stats = index.stats()
         del index
@@ -216,7 +230,7 @@ def _cmd_delete(args) -> int:
 
 
 def _cmd_search(args) -> int:
-    index, index_path = _open_index(args.index)
+    index, index_path = _open_index(args.index, ray=args.ray)
     queries = _read_queries(args)
     encoder = _encoder_for_index(index_path, args)
     search_filter = None
@@ -365,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     input_options(p)
     p.add_argument("--nbits", type=int, default=2, choices=(1, 2, 4), help="bits per residual dimension (default 2)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index at the same path")
+    p.add_argument("--shards", type=int, help="build a sharded index of this many shards (one shared codec)")
+    p.add_argument("--ray", metavar="ADDRESS", help="encode and build on Ray: a cluster address, or 'local' "
+                                                    "(needs the [distributed] extra)")
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("search", help="search an index with query text")
@@ -379,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exact", action="store_true",
                    help="score every (allowed) document exhaustively instead of the PLAID funnel")
     p.add_argument("--json", action="store_true", help="one JSON object per query on stdout")
+    p.add_argument("--ray", metavar="ADDRESS", help="sharded index: search each shard in a Ray actor "
+                                                    "(a cluster address, or 'local')")
     encoder_options(p, with_dim=False)
     p.set_defaults(func=_cmd_search, dim=None)
 

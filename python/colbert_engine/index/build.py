@@ -12,7 +12,7 @@ import torch
 
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import batches_of, check_batch, sample_rows
-from colbert_engine.index.codec import HELDOUT_TOKENS, BuildClock, RowParts, num_centroids, train_codec
+from colbert_engine.index.codec import HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
 from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
 from colbert_engine.search import check_count
 
@@ -22,10 +22,17 @@ DEFAULT_TRAIN_BUFFER_TOKENS = 1 << 19
 
 def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device, *,
                 n_centroids: int | None, kmeans_niters: int, seed: int, train_buffer_tokens: int,
-                n_tokens_hint: int | None, max_points_per_centroid: int) -> None:
-    """Write a new index into ``folder`` (arguments: :meth:`colbert_engine.Index.build`)."""
+                n_tokens_hint: int | None, max_points_per_centroid: int, codec: Codec | None = None) -> None:
+    """Write a new index into ``folder`` (arguments: :meth:`colbert_engine.Index.build`).
+    With ``codec`` (a trained :class:`Codec`, e.g. the one the shards of a sharded index
+    share) training is skipped and the collection may be empty."""
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
+    if codec is not None:
+        if not isinstance(codec, Codec):
+            raise TypeError(f"codec: expected a Codec, got {type(codec).__name__}")
+        if codec.nbits != nbits:
+            raise ValueError(f"codec: its nbits {codec.nbits} differ from nbits={nbits}")
     if n_centroids is not None:
         n_centroids = check_count(n_centroids, "n_centroids")
     if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
@@ -35,6 +42,9 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
         if (folder / F.MANIFEST).exists():
             raise ValueError(f"{folder}: already holds an index (open it and add, or remove it first)")
         remove_leftovers(folder)
+        if codec is not None:
+            write_index(folder, codec.to(device), batches_of(doc_emb, doc_offsets, ids, metadata), device)
+            return
         _train_and_write(folder, doc_emb, doc_offsets, ids, metadata, nbits, device, n_centroids, kmeans_niters,
                          seed, train_buffer_tokens, n_tokens_hint, max_points_per_centroid)
 

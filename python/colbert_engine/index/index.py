@@ -17,7 +17,7 @@ import torch
 
 from colbert_engine.index import writer
 from colbert_engine.index.build import DEFAULT_TRAIN_BUFFER_TOKENS, build_index
-from colbert_engine.index.codec import MAX_POINTS_PER_CENTROID
+from colbert_engine.index.codec import MAX_POINTS_PER_CENTROID, Codec
 from colbert_engine.index.reader import IndexReader
 from colbert_engine.ops import _validate as V
 from colbert_engine.search import Searcher, search_thread_team
@@ -194,7 +194,7 @@ class Index(IndexReader):
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
               train_buffer_tokens: int = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
-              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID) -> "Index":
+              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, codec: Codec | None = None) -> "Index":
         """Build an index folder from token vectors and open it.
 
         Args:
@@ -213,11 +213,13 @@ class Index(IndexReader):
             device: where k-means and compression run (``"cpu"``/``"cuda"``) and where
                 the returned index lives.
             n_centroids: override K; kmeans_niters, seed: k-means settings.
+            codec: a trained :class:`Codec` to compress with instead of training one (the
+                shards of a sharded index share one); the collection may then be empty.
         """
         device = _resolve_device(device)
         build_index(Path(path), doc_emb, doc_offsets, ids, metadata, nbits, device, n_centroids=n_centroids,
                     kmeans_niters=kmeans_niters, seed=seed, train_buffer_tokens=train_buffer_tokens,
-                    n_tokens_hint=n_tokens_hint, max_points_per_centroid=max_points_per_centroid)
+                    n_tokens_hint=n_tokens_hint, max_points_per_centroid=max_points_per_centroid, codec=codec)
         return cls.open(path, device=device)
 
     @classmethod
