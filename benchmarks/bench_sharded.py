@@ -130,7 +130,7 @@ def main() -> None:
 
     import numpy as np
 
-    from colbert_engine.index.synthetic import clustered_collection
+    from colbert_engine.testing import clustered_collection
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-sharded-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from colbert_engine.index.synthetic import clustered_collection
+from colbert_engine.testing import clustered_collection
 from colbert_engine.sharded import ShardedIndex
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
