@@ -46,7 +46,7 @@ def resolve_model(model: str) -> str:
 
 def load_encoder(model: str, *, device=None, dim=None, query_expansion=None):
     """``Encoder.from_pretrained``; ``query_expansion`` None keeps the checkpoint's default."""
-    from colbert_engine import Encoder
+    from colbert_engine.model import Encoder
     from colbert_engine.model.config import CheckpointError
 
     options = {} if query_expansion is None else {"query_expansion": bool(query_expansion)}
@@ -93,7 +93,7 @@ def encoder_for_index(index_path, *, model: Optional[str] = None, device=None):
 
 def open_index(path, *, device=None, verify: bool = True):
     """``Index.open`` with errors naming the folder."""
-    from colbert_engine import Index
+    from colbert_engine.index import Index
 
     index_path = Path(path)
     if not index_path.exists():
@@ -115,7 +115,7 @@ def refresh_index(index):
     if callable(refresh):
         refresh()
         return index
-    from colbert_engine import Index
+    from colbert_engine.index import Index
 
     # Segments are immutable and were verified when first opened; new ones are few and small.
     fresh = Index.open(index.path, device=index.device, verify=False)

@@ -17,7 +17,9 @@ def doc_metadata(n: int) -> list:
 
 def same_files(a: Path, b: Path, ignore: tuple = ()) -> list:
     """Relative paths whose bytes differ between two index folders (manifests compared
-    without their write time and checksum; files named in ``ignore`` skipped)."""
+    without their write time, build timings and checksum; the writer lock file, which holds
+    the last writer's pid, and files named in ``ignore`` skipped)."""
+    ignore = tuple(ignore) + ("writer.lock",)
     differ = []
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in ignore)
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in ignore)
@@ -28,7 +30,7 @@ def same_files(a: Path, b: Path, ignore: tuple = ()) -> list:
         if rel.suffix == ".json":
             x, y = json.loads(x), json.loads(y)
             for body in (x, y):
-                for key in ("written_at", "checksum", "written_by"):
+                for key in ("written_at", "checksum", "written_by", "build_seconds"):
                     body.pop(key, None)
         if x != y:
             differ.append(str(rel))

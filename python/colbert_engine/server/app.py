@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
 
-from colbert_engine import __version__
+from colbert_engine._version import __version__
 from colbert_engine.server.batching import Batcher, Overloaded
 from colbert_engine.server.metrics import Metrics
 from colbert_engine.server.service import (ClientError, EncodeJob, RerankJob, SearchJob, ServeConfig, Service,

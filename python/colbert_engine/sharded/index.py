@@ -389,9 +389,9 @@ class ShardedIndex:
 
     def metadata(self, ids) -> list:
         """The metadata of live documents ``ids`` (None where absent or unknown)."""
-        from colbert_engine.index.index import _id_list
+        from colbert_engine.index.batches import id_list
 
-        ids = _id_list(ids, "ids")
+        ids = id_list(ids, "ids")
         groups = self._route(ids)
         shards = sorted(groups)
         answers = self._each(shards, "metadata", {s: ([ids[p] for p in groups[s]],) for s in shards})
@@ -478,12 +478,12 @@ class ShardedIndex:
         """Tombstone the live documents with these ids (each looked up in the shard its id
         routes to); unknown ids are ignored. Returns how many were deleted."""
         from colbert_engine.index.ids import normalize_id
-        from colbert_engine.index.index import _id_list
+        from colbert_engine.index.batches import id_list
 
         self._check_open()
         if isinstance(ids, (str, int, np.integer)):
             ids = [ids]
-        ids = [normalize_id(i) for i in _id_list(ids, "ids")]
+        ids = [normalize_id(i) for i in id_list(ids, "ids")]
         groups = self._route(ids)
         shards = sorted(groups)
         counts = self._each(shards, "delete", {s: ([ids[p] for p in groups[s]],) for s in shards}, retry=False)

@@ -12,7 +12,7 @@ import time
 import zlib
 from pathlib import Path
 
-from colbert_engine import __version__
+from colbert_engine._version import __version__
 from colbert_engine.index import format as F
 from colbert_engine.index.ids import normalize_id
 
