@@ -70,14 +70,18 @@ void probed_argmax_cpu(const ProbedArgmaxParams& p) {
     s.best_s = f; f += block * 16;
     s.probe_scores = f;
   }
+#ifdef CE_HAVE_X86_SIMD  // the *_avx* translation units exist only in x86-64 builds
   if (p.cell_data_bf16 && p.emb_bf16 && p.centroids && p.dim % 2 == 0 && probed_bf16_available()) {
     probed_argmax_bf16(p, scratch.data(), n_threads);
     return;
   }
+#endif
   switch (cpu_isa()) {
+#ifdef CE_HAVE_X86_SIMD
     case Isa::AVX512: probed_argmax_avx512(p, scratch.data(), n_threads); return;
     case Isa::AVX2: probed_argmax_avx2(p, scratch.data(), n_threads); return;
-    case Isa::Scalar: break;
+#endif
+    default: break;
   }
   probed_argmax_impl(p, scratch.data(), n_threads);
 }

@@ -199,7 +199,7 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
   std::vector<float> lut(nq * ce::lut_workspace_floats_cpu(dim, nbits, lq));
   std::vector<float> out(nq * n_cand, 12345.f);
   ce::LutMaxSimParams p{queries.data(), scores.data(), codes.data(), residuals.data(), inv_norms.data(),
-                        offsets.data(), candidates.data(), weights.data(), lut.data(), out.data(),
+                        offsets.data(), candidates.data(), /*cand_offsets=*/nullptr, weights.data(), lut.data(), out.data(),
                         nq, lq, dim, n_centroids, n_tokens, n_docs, n_cand, nbits};
   ce::lut_maxsim_cpu(p);
   for (int64_t q = 0; q < nq; ++q)

@@ -1,8 +1,8 @@
 // bf16 screening for the probed argmax (common/codec.h): the per-cell scoring of
 // codec_probe_impl.h with VDPBF16PS (two bf16 products per fp32 lane: twice the fp32 FMA
 // rate), then an fp32 rescoring of each token's 16 lane winners. Compiled for the whole
-// file with target attributes (the run-time check is probed_bf16_available()), so no
-// CMake flags are needed.
+// file with target attributes (the run-time check is probed_bf16_available()); named
+// *_avx512 so that CMake builds it for x86-64 targets only.
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 #include <immintrin.h>
