@@ -39,15 +39,18 @@ COMPETITORS = {
     "torch": ("import time, torch\n"
               "torch.set_num_threads(os.cpu_count())\n"
               "a = torch.randn(1024, 1024); end = time.time() + {seconds}\n"
+              "a = torch.matmul(a, a).clamp_(-1, 1); print('ready', flush=True)\n"
               "while time.time() < end: a = torch.matmul(a, a).clamp_(-1, 1)\n"),
-    "busy": "import time\nend = time.time() + {seconds}\nx = 0\nwhile time.time() < end: x += 1\n",
+    "busy": ("import time\nend = time.time() + {seconds}\nx = 0\nprint('ready', flush=True)\n"
+             "while time.time() < end: x += 1\n"),
 }
 
 
 def _start(kind: str, seconds: float):
     code = "import os\n" + COMPETITORS[kind].format(seconds=seconds)
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    time.sleep(1.0)  # let it reach its loop
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # it prints "ready" on reaching its loop (importing torch takes ~1.4 s)
+    time.sleep(1.0)  # let it settle into the loop
     return proc
 
 
