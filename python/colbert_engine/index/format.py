@@ -235,50 +235,65 @@ def as_torch(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
-def _manifest_checksum(body: dict) -> int:
+def manifest_checksum(body: dict) -> int:
+    """crc32 of a manifest's JSON body without its ``checksum`` field (sorted keys)."""
     payload = json.dumps({k: v for k, v in body.items() if k != "checksum"}, sort_keys=True).encode()
     return zlib.crc32(payload)
 
 
-def write_manifest(folder: Path, body: dict) -> None:
-    """The commit point: write the manifest crash-safely (temp, fsync, rename, fsync dir)."""
+def write_json_manifest(folder: Path, name: str, body: dict, crash_label: str) -> None:
+    """Write a checksummed JSON manifest crash-safely (temp, fsync, rename, fsync dir); the
+    index manifest and the sharded index's ``sharded.json`` are both written this way."""
     body = dict(body)
-    body["checksum"] = _manifest_checksum(body)
-    tmp = folder / (MANIFEST + TMP_SUFFIX)
+    body["checksum"] = manifest_checksum(body)
+    tmp = folder / (name + TMP_SUFFIX)
     try:
         with open(tmp, "w") as f:
             json.dump(body, f, indent=1, sort_keys=True)
             f.write("\n")
-        crash_point("manifest_tmp_written")
-        commit_file(tmp, folder / MANIFEST)
+        crash_point(crash_label)
+        commit_file(tmp, folder / name)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise named_os_error(tmp, exc) from exc
 
 
-def read_manifest(folder: Path) -> dict:
-    """Parse and check the manifest; ValueError naming the file on anything wrong."""
-    path = folder / MANIFEST
+def read_json_manifest(folder: Path, name: str, format_name: str, max_version: int, kind: str) -> dict:
+    """Parse and check a manifest written by :func:`write_json_manifest` (format name,
+    version, checksum); ValueError naming the file on anything wrong. ``kind`` names the
+    folder type in the errors ("index", "sharded index")."""
+    path = folder / name
+    missing = f"{path}: no {kind} manifest here (not a colbert-engine {kind} folder)"
     if not path.is_file():
-        raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)")
+        raise ValueError(missing)
     try:
         body = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path}: no index manifest here (not a colbert-engine index folder)") from None
+        raise ValueError(missing) from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: corrupt manifest, not valid JSON ({exc})") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not a colbert-engine index manifest (format field {body.get('format')!r})"
+    if not isinstance(body, dict) or body.get("format") != format_name:
+        raise ValueError(f"{path}: not a colbert-engine {kind} manifest (format field {body.get('format')!r})"
                          if isinstance(body, dict) else f"{path}: corrupt manifest (not a JSON object)")
     version = body.get("format_version")
     if not isinstance(version, int):
         raise ValueError(f"{path}: corrupt manifest (format_version {version!r})")
-    if version > FORMAT_VERSION:
+    if version > max_version:
         raise ValueError(f"{path}: format_version {version} is newer than this colbert-engine reads "
-                         f"({FORMAT_VERSION}); upgrade colbert-engine")
+                         f"({max_version}); upgrade colbert-engine")
     if version < 1:
         raise ValueError(f"{path}: format_version {version} is not a known version")
-    if body.get("checksum") != _manifest_checksum(body):
+    if body.get("checksum") != manifest_checksum(body):
         raise ValueError(f"{path}: corrupt manifest (checksum mismatch)")
     return body
+
+
+def write_manifest(folder: Path, body: dict) -> None:
+    """The commit point: write the manifest crash-safely (temp, fsync, rename, fsync dir)."""
+    write_json_manifest(folder, MANIFEST, body, "manifest_tmp_written")
+
+
+def read_manifest(folder: Path) -> dict:
+    """Parse and check the manifest; ValueError naming the file on anything wrong."""
+    return read_json_manifest(folder, MANIFEST, FORMAT_NAME, FORMAT_VERSION, "index")

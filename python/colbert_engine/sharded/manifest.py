@@ -47,42 +47,18 @@ def codec_checksum(codec_entries: dict) -> int:
     return zlib.crc32(json.dumps([[name, codec_entries[name]["crc32"]] for name in sorted(codec_entries)]).encode())
 
 
-def _checksum(body: dict) -> int:
-    return zlib.crc32(json.dumps({k: v for k, v in body.items() if k != "checksum"}, sort_keys=True).encode())
-
-
 def write_manifest(folder: Path, body: dict) -> None:
     body = dict(body)
     body["written_by"] = f"colbert-engine {__version__}"
     body["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    body["checksum"] = _checksum(body)
-    tmp = folder / (SHARDED_MANIFEST + F.TMP_SUFFIX)
-    with open(tmp, "w") as f:
-        json.dump(body, f, indent=1, sort_keys=True)
-        f.write("\n")
-    F.crash_point("sharded_manifest_tmp_written")
-    F.commit_file(tmp, folder / SHARDED_MANIFEST)
+    F.write_json_manifest(Path(folder), SHARDED_MANIFEST, body, "sharded_manifest_tmp_written")
 
 
 def read_manifest(folder: Path) -> dict:
     """Parse and check ``sharded.json``; ValueError naming the file on anything wrong."""
+    body = F.read_json_manifest(Path(folder), SHARDED_MANIFEST, SHARDED_FORMAT_NAME, SHARDED_FORMAT_VERSION,
+                                "sharded index")
     path = Path(folder) / SHARDED_MANIFEST
-    if not path.is_file():
-        raise ValueError(f"{path}: no sharded index manifest here (not a colbert-engine sharded index folder)")
-    try:
-        body = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: corrupt manifest, not valid JSON ({exc})") from None
-    if not isinstance(body, dict) or body.get("format") != SHARDED_FORMAT_NAME:
-        raise ValueError(f"{path}: not a colbert-engine sharded manifest")
-    version = body.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise ValueError(f"{path}: corrupt manifest (format_version {version!r})")
-    if version > SHARDED_FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {version} is newer than this colbert-engine reads "
-                         f"({SHARDED_FORMAT_VERSION}); upgrade colbert-engine")
-    if body.get("checksum") != _checksum(body):
-        raise ValueError(f"{path}: corrupt manifest (checksum mismatch)")
     if body.get("routing") != ROUTING:
         raise ValueError(f"{path}: unknown id routing {body.get('routing')!r}")
     if not body.get("shards"):
