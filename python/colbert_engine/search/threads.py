@@ -9,8 +9,9 @@ index take 330 ms at p50 instead of 1.3 ms on one thread. The wait policy cannot
 once the process's OpenMP runtime (torch's, which the kernels share) has started, and the
 library must not depend on the user's environment, so the search picks its team size
 instead: ``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s
-instantaneous count minus this process's running threads), the smallest of the last few
-samples (one per ``SAMPLE_S``), at least 1. On a quiet machine that is every allowed thread.
+instantaneous count minus this process's running threads), the smallest of the samples of
+the last ``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet machine
+that is every allowed thread.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import time
 from collections import deque
 
 SAMPLE_S = 0.25    # seconds between two readings of the machine's runnable threads
-HISTORY = 4        # samples kept: a team shrinks at once and grows back after a second
+WINDOW_S = 1.0     # samples older than this are forgotten: a team shrinks at once and grows back after a second
 
-_samples: deque = deque(maxlen=HISTORY)
-_last_sample = [float("-inf")]
+_samples: deque = deque()  # (time, free cores), oldest first
+_lock = threading.Lock()
 
 
 def _cores() -> int:
@@ -53,17 +54,21 @@ def _free_cores() -> int | None:
     return max(1, _cores() - max(0, running - own))
 
 
-def search_threads(allowed: int) -> int:
-    """Threads for the next search, at most ``allowed``."""
-    now = time.monotonic()
-    if now - _last_sample[0] >= SAMPLE_S:
-        _last_sample[0] = now
-        free = _free_cores()
-        if free is not None:
-            _samples.append(free)
-    if not _samples:
-        return allowed
-    return max(1, min(allowed, min(_samples)))
+def search_threads(allowed: int, now: float | None = None) -> int:
+    """Threads for the next search, at most ``allowed``. Samples are timestamped, not just
+    counted: a search that follows a quiet pause must not inherit the busy readings taken
+    before it (a batch right after a neighbour had exited ran on one thread)."""
+    now = time.monotonic() if now is None else now
+    with _lock:
+        while _samples and now - _samples[0][0] > WINDOW_S:
+            _samples.popleft()
+        if not _samples or now - _samples[-1][0] >= SAMPLE_S:
+            free = _free_cores()
+            if free is not None:
+                _samples.append((now, free))
+        if not _samples:
+            return allowed
+        return max(1, min(allowed, min(free for _, free in _samples)))
 
 
 # torch's thread count is process-wide: searches running at once in several Python threads
