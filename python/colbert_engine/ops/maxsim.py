@@ -100,7 +100,9 @@ def _check_status(status, queries, doc_emb, doc_offsets, doc_subset) -> None:
         V.check_offsets(doc_offsets, "doc_offsets", doc_emb.shape[0])
         if doc_subset is not None:
             V.check_index_range(doc_subset, "doc_subset", doc_offsets.numel() - 1)
-        raise ValueError("maxsim: invalid arguments (device-side check)")  # not reached
+        # reached only if the device check and the host checks disagree (a bug): still refuse
+        raise RuntimeError("maxsim: the device-side check flagged the arguments but the host-side checks "
+                           "found nothing to name (please report this)")
     if code & _NON_FINITE:
         _raise_non_finite()
 
