@@ -39,15 +39,7 @@ CliError = PipelineError
 
 def _open_index(path: str, ray=None):
     """An index folder, or a sharded one (``ray``: a Ray address for its shard actors)."""
-    from colbert_engine.sharded import ShardedIndex, is_sharded
-
-    index_path = Path(path)
-    if index_path.exists() and is_sharded(index_path):
-        try:
-            return ShardedIndex.open(index_path, ray=ray), index_path
-        except (OSError, ValueError) as exc:
-            raise CliError(f"{index_path}: cannot open as an index ({exc})") from None
-    index = open_index(path)
+    index = open_index(path, ray=ray)
     return index, index.path
 
 

@@ -91,17 +91,32 @@ def encoder_for_index(index_path, *, model: Optional[str] = None, device=None):
                         query_expansion=config.get("query_expansion"))
 
 
-def open_index(path, *, device=None, verify: bool = True):
-    """``Index.open`` with errors naming the folder."""
+def open_index(path, *, device=None, verify: bool = True, ray=None):
+    """``Index.open``, or ``ShardedIndex.open`` for a sharded folder (``ray``: a Ray address
+    for its shard actors), with errors naming the folder."""
     from colbert_engine.index import Index
+    from colbert_engine.sharded import ShardedIndex, is_sharded
 
     index_path = Path(path)
     if not index_path.exists():
         raise PipelineError(f"index not found: {index_path}")
     try:
+        if is_sharded(index_path):
+            return ShardedIndex.open(index_path, device=device, verify=verify, ray=ray)
         return Index.open(index_path, device=device, verify=verify)
     except (OSError, ValueError) as exc:
         raise PipelineError(f"{index_path}: cannot open as an index ({exc})") from None
+
+
+def manifest_file(index_path) -> Path:
+    """The file a commit to the index folder replaces (by rename): ``sharded.json`` for a
+    sharded index, the manifest otherwise."""
+    from colbert_engine.index.format import MANIFEST
+    from colbert_engine.sharded import is_sharded
+    from colbert_engine.sharded.manifest import SHARDED_MANIFEST
+
+    index_path = Path(index_path)
+    return index_path / (SHARDED_MANIFEST if is_sharded(index_path) else MANIFEST)
 
 
 def refresh_index(index):
@@ -115,10 +130,8 @@ def refresh_index(index):
     if callable(refresh):
         refresh()
         return index
-    from colbert_engine.index import Index
-
     # Segments are immutable and were verified when first opened; new ones are few and small.
-    fresh = Index.open(index.path, device=index.device, verify=False)
+    fresh = type(index).open(index.path, device=index.device, verify=False)
     index.close()
     return fresh
 

@@ -95,3 +95,33 @@ def test_readers_are_not_blocked_by_a_writer(service, monkeypatch):
     assert service.read_batch([SearchJob(k=1, texts=["okapis in the Ituri rainforest"])])[0][0][0]["id"] == "okapi"
     assert service.current_stats()["generation"] == generation + 1
     service.write("delete", ids=["okapi"])
+
+
+def test_a_sharded_index_is_served_like_one_index(tmp_path, passages, encoder):
+    """`serve` opens a sharded folder: answers equal ShardedIndex's own, writes go to the
+    shards their ids route to and the reader sees them at the next batch."""
+    from colbert_engine.pipeline import MINILM, write_encoder_config
+    from colbert_engine.sharded import ShardedIndex
+
+    texts = [p["text"] for p in passages]
+    doc_emb, doc_offsets = encoder.encode_documents(texts)
+    path = tmp_path / "sharded"
+    ShardedIndex.build(path, doc_emb, doc_offsets, ids=[p["id"] for p in passages], n_shards=2).close()
+    write_encoder_config(path, MINILM, encoder)
+    svc = Service(ServeConfig(index=str(path)))
+    try:
+        question = texts[3].split(".")[0]
+        [served] = svc.read_batch([SearchJob(k=4, texts=[question])])
+        with ShardedIndex.open(path) as direct:
+            [want] = direct.search(encoder.encode_queries([question]), k=4)
+        assert [hit["id"] for hit in served[0]] == [doc_id for doc_id, _ in want]
+        assert [hit["score"] for hit in served[0]] == pytest.approx([score for _, score in want], rel=1e-5)
+        assert svc.current_stats()["shards"] == 2
+
+        svc.write("add", texts=["Okapis live in the Ituri rainforest."], ids=["okapi"], metadata=[None], store_text=True)
+        [found] = svc.read_batch([SearchJob(k=1, texts=["Where do okapis live?"])])
+        assert found[0][0]["id"] == "okapi"
+        assert svc.write("delete", ids=["okapi"])["deleted"] == 1
+        assert svc.current_stats()["live_docs"] == len(passages)
+    finally:
+        svc.close()

@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import torch
 
-from colbert_engine.index.format import MANIFEST
-from colbert_engine.pipeline import Pipeline, encoder_for_index, open_index, read_encoder_config, refresh_index
+from colbert_engine.pipeline import (Pipeline, encoder_for_index, manifest_file, open_index, read_encoder_config,
+                                     refresh_index)
 
 
 @dataclass
@@ -141,6 +141,7 @@ class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
         self.path = Path(config.index)
+        self._manifest_file = manifest_file(self.path)
         # Taken before opening: a commit between the stat and the open only causes one
         # extra refresh, never a missed one.
         self._reader_stamp = self._manifest_stamp()
@@ -170,7 +171,7 @@ class Service:
 
     # ------------------------------------------------------------------ generations
     def _manifest_stamp(self):
-        st = os.stat(self.path / MANIFEST)  # replaced by rename at each commit: a new inode
+        st = os.stat(self._manifest_file)  # replaced by rename at each commit: a new inode
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _refresh_reader(self) -> None:
