@@ -128,6 +128,8 @@ def test_default_params_adapt_to_the_collection():
     assert default_params(10, n_centroids=8192, n_tokens=1_000_000).nprobe == 1
     assert default_params(10, n_centroids=2048, n_tokens=34_000).nprobe == 4
     assert default_params(100, n_centroids=2048, n_tokens=2_000).nprobe == 16
+    assert default_params(100, n_centroids=8192, n_tokens=300_000).nprobe == 7   # 256 tokens / 36.6 per cell
+    assert default_params(100, n_centroids=8192, n_tokens=1_000_000).nprobe == 3
     assert default_params(10, nprobe=1, n_centroids=2048, n_tokens=34_000).nprobe == 1  # given values win
 
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 import math
 import numbers
 
-# Tokens of the collection the default nprobe probes per query token, at least; and its cap.
-PROBED_TOKENS = 64
+# Tokens of the collection the default nprobe probes per query token, at least (by k: more
+# results need more of each relevant document's tokens found); and the cap.
+PROBED_TOKENS = {10: 64, 100: 256}
+PROBED_TOKENS_BEYOND = 512
 MAX_AUTO_NPROBE = 16
 
 
@@ -50,7 +52,10 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
       but ~17 at 34k (XQuAD-R) and ~9 at 18k: one probed cell per query token then holds too
       few of the relevant documents' tokens (MiniLM on XQuAD-R, 2 bits: recall@10 0.79 at
       nprobe 1, 0.86 at 2, 0.87 at 4 with the codes' ceiling at 0.876). The default probes
-      at least ``PROBED_TOKENS`` tokens per query token: ``ceil(64 / (T / K))`` cells, at most 16.
+      at least ``PROBED_TOKENS[k]`` tokens per query token: ``ceil(64 / (T / K))`` cells at
+      k <= 10, 256 tokens at k <= 100 (at k = 100 on the anisotropic stop-word member, 2 bits:
+      recall@100 0.701 at PLAID's nprobe 2, 0.721 at 4, 0.726 at 8 with the codes' ceiling at
+      0.727; ndocs and t_cs changed nothing), 512 beyond; at most 16 cells.
     - exhaustive_docs: a segment with at most ``2 * exact_docs`` allowed documents is scored
       exhaustively (stage 4 on all of them costs about twice what stage 4 of the funnel costs,
       with stages 1-3 saved, and it returns the codes' exact top-k).
@@ -64,7 +69,8 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
         d_nprobe, d_tcs, d_ndocs = 4, 0.4, max(4 * k, 4096)
     if n_centroids and n_tokens:
         per_cell = n_tokens / n_centroids
-        d_nprobe = max(d_nprobe, min(MAX_AUTO_NPROBE, math.ceil(PROBED_TOKENS / per_cell)))
+        probed = next((tokens for top, tokens in PROBED_TOKENS.items() if k <= top), PROBED_TOKENS_BEYOND)
+        d_nprobe = max(d_nprobe, min(MAX_AUTO_NPROBE, math.ceil(probed / per_cell)))
     nprobe = d_nprobe if nprobe is None else check_count(nprobe, "nprobe")
     if centroid_score_threshold is None:
         t_cs = d_tcs
