@@ -183,7 +183,8 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
   const int64_t n_tokens = offsets.back(), positions = dim * nbits / 8;
   const std::vector<float> queries = small_ints(rng, nq * lq * dim);
   const std::vector<float> scores = small_ints(rng, nq * n_centroids * lq);
-  const std::vector<float> weights = small_ints(rng, int64_t{1} << nbits);
+  // Per-dimension bucket weights [dim, 2^nbits], every row different (common/codec.h).
+  const std::vector<float> weights = small_ints(rng, dim << nbits);
   std::vector<int32_t> codes(n_tokens);
   std::vector<uint8_t> residuals(n_tokens * positions);
   std::vector<uint16_t> inv_norms(n_tokens);
@@ -211,7 +212,7 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
         for (int64_t t = offsets[d]; t < offsets[d + 1]; ++t) {
           double s = scores[(q * n_centroids + codes[t]) * lq + i];
           for (int64_t k = 0; k < dim; ++k)
-            s += double(queries[(q * lq + i) * dim + k]) * weights[bucket_of(&residuals[t * positions], k, nbits)];
+            s += double(queries[(q * lq + i) * dim + k]) * weights[(k << nbits) + bucket_of(&residuals[t * positions], k, nbits)];
           best = std::max(best, s * ce::half_to_float(inv_norms[t]));
         }
         total += best;
