@@ -39,6 +39,7 @@ def test_new_build_is_per_dim_and_round_trips(built_index, collection, tmp_path)
     with Index.open(built_index, verify=True) as index:
         codec = index.codec
         assert codec.bucket_layout == "per_dim" and codec.bucket_weights.shape == (dim, levels)
+        assert index.stats()["bucket_layout"] == "per_dim"
         exact = index.search(queries, k=10, exact=True)
         default = index.search(queries, k=10)
     # a copy (no process state) answers the same, and add() compresses with the same tables
@@ -93,7 +94,7 @@ def test_committed_version_1_folder_reads_as_pooled(tmp_path):
     shutil.copytree(ROOT / "tests" / "index" / "data" / "v1", tmp_path / "v1")
     assert "bucket_layout" not in _manifest(tmp_path / "v1")
     with Index.open(tmp_path / "v1") as index:
-        assert index.codec.bucket_layout == "pooled"
+        assert index.codec.bucket_layout == "pooled" and index.stats()["bucket_layout"] == "pooled"
         assert index.codec.bucket_cutoffs.dim() == 1
 
 
