@@ -182,19 +182,10 @@ def cmd_recall(args) -> None:
                 index.close()
 
 
-def _per_dim_tables(residuals, nbits):
-    """Per-dimension cutoffs (dim, 2^b - 1) and weights (dim, 2^b) at the same quantiles
-    as C.bucket_tables, one dimension at a time (the variant issue 11 asks to try)."""
-    levels = 1 << nbits
-    q_cut = torch.arange(1, levels) / levels
-    q_w = (torch.arange(levels) + 0.5) / levels
-    r = residuals.float()
-    return torch.quantile(r, q_cut, dim=0).T.contiguous(), torch.quantile(r, q_w, dim=0).T.contiguous()
-
-
 def cmd_buckets(args) -> None:
-    """Pooled (ColBERT's) vs per-dimension bucket tables: reconstruction cosine and
-    exact-on-codes recall@10 vs exhaustive fp32 MaxSim, torch-level (no kernel needed)."""
+    """Pooled (ColBERT's) vs per-dimension bucket tables (quantiles, and Lloyd-Max refined:
+    index.codec.per_dim_bucket_tables): reconstruction cosine and exact-on-codes recall@10
+    vs exhaustive fp32 MaxSim, torch-level (no kernel needed)."""
     print(f"# buckets: pooled vs per-dimension, {args.docs} docs, load {os.getloadavg()[0]:.2f}")
     for name, (emb, offsets, queries) in workloads(args.docs * 100, None).items():
         if offsets is None:
@@ -202,13 +193,16 @@ def cmd_buckets(args) -> None:
         truth = _exact_topk(emb, offsets, queries, 10).tolist()
         gen = torch.Generator().manual_seed(0)
         held = emb[torch.randperm(emb.shape[0], generator=gen)[:50_000]]
-        codec = C.train_codec(emb, emb.shape[0], args.nbits)
+        codec = C.train_codec(emb, emb.shape[0], args.nbits, bucket_layout="pooled")
         cells = C.cells_for(codec.centroids)
         codes = C._assign(emb, codec.centroids, cells)[0]
         r = emb - codec.centroids[codes]
         hcodes = C._assign(held, codec.centroids, cells)[0]
-        per_cut, per_w = _per_dim_tables(held - codec.centroids[hcodes], args.nbits)
-        for label, cut, w in [("pooled", codec.bucket_cutoffs, codec.bucket_weights), ("per-dim", per_cut, per_w)]:
+        held_r = held - codec.centroids[hcodes]
+        variants = [("pooled", codec.bucket_cutoffs, codec.bucket_weights),
+                    ("per-dim quantile", *C.per_dim_bucket_tables(held_r, args.nbits, lloyd_iters=0)),
+                    ("per-dim Lloyd", *C.per_dim_bucket_tables(held_r, args.nbits))]
+        for label, cut, w in variants:
             if cut.dim() == 1:
                 dec = codec.centroids[codes] + w[torch.bucketize(r, cut)]
             else:

@@ -1,7 +1,7 @@
 """Recall and latency of ``Index.search`` on every member of the workload suite.
 
     PYTHONPATH=python python benchmarks/bench_search_quality.py [--members a,b] [--nbits 1,2,4] \
-        [--threads 2] [--out results.jsonl]
+        [--threads 2] [--out results.jsonl] [--buckets pooled,quantile,lloyd]
 
 Per member and nbits: build an index (CPU), then against exhaustive fp32 MaxSim on the
 original vectors (the ground truth):
@@ -58,9 +58,23 @@ def _recall(found, truth, k) -> float:
     return float(np.mean(values))
 
 
-def measure(name: str, data: dict, nbits: int, threads: int, repeats: int = 3) -> dict:
-    from colbert_engine import Index, ops
+# --buckets variants: (bucket_layout, Lloyd-Max iterations) of the codec's residual tables.
+BUCKET_VARIANTS = {"pooled": ("pooled", 0), "quantile": ("per_dim", 0), "lloyd": ("per_dim", None)}
 
+
+def measure(name: str, data: dict, nbits: int, threads: int, repeats: int = 3, buckets: str | None = None) -> dict:
+    from colbert_engine import Index, ops
+    from colbert_engine.index import codec as codec_module
+
+    if buckets is not None:  # the build's defaults, for this measurement only
+        layout, iters = BUCKET_VARIANTS[buckets]
+        saved = codec_module.DEFAULT_BUCKET_LAYOUT, codec_module.DEFAULT_LLOYD_ITERS
+        codec_module.DEFAULT_BUCKET_LAYOUT = layout
+        codec_module.DEFAULT_LLOYD_ITERS = saved[1] if iters is None else iters
+        try:
+            return measure(name, data, nbits, threads, repeats) | {"buckets": buckets}
+        finally:
+            codec_module.DEFAULT_BUCKET_LAYOUT, codec_module.DEFAULT_LLOYD_ITERS = saved
     ops.set_num_threads(threads)
     torch.set_num_threads(threads)
     queries = data["queries"]
@@ -109,7 +123,8 @@ def table(rows) -> str:
     lines = ["| member | nbits | codes r@10 / r@100 | **r@10** | **r@100** | p50 / p95 ms (1 query) | batch QPS | funnel (k=10) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['member']} | {r['nbits']} | {r['codes@10']:.3f} / {r['codes@100']:.3f} | {r['r@10']:.3f} | "
+        nbits = f"{r['nbits']} {r['buckets']}" if "buckets" in r else r["nbits"]
+        lines.append(f"| {r['member']} | {nbits} | {r['codes@10']:.3f} / {r['codes@100']:.3f} | {r['r@10']:.3f} | "
                      f"{r['r@100']:.3f} | {r['p50_ms']:.2f} / {r['p95_ms']:.2f} | {r['batch_qps']:.0f} | "
                      f"{r['params@10']} |")
     return "\n".join(lines)
@@ -122,17 +137,25 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("search_quality.jsonl"))
+    parser.add_argument("--buckets", default=None,
+                        help=f"comma list of bucket-table variants to compare, of {list(BUCKET_VARIANTS)} "
+                             "(default: the build's default only)")
     args = parser.parse_args(argv)
+    variants = [None] if args.buckets is None else args.buckets.split(",")
+    for v in variants:
+        if v is not None and v not in BUCKET_VARIANTS:
+            parser.error(f"--buckets: unknown variant {v!r}, expected {list(BUCKET_VARIANTS)}")
     rows = []
     for name in args.members.split(","):
         data = _cached_member(name)
         print(describe(name, data), flush=True)
         for nbits in (int(b) for b in args.nbits.split(",")):
-            row = measure(name, data, nbits, args.threads, args.repeats)
-            rows.append(row)
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            for variant in variants:
+                row = measure(name, data, nbits, args.threads, args.repeats, variant)
+                rows.append(row)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
     print(table(rows))
     return 0
 

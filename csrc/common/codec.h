@@ -9,7 +9,10 @@
 //
 // Bucket rule (ColBERT's `torch.bucketize(r, cutoffs)`, right=False): the bucket of r is
 // the number of cutoffs strictly below r, so a value equal to a cutoff falls in the lower
-// bucket. cutoffs has 2^nbits - 1 non-decreasing entries, weights 2^nbits.
+// bucket. Tables are per dimension: dimension d uses cutoffs[d, :] (2^nbits - 1
+// non-decreasing entries) and weights[d, :] (2^nbits), row-major. ColBERT's pooled tables
+// (one row for all dimensions) are passed expanded to dim equal rows (ops/codec.py), so
+// they decode bit-identically through the same code path.
 //
 // Bit layout (ColBERT's, so existing indexes decode identically): each dimension
 // contributes its bucket's nbits bits least-significant bit first, dimensions in order;
@@ -61,8 +64,8 @@ struct QuantizeParams {
   const void* emb;             // [n_tokens, dim] in emb_dtype, contiguous
   const float* centroids;      // [n_centroids, dim] fp32, contiguous
   const int32_t* codes;        // [n_tokens] in [0, n_centroids) (caller's argmax)
-  const float* bucket_cutoffs; // [2^nbits - 1] non-decreasing
-  const float* bucket_weights; // [2^nbits]
+  const float* bucket_cutoffs; // [dim, 2^nbits - 1], each row non-decreasing
+  const float* bucket_weights; // [dim, 2^nbits]
   uint8_t* residuals;          // [n_tokens, dim * nbits / 8] output
   uint16_t* inv_norms;         // [n_tokens] fp16 bits, output
   int64_t n_tokens;
@@ -76,7 +79,7 @@ struct DecompressParams {
   const int32_t* codes;        // [n_tokens] in [0, n_centroids)
   const uint8_t* residuals;    // [n_tokens, dim * nbits / 8]
   const float* centroids;      // [n_centroids, dim] fp32, contiguous
-  const float* bucket_weights; // [2^nbits]
+  const float* bucket_weights; // [dim, 2^nbits]
   const uint16_t* inv_norms;   // [n_tokens] fp16 bits, or nullptr: recompute the norm
   void* out;                   // [n_tokens, dim] in out_dtype, output
   int64_t n_tokens;
@@ -132,7 +135,7 @@ void accumulate_rows_cpu(const float* x, const int32_t* codes, int64_t rows, int
 
 // Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
 void quantize_residuals_cpu(const QuantizeParams& p);
-// out[t] = C[codes[t]] + weights[bucket(t, d)], then (normalize) scaled to unit norm.
+// out[t, d] = C[codes[t], d] + weights[d, bucket(t, d)], then (normalize) scaled to unit norm.
 void decompress_residuals_cpu(const DecompressParams& p);
 
 }  // namespace ce

@@ -182,9 +182,10 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
         const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
         for (int64_t d = 0; d < dim; ++d) {
           const float c = centroid[d];
-          const int b = codec_bucket(load_as_float(row, d, p.emb_dtype) - c, p.bucket_cutoffs, n_cutoffs);
+          const int b = codec_bucket(load_as_float(row, d, p.emb_dtype) - c, p.bucket_cutoffs + d * n_cutoffs,
+                                     n_cutoffs);
           bucket[d] = static_cast<uint8_t>(b);
-          decoded[d] = c + p.bucket_weights[b];
+          decoded[d] = c + p.bucket_weights[d * (n_cutoffs + 1) + b];
         }
         const float norm_sq = sum_of_squares(decoded, dim);
         uint8_t* packed = p.residuals + t * row_bytes;
@@ -208,14 +209,19 @@ namespace {
 template <int PER_BYTE>
 void decompress_impl(const DecompressParams& p) {
   constexpr int nbits = 8 / PER_BYTE;
+  constexpr int levels = 1 << nbits;
   const int64_t dim = p.dim;
   const int64_t row_bytes = dim / PER_BYTE;
-  // Decoded weights of every byte value: table[byte][j] is dimension j's weight (the same
-  // decoding as ColBERT's reversed_bit_map + decompression_lookup_table).
-  float table[256][PER_BYTE];
-  for (int byte = 0; byte < 256; ++byte)
-    for (int j = 0; j < PER_BYTE; ++j)
-      table[byte][j] = p.bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
+  // field_weights[d * levels + f]: dimension d's weight for the nbits-bit field f as it
+  // sits in the byte (most-significant bit first, so f is the bucket's bits reversed), so
+  // decoding is a shift, a mask and one lookup per dimension. Per-dimension tables rule
+  // out ColBERT's one 256-entry table per byte value (it would be dim * 256 floats).
+  std::vector<float> field_weights(static_cast<size_t>(dim * levels));  // before the region: no throw inside
+  for (int64_t d = 0; d < dim; ++d)
+    for (int f = 0; f < levels; ++f)
+      field_weights[d * levels + f] =
+          p.bucket_weights[d * levels + codec_unpack(static_cast<uint8_t>(f << (8 - nbits)), 0, nbits)];
+  const float* table = field_weights.data();
   const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
   const int n_threads = std::max(1, max_threads());
   std::vector<float> row_pool(static_cast<size_t>(dim * n_threads));  // before the region: no throw inside
@@ -234,8 +240,12 @@ void decompress_impl(const DecompressParams& p) {
         const uint8_t* packed = p.residuals + t * row_bytes;
         float* out = row_buf;
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
-          const float* weights = table[packed[byte]];
-          for (int j = 0; j < PER_BYTE; ++j) out[byte * PER_BYTE + j] = centroid[byte * PER_BYTE + j] + weights[j];
+          const unsigned value = packed[byte];
+          const float* weights = table + byte * PER_BYTE * levels;
+          for (int j = 0; j < PER_BYTE; ++j) {
+            const unsigned field = (value >> (8 - nbits * (j + 1))) & (levels - 1);
+            out[byte * PER_BYTE + j] = centroid[byte * PER_BYTE + j] + weights[j * levels + field];
+          }
         }
         if (p.normalize) {
           float scale;

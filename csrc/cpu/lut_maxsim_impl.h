@@ -78,7 +78,7 @@ inline int unit_bucket(int value, int unit_bits, int j, int nbits) {
   return bucket;
 }
 
-// Tables of query q, unit u: lut[value * lq + i] = sum_j q_i[u*k + j] * w[bucket_j(value)],
+// Tables of query q, unit u: lut[value * lq + i] = sum_j q_i[u*k + j] * w[u*k + j, bucket_j(value)],
 // k = U / nbits dimensions per unit.
 // `tables` is where the query's tables go (its slot of p.lut).
 template <int U>
@@ -94,7 +94,7 @@ inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t unit, f
     float* entry = lut + value * lq;
     for (int64_t i = 0; i < lq; ++i) entry[i] = 0.f;
     for (int j = 0; j < per_unit; ++j) {
-      const float w = p.bucket_weights[unit_bucket(value, U, j, nbits)];
+      const float w = p.bucket_weights[(unit * per_unit + j) * (1 << nbits) + unit_bucket(value, U, j, nbits)];
       const float* qj = query_t + j * lq;
       for (int64_t i = 0; i < lq; ++i) entry[i] += qj[i] * w;
     }

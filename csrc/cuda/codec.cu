@@ -52,12 +52,9 @@ __device__ __forceinline__ float sum_partials16(const float* partial) {
 
 __global__ void __launch_bounds__(kThreads)
 quantize_kernel(QuantizeParams p) {
-  __shared__ float cutoffs[15];
-  __shared__ float weights[16];
+  // Per-dimension tables (dim rows) are read through the read-only cache: a few KiB that
+  // every thread of the grid shares.
   const int nbits = p.nbits, per_byte = 8 / nbits, n_cutoffs = (1 << nbits) - 1;
-  if (threadIdx.x < n_cutoffs) cutoffs[threadIdx.x] = p.bucket_cutoffs[threadIdx.x];
-  if (threadIdx.x <= n_cutoffs) weights[threadIdx.x] = p.bucket_weights[threadIdx.x];
-  __syncthreads();
   const int64_t dim = p.dim, row_bytes = dim * nbits / 8;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
        t += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -69,8 +66,9 @@ quantize_kernel(QuantizeParams p) {
       for (int j = 0; j < per_byte; ++j) {
         const int64_t d = byte * per_byte + j;
         const float c = centroid[d];
-        const int b = codec_bucket(__fsub_rn(load_elem(p.emb, row + d, p.emb_dtype), c), cutoffs, n_cutoffs);
-        const float decoded = __fadd_rn(c, weights[b]);
+        const int b = codec_bucket(__fsub_rn(load_elem(p.emb, row + d, p.emb_dtype), c),
+                                   p.bucket_cutoffs + d * n_cutoffs, n_cutoffs);
+        const float decoded = __fadd_rn(c, __ldg(p.bucket_weights + d * (n_cutoffs + 1) + b));
         partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
         for (int bit = 0; bit < nbits; ++bit)
           value |= ((static_cast<unsigned>(b) >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
@@ -81,21 +79,15 @@ quantize_kernel(QuantizeParams p) {
   }
 }
 
-// table[byte * per_byte + j]: the weight of the j-th dimension packed in `byte`.
-__device__ void build_decode_table(const float* bucket_weights, int nbits, float* table) {
-  const int per_byte = 8 / nbits;
-  for (int e = threadIdx.x; e < 256 * per_byte; e += blockDim.x) {
-    const int byte = e / per_byte, j = e - byte * per_byte;
-    table[e] = bucket_weights[codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
-  }
-  __syncthreads();
+// Weight of dimension d whose bucket is the j-th field of `byte` (per-dimension tables).
+__device__ __forceinline__ float decoded_weight(const float* bucket_weights, int64_t d, uint8_t byte, int j,
+                                                int nbits) {
+  return __ldg(bucket_weights + d * (1 << nbits) + codec_unpack(byte, j, nbits));
 }
 
 // One thread per packed byte: out = C[code] + w, times the stored inverse norm if asked.
 __global__ void __launch_bounds__(kThreads)
 decompress_bytes_kernel(DecompressParams p) {
-  __shared__ float table[256 * 8];
-  build_decode_table(p.bucket_weights, p.nbits, table);
   const int per_byte = 8 / p.nbits;
   const int64_t dim = p.dim, row_bytes = dim * p.nbits / 8;
   const int64_t n = p.n_tokens * row_bytes;
@@ -105,10 +97,10 @@ decompress_bytes_kernel(DecompressParams p) {
     const int64_t t = e / row_bytes, byte = e - t * row_bytes;
     const int64_t d0 = byte * per_byte;
     const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim + d0;
-    const float* weights = table + static_cast<int>(p.residuals[e]) * per_byte;
+    const uint8_t packed = p.residuals[e];
     const float scale = scaled ? __half2float(__ushort_as_half(p.inv_norms[t])) : 1.f;
     for (int j = 0; j < per_byte; ++j) {
-      float v = __fadd_rn(centroid[j], weights[j]);
+      float v = __fadd_rn(centroid[j], decoded_weight(p.bucket_weights, d0 + j, packed, j, p.nbits));
       if (scaled) v = __fmul_rn(v, scale);
       store_elem(p.out, t * dim + d0 + j, v, p.out_dtype);
     }
@@ -119,8 +111,6 @@ decompress_bytes_kernel(DecompressParams p) {
 // x / max(||x||, 1e-12)), then writes the row.
 __global__ void __launch_bounds__(kThreads)
 decompress_renorm_kernel(DecompressParams p) {
-  __shared__ float table[256 * 8];
-  build_decode_table(p.bucket_weights, p.nbits, table);
   const int per_byte = 8 / p.nbits;
   const int64_t dim = p.dim, row_bytes = dim * p.nbits / 8;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
@@ -129,20 +119,19 @@ decompress_renorm_kernel(DecompressParams p) {
     const uint8_t* packed = p.residuals + t * row_bytes;
     float partial[16] = {};  // the CPU's summation order (see sum_partials16)
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
-      const float* weights = table + static_cast<int>(packed[byte]) * per_byte;
       for (int j = 0; j < per_byte; ++j) {
         const int64_t d = byte * per_byte + j;
-        const float v = __fadd_rn(centroid[d], weights[j]);
+        const float v = __fadd_rn(centroid[d], decoded_weight(p.bucket_weights, d, packed[byte], j, p.nbits));
         partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(v, v));
       }
     }
     const float norm_sq = sum_partials16(partial);
     const float scale = __fdiv_rn(1.f, fmaxf(__fsqrt_rn(norm_sq), 1e-12f));
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
-      const float* weights = table + static_cast<int>(packed[byte]) * per_byte;
       for (int j = 0; j < per_byte; ++j) {
         const int64_t d = byte * per_byte + j;
-        store_elem(p.out, t * dim + d, __fmul_rn(__fadd_rn(centroid[d], weights[j]), scale), p.out_dtype);
+        const float w = decoded_weight(p.bucket_weights, d, packed[byte], j, p.nbits);
+        store_elem(p.out, t * dim + d, __fmul_rn(__fadd_rn(centroid[d], w), scale), p.out_dtype);
       }
     }
   }

@@ -27,7 +27,7 @@ def _colbert_decompress(centroids, weights, codes, residuals):
 @pytest.fixture(scope="module")
 def colbert_folder(tmp_path_factory):
     data = clustered_collection(n_docs=120, mean_doc_len=25, dim=DIM, n_queries=8, seed=6)
-    codec = train_codec(data.doc_emb, data.doc_emb.shape[0], NBITS)
+    codec = train_codec(data.doc_emb, data.doc_emb.shape[0], NBITS, bucket_layout="pooled")  # ColBERT's tables
     centroids = codec.centroids.half()  # ColBERT stores its centroids in fp16
     codes, residuals, _ = ops.compress_residuals(data.doc_emb, centroids.float(), codec.bucket_cutoffs,
                                                  codec.bucket_weights, NBITS)

@@ -32,7 +32,7 @@ def _write_colbert_index(folder: Path, dim: int, n_docs: int = 40, nbits: int = 
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(4, 12, (n_docs,), generator=gen)
     emb = torch.nn.functional.normalize(torch.randn(int(lengths.sum()), dim, generator=gen), dim=-1)
-    codec = train_codec(emb, emb.shape[0], nbits, n_centroids=8)
+    codec = train_codec(emb, emb.shape[0], nbits, n_centroids=8, bucket_layout="pooled")  # ColBERT's tables
     codes, residuals, _ = ops.compress_residuals(emb, codec.centroids, codec.bucket_cutoffs, codec.bucket_weights, nbits)
     folder.mkdir(parents=True)
     torch.save(codec.centroids.half(), folder / "centroids.pt")

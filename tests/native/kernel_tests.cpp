@@ -1,5 +1,5 @@
 // C++ test driver of the CPU kernels, without Python: every dispatched SIMD path of maxsim,
-// maxsim_topk and lut_maxsim against plain scalar references written here from the contracts
+// maxsim_topk, lut_maxsim and the residual codec against plain scalar references written here from the contracts
 // (common/maxsim.h, common/lut_maxsim.h, common/codec.h). CI cross-compiles it for aarch64 and
 // runs it under qemu (.ci/aarch64), once per ISA path (CE_ISA=scalar, then the best one).
 //
@@ -16,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "common/codec.h"
 #include "common/dtype.h"
 #include "common/isa.h"
 #include "common/lut_maxsim.h"
@@ -183,7 +184,8 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
   const int64_t n_tokens = offsets.back(), positions = dim * nbits / 8;
   const std::vector<float> queries = small_ints(rng, nq * lq * dim);
   const std::vector<float> scores = small_ints(rng, nq * n_centroids * lq);
-  const std::vector<float> weights = small_ints(rng, int64_t{1} << nbits);
+  // Per-dimension bucket weights [dim, 2^nbits], every row different (common/codec.h).
+  const std::vector<float> weights = small_ints(rng, dim << nbits);
   std::vector<int32_t> codes(n_tokens);
   std::vector<uint8_t> residuals(n_tokens * positions);
   std::vector<uint16_t> inv_norms(n_tokens);
@@ -211,13 +213,53 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
         for (int64_t t = offsets[d]; t < offsets[d + 1]; ++t) {
           double s = scores[(q * n_centroids + codes[t]) * lq + i];
           for (int64_t k = 0; k < dim; ++k)
-            s += double(queries[(q * lq + i) * dim + k]) * weights[bucket_of(&residuals[t * positions], k, nbits)];
+            s += double(queries[(q * lq + i) * dim + k]) *
+                 weights[(k << nbits) + bucket_of(&residuals[t * positions], k, nbits)];
           best = std::max(best, s * ce::half_to_float(inv_norms[t]));
         }
         total += best;
       }
       expect(out[q * n_cand + m] == static_cast<float>(total), "lut_maxsim score", q * n_cand + m, dim);
     }
+}
+
+// quantize_residuals_cpu + decompress_residuals_cpu with per-dimension tables (distinct rows):
+// buckets, decoded values and stored inverse norms against the contract (common/codec.h).
+// Values are multiples of 1/2, so residuals, comparisons and norms are exact.
+void test_codec_per_dim(std::mt19937& rng, int64_t dim, int nbits, int64_t n_tokens) {
+  const int64_t n_centroids = 5, levels = int64_t{1} << nbits, row_bytes = dim * nbits / 8;
+  std::vector<float> emb = small_ints(rng, n_tokens * dim), centroids = small_ints(rng, n_centroids * dim);
+  for (auto& x : emb) x *= 0.5f;
+  std::vector<float> cutoffs = small_ints(rng, dim * (levels - 1));
+  const std::vector<float> weights = small_ints(rng, dim * levels);
+  for (int64_t d = 0; d < dim; ++d)  // each row non-decreasing
+    std::sort(cutoffs.begin() + d * (levels - 1), cutoffs.begin() + (d + 1) * (levels - 1));
+  std::vector<int32_t> codes(n_tokens);
+  std::uniform_int_distribution<int> code(0, n_centroids - 1);
+  for (auto& c : codes) c = code(rng);
+  std::vector<uint8_t> residuals(n_tokens * row_bytes);
+  std::vector<uint16_t> inv_norms(n_tokens);
+  ce::QuantizeParams qp{emb.data(), centroids.data(), codes.data(), cutoffs.data(), weights.data(),
+                        residuals.data(), inv_norms.data(), n_tokens, dim, n_centroids, nbits, ce::DType::F32};
+  ce::quantize_residuals_cpu(qp);
+  std::vector<float> out(n_tokens * dim);
+  ce::DecompressParams dp{codes.data(), residuals.data(), centroids.data(), weights.data(), nullptr, out.data(),
+                          n_tokens, dim, n_centroids, nbits, /*normalize=*/false, ce::DType::F32};
+  ce::decompress_residuals_cpu(dp);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    float norm_sq = 0.f;
+    for (int64_t d = 0; d < dim; ++d) {
+      const float c = centroids[codes[t] * dim + d], r = emb[t * dim + d] - c;
+      int want = 0;
+      for (int64_t j = 0; j < levels - 1; ++j) want += r > cutoffs[d * (levels - 1) + j] ? 1 : 0;
+      const int got = bucket_of(&residuals[t * row_bytes], d, nbits);
+      expect(got == want, "codec per-dim bucket", t, d);
+      const float decoded = c + weights[d * levels + want];
+      expect(out[t * dim + d] == decoded, "codec per-dim decoded value", t, d);
+      norm_sq += decoded * decoded;
+    }
+    expect(inv_norms[t] == ce::float_to_half(ce::codec_inv_norm(norm_sq)), "codec per-dim inv_norm", t, dim);
+  }
 }
 
 }  // namespace
@@ -237,6 +279,8 @@ int main() {
   for (int nbits : {1, 2, 4})
     for (int64_t lq : {1, 15, 16, 32, 37})
       for (int64_t dim : {8, 24, 128}) test_lut_maxsim(rng, 1 + lq % 2, lq, dim, nbits, 1 + (lq + dim) % 13);
+  for (int nbits : {1, 2, 4})
+    for (int64_t dim : {8, 24, 128}) test_codec_per_dim(rng, dim, nbits, 300);
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

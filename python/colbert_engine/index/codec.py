@@ -12,7 +12,12 @@ ColBERTv2's recipe (DESIGN.md section 4) without faiss and without ``torch.quant
   (>= 99.5% exact argmax) instead of a dense ``n x K`` GEMM: that is what makes the full
   sample affordable (32 points per centroid, the old default, cost recall on hard data);
 - bucket cutoffs at the j/2^b quantiles and weights at the (j + 1/2)/2^b quantiles of the
-  residuals of held-out sample tokens over all dimensions, found with ``kthvalue``.
+  residuals of held-out sample tokens over all dimensions (nearest rank, one sort)
+  (``bucket_layout="pooled"``, ColBERT's); or, the default for new builds
+  (``"per_dim"``), the same quantiles of each dimension's residuals, then refined by
+  16 Lloyd-Max steps per dimension (:func:`per_dim_bucket_tables`). Residual
+  spread differs by dimension on anisotropic data; per-dimension tables cost no bytes
+  per token (benchmarks/RESULTS.md, search quality, has the measurements).
 """
 
 from __future__ import annotations
@@ -182,10 +187,12 @@ def kmeans(points: torch.Tensor, k: int, niters: int = 4, seed: int = 0,
     return centroids
 
 
-def _kth_smallest(values: torch.Tensor, fraction: float) -> float:
-    # nearest-rank quantile by selection: torch.quantile refuses more than 2^24 values
-    k = min(values.numel(), max(1, int(round(fraction * (values.numel() - 1))) + 1))
-    return float(values.kthvalue(k).values)
+def _kth_smallest(sorted_values: torch.Tensor, fraction: float) -> float:
+    # nearest-rank quantile of sorted values (torch.quantile refuses more than 2^24 values);
+    # one sort for all 2^(b+1) - 1 quantiles (a kthvalue pass per quantile took 3.5 s for
+    # the 31 of 4 bits over 6.4M values, the sort 0.7 s)
+    k = min(sorted_values.numel(), max(1, int(round(fraction * (sorted_values.numel() - 1))) + 1))
+    return float(sorted_values[k - 1])
 
 
 def bucket_tables(residuals: torch.Tensor, nbits: int):
@@ -197,19 +204,105 @@ def bucket_tables(residuals: torch.Tensor, nbits: int):
     if values.numel() > _MAX_HELDOUT_VALUES:
         gen = torch.Generator(device="cpu").manual_seed(1)
         values = values[torch.randint(0, values.numel(), (_MAX_HELDOUT_VALUES,), generator=gen).to(values.device)]
-    values = values.cpu()
+    values = values.cpu().sort().values
     levels = 1 << nbits
     cutoffs = [_kth_smallest(values, j / levels) for j in range(1, levels)]
     weights = [_kth_smallest(values, (j + 0.5) / levels) for j in range(levels)]
     return torch.tensor(cutoffs, dtype=torch.float32), torch.tensor(weights, dtype=torch.float32)
 
 
+# Bucket table layouts: "pooled" (ColBERT's, one table for all dimensions) and
+# "per_dim" (one row per dimension). New builds use DEFAULT_BUCKET_LAYOUT; an index
+# records its layout in the manifest (absent: pooled, every index written before).
+BUCKET_LAYOUTS = ("pooled", "per_dim")
+DEFAULT_BUCKET_LAYOUT = "per_dim"
+# Lloyd-Max iterations after the per-dimension quantiles (0: quantiles only). 16: from 4 to
+# 16 lifted exact-on-codes recall@10 by up to 0.024 (aniso-stop-3k, 2 bits); 32 and 64 did
+# not lift it further (benchmarks/RESULTS.md, search quality). Each step is a searchsorted
+# into the sorted columns, far cheaper than their sort.
+DEFAULT_LLOYD_ITERS = 16
+
+
+def per_dim_bucket_tables(residuals: torch.Tensor, nbits: int, lloyd_iters: int = DEFAULT_LLOYD_ITERS):
+    """Per-dimension bucket cutoffs ``(dim, 2^b - 1)`` and weights ``(dim, 2^b)`` float32.
+
+    residuals: ``(n, dim)`` float held-out residuals. Start: the pooled rule
+    (:func:`bucket_tables`: nearest-rank j/2^b and (j + 1/2)/2^b quantiles) applied to each
+    dimension's column alone. Then ``lloyd_iters`` Lloyd-Max (1-D k-means) steps per
+    dimension: each weight becomes the mean of the residuals in its bucket (an empty bucket
+    keeps its weight), each cutoff the midpoint of its two weights. The bucket rule is the
+    kernels' (a value equal to a cutoff falls in the lower bucket). Deterministic.
+    """
+    if residuals.dim() != 2 or residuals.shape[0] == 0:
+        raise ValueError(f"residuals: expected a non-empty (n, dim) tensor, got shape {tuple(residuals.shape)}")
+    if isinstance(lloyd_iters, bool) or not isinstance(lloyd_iters, int) or lloyd_iters < 0:
+        raise ValueError(f"lloyd_iters: expected an int >= 0, got {lloyd_iters!r}")
+    values = residuals.float()
+    n, dim = values.shape
+    max_rows = max(1, _MAX_HELDOUT_VALUES // dim)
+    if n > max_rows:
+        gen = torch.Generator(device="cpu").manual_seed(1)
+        values = values[torch.randperm(n, generator=gen)[:max_rows].to(values.device)]
+        n = max_rows
+    columns = values.cpu().T.contiguous().sort(dim=1).values  # (dim, n), each row sorted
+    levels = 1 << nbits
+
+    def quantile(fraction: float) -> torch.Tensor:  # _kth_smallest's nearest rank, per row
+        return columns[:, min(n - 1, max(0, int(round(fraction * (n - 1)))))]
+
+    cutoffs = torch.stack([quantile(j / levels) for j in range(1, levels)], dim=1)
+    weights = torch.stack([quantile((j + 0.5) / levels) for j in range(levels)], dim=1)
+    if lloyd_iters:
+        # Bucket sums from prefix sums of the sorted columns (fp64: n values summed).
+        prefix = torch.zeros(dim, n + 1, dtype=torch.float64)
+        torch.cumsum(columns.double(), dim=1, out=prefix[:, 1:])
+        rows = torch.arange(dim).unsqueeze(1)
+        for _ in range(lloyd_iters):
+            # bucket j holds sorted positions [ends[j-1], ends[j]): ends = count of values <= cutoff
+            ends = torch.searchsorted(columns, cutoffs.contiguous(), right=True)
+            bounds = torch.cat([torch.zeros(dim, 1, dtype=torch.int64), ends,
+                                torch.full((dim, 1), n, dtype=torch.int64)], dim=1)
+            counts = bounds[:, 1:] - bounds[:, :-1]
+            sums = prefix[rows, bounds[:, 1:]] - prefix[rows, bounds[:, :-1]]
+            means = (sums / counts.clamp(min=1)).float()
+            weights = torch.where(counts > 0, means, weights)
+            weights = torch.cummax(weights, dim=1).values  # ordered, so the cutoffs are too
+            cutoffs = (weights[:, 1:] + weights[:, :-1]) * 0.5
+    return cutoffs.contiguous(), weights.contiguous()
+
+
+def check_bucket_tables(cutoffs, weights, nbits: int, dim: int, where: str = "bucket tables"):
+    """Validate a codec's bucket tables; returns (cutoffs, weights) as float32 tensors.
+
+    Pooled: cutoffs ``(2^b - 1,)``, weights ``(2^b,)``; per dimension: ``(dim, 2^b - 1)``
+    and ``(dim, 2^b)``; both of one layout, finite, cutoffs non-decreasing along each row.
+    ``where`` names the source in the ValueError (a file, or the arguments).
+    """
+    levels = 1 << nbits
+    cutoffs, weights = torch.as_tensor(cutoffs), torch.as_tensor(weights)
+    pooled = ((levels - 1,), (levels,))
+    per_dim = ((dim, levels - 1), (dim, levels))
+    shapes = (tuple(cutoffs.shape), tuple(weights.shape))
+    if shapes not in (pooled, per_dim):
+        raise ValueError(f"{where}: bucket_cutoffs/bucket_weights have shapes {shapes[0]}/{shapes[1]}, expected "
+                         f"{pooled[0]}/{pooled[1]} (pooled) or {per_dim[0]}/{per_dim[1]} (per dimension) "
+                         f"for dim {dim}, nbits {nbits}")
+    for name, t in (("bucket_cutoffs", cutoffs), ("bucket_weights", weights)):
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{where}: {name} must be finite floats")
+    cutoffs, weights = cutoffs.float(), weights.float()
+    if cutoffs.shape[-1] > 1 and bool((cutoffs[..., 1:] < cutoffs[..., :-1]).any()):
+        raise ValueError(f"{where}: bucket_cutoffs must be non-decreasing along each row")
+    return cutoffs, weights
+
+
 @dataclass
 class Codec:
     """Centroids and residual buckets: everything needed to (de)compress token vectors.
 
-    centroids float32 ``(K, dim)`` (unit rows), bucket_cutoffs float32 ``(2^nbits - 1,)``,
-    bucket_weights float32 ``(2^nbits,)``.
+    centroids float32 ``(K, dim)`` (unit rows); bucket tables float32, pooled (ColBERT's
+    layout) ``bucket_cutoffs (2^nbits - 1,)`` and ``bucket_weights (2^nbits,)``, or per
+    dimension ``(dim, 2^nbits - 1)`` and ``(dim, 2^nbits)`` (:attr:`bucket_layout`).
     """
 
     centroids: torch.Tensor
@@ -226,6 +319,11 @@ class Codec:
     @property
     def dim(self) -> int:
         return self.centroids.shape[1]
+
+    @property
+    def bucket_layout(self) -> str:
+        """"pooled" (one table for all dimensions) or "per_dim" (a row per dimension)."""
+        return "per_dim" if self.bucket_weights.dim() == 2 else "pooled"
 
     @property
     def cells(self):
@@ -251,7 +349,8 @@ class Codec:
 
 def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
                 n_centroids: int | None = None, max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
-                rows: torch.Tensor | None = None, device=None, timings: dict | None = None) -> Codec:
+                rows: torch.Tensor | None = None, device=None, timings: dict | None = None,
+                bucket_layout: str | None = None, lloyd_iters: int | None = None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
@@ -261,11 +360,20 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
         device: where k-means runs (default ``sample.device``).
         timings: optional dict that receives the seconds of "kmeans" and "buckets".
+        bucket_layout: "per_dim" or "pooled" (ColBERT's); default ``DEFAULT_BUCKET_LAYOUT``.
+        lloyd_iters: Lloyd-Max steps of the per-dimension tables (default
+            ``DEFAULT_LLOYD_ITERS``; 0 keeps the quantiles).
     Returns:
         a :class:`Codec` on ``device``.
     """
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
+    bucket_layout = DEFAULT_BUCKET_LAYOUT if bucket_layout is None else bucket_layout
+    if bucket_layout not in BUCKET_LAYOUTS:
+        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS}, got {bucket_layout!r}")
+    lloyd_iters = DEFAULT_LLOYD_ITERS if lloyd_iters is None else lloyd_iters
+    if isinstance(lloyd_iters, bool) or not isinstance(lloyd_iters, int) or lloyd_iters < 0:
+        raise ValueError(f"lloyd_iters: expected an int >= 0, got {lloyd_iters!r}")
     n = sample.shape[0] if rows is None else rows.numel()
     if sample.dim() != 2 or n == 0:
         raise ValueError(f"codec training needs at least one token vector, got shape {tuple(sample.shape)}")
@@ -289,7 +397,10 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     mid = time.perf_counter()
     codec = Codec(centroids, None, None, nbits)
     codes, _ = _assign(heldout, centroids, codec.cells)
-    cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)
+    if bucket_layout == "per_dim":
+        cutoffs, weights = per_dim_bucket_tables(heldout - centroids[codes], nbits, lloyd_iters)
+    else:
+        cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)
     codec.bucket_cutoffs, codec.bucket_weights = cutoffs.to(device), weights.to(device)
     if timings is not None:
         timings["kmeans"] = mid - start

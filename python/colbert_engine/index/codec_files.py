@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import Codec
+from colbert_engine.index.codec import BUCKET_LAYOUTS, Codec
 
 CODEC_FILES = {"centroids": "codec.centroids.npy", "bucket_cutoffs": "codec.bucket_cutoffs.npy",
                "bucket_weights": "codec.bucket_weights.npy"}
@@ -24,14 +24,45 @@ def inverse_norms(norms: torch.Tensor) -> torch.Tensor:
     return inv.clamp(max=FP16_MAX).to(torch.float16)
 
 
+def bucket_layout_of(manifest: dict) -> str:
+    """The manifest's ``bucket_layout`` ("pooled" when absent: every index written before
+    the field existed, and imported colbert-ai indexes, have pooled tables)."""
+    return manifest.get("bucket_layout", "pooled")
+
+
+def codec_shapes(layout: str, nbits: int, dim: int, n_centroids: int) -> dict:
+    """Expected shape of each codec array (by Codec field) for a bucket layout."""
+    if layout not in BUCKET_LAYOUTS:
+        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS}, got {layout!r:.40}")
+    rows = (dim,) if layout == "per_dim" else ()
+    return {"centroids": (n_centroids, dim), "bucket_cutoffs": rows + ((1 << nbits) - 1,),
+            "bucket_weights": rows + (1 << nbits,)}
+
+
 def write_codec(folder: Path, codec: Codec) -> dict:
-    """Write the codec's arrays crash-safely; returns the manifest's ``codec`` field."""
+    """Write the codec's arrays crash-safely; returns the manifest's ``codec`` field (its
+    ``bucket_layout`` field is ``codec.bucket_layout``)."""
     return {CODEC_FILES[key]: F.write_npy(folder, CODEC_FILES[key], getattr(codec, key).cpu())
             for key in ("centroids", "bucket_cutoffs", "bucket_weights")}
 
 
 def load_codec(folder: Path, manifest: dict, verify: bool, device: torch.device) -> Codec:
+    """The codec of a checked manifest; ValueError naming the file whose tables have the
+    wrong shape for the manifest's ``bucket_layout``, are not finite, or whose cutoffs
+    decrease along a row."""
     arrays = {key: F.as_torch(F.load_npy(folder, name, manifest["codec"][name], verify)).clone()
               for key, name in CODEC_FILES.items()}
-    return Codec(arrays["centroids"], arrays["bucket_cutoffs"], arrays["bucket_weights"],
-                 manifest["nbits"]).to(device)
+    nbits, layout = manifest["nbits"], bucket_layout_of(manifest)
+    shapes = codec_shapes(layout, nbits, manifest["dim"], manifest["n_centroids"])
+    for key, name in CODEC_FILES.items():
+        if tuple(arrays[key].shape) != shapes[key]:
+            raise ValueError(f"{folder / name}: shape {tuple(arrays[key].shape)}, expected {shapes[key]} "
+                             f"(bucket_layout {layout!r})")
+    for key in ("bucket_cutoffs", "bucket_weights"):
+        if not bool(torch.isfinite(arrays[key]).all()):
+            raise ValueError(f"{folder / CODEC_FILES[key]}: {key} holds non-finite values")
+    cutoffs = arrays["bucket_cutoffs"]
+    if cutoffs.shape[-1] > 1 and bool((cutoffs[..., 1:] < cutoffs[..., :-1]).any()):
+        raise ValueError(f"{folder / CODEC_FILES['bucket_cutoffs']}: bucket cutoffs decrease along a row "
+                         "(each row must be non-decreasing)")
+    return Codec(arrays["centroids"], arrays["bucket_cutoffs"], arrays["bucket_weights"], nbits).to(device)

@@ -30,7 +30,7 @@ import torch
 
 from colbert_engine import ops
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import Codec
+from colbert_engine.index.codec import Codec, check_bucket_tables
 from colbert_engine.index.codec_files import inverse_norms
 from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
 
@@ -84,7 +84,8 @@ def import_colbert(source: Path, path: Path, device: torch.device) -> None:
     cutoffs, weights = _load_pt(source / "buckets.pt")
     if centroids.dim() != 2 or centroids.shape[1] != dim:
         raise ValueError(f"{source / 'centroids.pt'}: shape {tuple(centroids.shape)}, expected (K, {dim})")
-    codec = Codec(centroids.contiguous(), cutoffs.float().contiguous(), weights.float().contiguous(), nbits)
+    cutoffs, weights = check_bucket_tables(cutoffs, weights, nbits, dim, str(source / "buckets.pt"))
+    codec = Codec(centroids.contiguous(), cutoffs.contiguous(), weights.contiguous(), nbits)
     chunks = sorted(int(m.group(1)) for m in (re.match(r"^(\d+)\.codes\.pt$", f) for f in os.listdir(source)) if m)
     if not chunks:
         raise ValueError(f"{source}: no <i>.codes.pt chunk files")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from colbert_engine.index import format as F
-from colbert_engine.index.codec_files import CODEC_FILES
+from colbert_engine.index.codec import BUCKET_LAYOUTS
+from colbert_engine.index.codec_files import CODEC_FILES, codec_shapes
 from colbert_engine.index.segment import ARRAYS, file_name
 
 SEGMENT_NAME = re.compile(r"^seg\d{6,}$")
@@ -65,9 +66,11 @@ def check_manifest(folder: Path, body: dict) -> dict:
     if not isinstance(codec, dict) or set(codec) != set(CODEC_FILES.values()):
         _fail(path, f"codec names {sorted(codec) if isinstance(codec, dict) else codec!r:.120}, "
                     f"expected {sorted(CODEC_FILES.values())}")
-    _entry(path, CODEC_FILES["centroids"], codec[CODEC_FILES["centroids"]], "<f4", (k, dim))
-    _entry(path, CODEC_FILES["bucket_cutoffs"], codec[CODEC_FILES["bucket_cutoffs"]], "<f4", ((1 << nbits) - 1,))
-    _entry(path, CODEC_FILES["bucket_weights"], codec[CODEC_FILES["bucket_weights"]], "<f4", (1 << nbits,))
+    layout = body.get("bucket_layout", "pooled")  # absent: written before the field existed
+    if layout not in BUCKET_LAYOUTS:
+        _fail(path, f"bucket_layout is {layout!r:.40}, expected one of {list(BUCKET_LAYOUTS)}")
+    for key, shape in codec_shapes(layout, nbits, dim, k).items():
+        _entry(path, CODEC_FILES[key], codec[CODEC_FILES[key]], "<f4", shape)
 
     segments = body.get("segments")
     if not isinstance(segments, list) or not segments:

@@ -133,6 +133,7 @@ class IndexReader:
             "tokens": self.n_tokens, "bytes": seg_bytes + sum(e["bytes"] for e in m["codec"].values()),
             "bytes_per_token": seg_bytes / self.n_tokens if self.n_tokens else 0.0,
             "centroids": self.codec.centroids.shape[0], "nbits": self.codec.nbits, "dim": self.codec.dim,
+            "bucket_layout": self.codec.bucket_layout,
             "format_version": m["format_version"], "generation": self.generation, "segments": len(self.segments),
             "device": str(self.device),
             **{f"build_s_{stage}": seconds for stage, seconds in m.get("build_seconds", {}).items()},

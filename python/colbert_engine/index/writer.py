@@ -124,7 +124,7 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
         "format": F.FORMAT_NAME, "format_version": F.FORMAT_VERSION, "generation": gen,
         "dim": codec.dim, "nbits": codec.nbits, "n_centroids": int(codec.centroids.shape[0]),
         "n_docs": entry["n_docs"], "n_tokens": entry["n_tokens"], "n_deleted": 0,
-        "codec": codec_entries, "segments": [entry], "ids_db": db_name(gen),
+        "codec": codec_entries, "bucket_layout": codec.bucket_layout, "segments": [entry], "ids_db": db_name(gen),
         "written_by": f"colbert-engine {__version__}",
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

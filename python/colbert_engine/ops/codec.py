@@ -9,6 +9,11 @@ value r is the number of cutoffs strictly below r (``torch.bucketize(r, cutoffs)
 right=False); each dimension contributes its bucket's ``nbits`` bits least-significant
 first, dimensions in order, and the bit stream is packed most-significant bit first into
 bytes (``numpy.packbits``): ``dim * nbits / 8`` bytes per token.
+
+Bucket tables are pooled (ColBERT's: cutoffs ``(2^nbits - 1,)`` and weights ``(2^nbits,)``
+for every dimension) or per dimension (``(dim, 2^nbits - 1)`` and ``(dim, 2^nbits)``,
+dimension d bucketed by row d). The kernels take per-dimension tables only; pooled ones
+are repeated to dim rows here, which decodes bit-identically to a pooled lookup.
 """
 
 from __future__ import annotations
@@ -52,19 +57,41 @@ def _check_centroids(centroids, device) -> torch.Tensor:
     return centroids.to(torch.float32).contiguous()
 
 
-def _check_buckets(values, name: str, count: int, device) -> torch.Tensor:
+def _check_buckets(values, name: str, count: int, dim: int, device) -> torch.Tensor:
+    """A bucket table as the kernels take it: fp32 contiguous ``(dim, count)``. A pooled
+    ``(count,)`` table (ColBERT's, one for all dimensions) is repeated for every dimension
+    here, so the kernels have one per-dimension code path and pooled tables decode exactly
+    as before; a per-dimension table is ``(dim, count)``."""
     values = V.as_tensor(values, name)
     V.check_same_device(device, **{name: values})
     V.check_dtype(values, name, V.FLOAT_DTYPES)
-    V.check_ndim(values, name, (1,))
-    if values.numel() != count:
-        raise ValueError(f"{name}: expected {count} entries for this nbits, got {values.numel()}")
+    V.check_ndim(values, name, (1, 2))
+    if values.dim() == 1 and values.numel() != count:
+        raise ValueError(f"{name}: expected {count} entries for this nbits (a pooled table), got {values.numel()}")
+    if values.dim() == 2 and tuple(values.shape) != (dim, count):
+        raise ValueError(f"{name}: a per-dimension table must have shape (dim, 2^nbits{' - 1' if count % 2 else ''})"
+                         f" = ({dim}, {count}), got {tuple(values.shape)}")
     V.check_finite(values, name)
-    return values.to(torch.float32).contiguous()
+    return values.to(torch.float32).expand(dim, count).contiguous()
 
 
-def check_bucket_weights(bucket_weights, nbits: int, device) -> torch.Tensor:
-    return _check_buckets(bucket_weights, "bucket_weights", 1 << nbits, device)
+def check_bucket_weights(bucket_weights, nbits: int, dim: int, device) -> torch.Tensor:
+    """bucket_weights pooled ``(2^nbits,)`` or per dimension ``(dim, 2^nbits)`` ->
+    fp32 contiguous ``(dim, 2^nbits)`` (what the kernels read)."""
+    return _check_buckets(bucket_weights, "bucket_weights", 1 << nbits, dim, device)
+
+
+def check_bucket_cutoffs(bucket_cutoffs, nbits: int, dim: int, device) -> torch.Tensor:
+    """bucket_cutoffs pooled ``(2^nbits - 1,)`` or per dimension ``(dim, 2^nbits - 1)``,
+    each row non-decreasing -> fp32 contiguous ``(dim, 2^nbits - 1)``."""
+    cutoffs = _check_buckets(bucket_cutoffs, "bucket_cutoffs", (1 << nbits) - 1, dim, device)
+    if cutoffs.shape[1] > 1:
+        bad = (cutoffs[:, 1:] < cutoffs[:, :-1]).any(dim=1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise ValueError(f"bucket_cutoffs: must be non-decreasing along each row, got {cutoffs[row].tolist()}"
+                             f" for dimension {row}")
+    return cutoffs
 
 
 def check_codes(codes, n_tokens: int, n_centroids: int, device) -> torch.Tensor:
@@ -322,8 +349,10 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
     Args:
         emb: ``(T, dim)`` float32/float16/bfloat16 token vectors (T may be 0).
         centroids: ``(K, dim)`` float32 (or float16/bfloat16, used as fp32).
-        bucket_cutoffs: ``(2^nbits - 1,)`` float32, non-decreasing.
-        bucket_weights: ``(2^nbits,)`` float32: the decoded value of each bucket.
+        bucket_cutoffs: float32 ``(2^nbits - 1,)`` pooled (ColBERT's: one table for every
+            dimension) or ``(dim, 2^nbits - 1)`` per dimension; each row non-decreasing.
+        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension:
+            the decoded value of each bucket.
         nbits: 1, 2 or 4; ``dim * nbits`` must be a multiple of 8.
         cells: optional :class:`CentroidCells` of ``centroids`` (:func:`centroid_cells`):
             on CPU, codes come from the probed two-level search (>= 99.5% exact argmax
@@ -335,7 +364,7 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
         ``codes`` int32 ``(T,)``: nearest centroid by inner product (first maximum on ties);
         ``residuals`` uint8 ``(T, dim * nbits / 8)``: buckets of ``emb - centroids[codes]``
         in ColBERT's layout (module docstring); ``inv_norms`` float16 ``(T,)``:
-        ``1 / ||centroids[code] + bucket_weights[bucket]||`` (0 for a zero vector).
+        ``1 / ||centroids[code] + bucket_weights[d, bucket]||`` (0 for a zero vector).
         numpy in, numpy out.
     """
     return_numpy = not isinstance(emb, torch.Tensor)
@@ -348,10 +377,8 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
     nbits = check_nbits(nbits, dim)
     centroids = _check_centroids(centroids, device)
     V.check_size(centroids, "centroids", 1, dim, "emb's dim")
-    cutoffs = _check_buckets(bucket_cutoffs, "bucket_cutoffs", (1 << nbits) - 1, device)
-    if cutoffs.numel() > 1 and bool((cutoffs[1:] < cutoffs[:-1]).any()):
-        raise ValueError(f"bucket_cutoffs: must be non-decreasing, got {cutoffs.tolist()}")
-    weights = check_bucket_weights(bucket_weights, nbits, device)
+    cutoffs = check_bucket_cutoffs(bucket_cutoffs, nbits, dim, device)
+    weights = check_bucket_weights(bucket_weights, nbits, dim, device)
     V.check_finite(emb, "emb")
     emb = emb.contiguous()
 
@@ -383,13 +410,13 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
 
 def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
                          out_dtype=torch.float32, *, inv_norms=None, out=None):
-    """Token vectors back from (codes, residuals): ``centroids[code] + bucket_weights[bucket]``.
+    """Token vectors back from (codes, residuals): ``centroids[code] + bucket_weights[d, bucket]``.
 
     Args:
         codes: ``(T,)`` int32 (int64 accepted) in ``[0, K)``.
         residuals: ``(T, dim * nbits / 8)`` uint8 in ColBERT's layout (module docstring).
         centroids: ``(K, dim)`` float32 (or float16/bfloat16).
-        bucket_weights: ``(2^nbits,)`` float32.
+        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension.
         nbits: 1, 2 or 4.
         normalize: L2-normalise each vector (ColBERT's decompress does). The norm is
             recomputed in fp32, unless ``inv_norms`` is given.
@@ -415,7 +442,7 @@ def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, nor
     residuals = check_residuals(residuals_t, dim, nbits, device)
     n_tokens = residuals.shape[0]
     codes = check_codes(codes, n_tokens, n_centroids, device)
-    weights = check_bucket_weights(bucket_weights, nbits, device)
+    weights = check_bucket_weights(bucket_weights, nbits, dim, device)
     if inv_norms is not None:
         inv_norms = check_inv_norms(inv_norms, n_tokens, device)
     shape = (n_tokens, dim)

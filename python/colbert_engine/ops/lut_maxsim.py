@@ -26,7 +26,7 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
     """Exact-equivalent late-interaction scores of compressed candidate documents.
 
     ``score[q, m] = sum_i max_t <queries[q, i], x_t>`` over the tokens t of document
-    ``candidates[m]``, x_t the decoded token ``(C[code] + bucket_weights[bucket]) * inv_norm``
+    ``candidates[m]``, x_t the decoded token ``(C[code] + bucket_weights[d, bucket]) * inv_norm``
     scaled by its *stored* fp16 inverse norm: equal, to float rounding, to
     ``maxsim(queries, decompress_residuals(..., inv_norms=inv_norms), doc_offsets)``. An
     empty document scores -inf.
@@ -40,7 +40,7 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
         inv_norms: ``(T,)`` float16 stored inverse norms.
         doc_offsets: ``(n_docs + 1,)`` int64 over the packed tokens.
         candidates: ``(m,)`` int32/int64 document ids in ``[0, n_docs)``.
-        bucket_weights: ``(2^nbits,)`` float32.
+        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension.
         nbits: 1, 2 or 4.
         out: optional preallocated contiguous float32 output of the result's shape.
 
@@ -79,7 +79,7 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
     candidates = V.as_tensor(candidates, "candidates")
     V.check_same_device(device, candidates=candidates)
     candidates = V.check_index_range(candidates, "candidates", n_docs)
-    weights = _codec.check_bucket_weights(bucket_weights, nbits, device)
+    weights = _codec.check_bucket_weights(bucket_weights, nbits, dim, device)
     V.check_finite(queries, "queries")
     V.check_finite(scores, "scores")
 
@@ -104,7 +104,9 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
 
     queries fp32 ``(nq, Lq, dim)``, scores fp32 ``(nq, K, Lq)``, codes int32 ``(T,)``,
     residuals uint8 ``(T, dim*nbits/8)``, inv_norms fp16 ``(T,)``, doc_offsets int64,
-    candidates int64, bucket_weights fp32; all contiguous and on one device.
+    candidates int64, bucket_weights fp32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per
+    dimension; all contiguous and on one device. A pooled table is repeated to dim rows
+    here (the kernels read per-dimension tables only; a few KiB per call).
 
     - ``cand_offsets`` None: every query scores every candidate (``(m,)``) into out fp32
       ``(nq, m)``.
@@ -120,6 +122,8 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
     n_queries, query_len, dim = queries.shape
     if out.numel() == 0:
         return
+    if bucket_weights.dim() == 1:
+        bucket_weights = bucket_weights.expand(dim, bucket_weights.numel()).contiguous()
     device = queries.device
     module = kernels_for(device, backend)
     if hasattr(module, "lut_workspace_floats"):

@@ -69,21 +69,34 @@ def _unpack_buckets(residuals, nbits):
     return (bits << torch.arange(nbits, device=residuals.device)).sum(dim=-1)
 
 
+def per_dim_table(table, dim):
+    """A bucket table as ``(dim, n)`` fp32: a pooled ``(n,)`` table (ColBERT's) repeated for
+    every dimension, a per-dimension ``(dim, n)`` one as given."""
+    table = torch.as_tensor(table).float()
+    return table.expand(dim, -1) if table.dim() == 1 else table
+
+
+def _decode_weights(weights, buckets):
+    """weights ``(dim, 2^b)``, buckets ``(T, dim)`` -> ``weights[d, buckets[t, d]]`` ``(T, dim)``."""
+    return weights[torch.arange(weights.shape[0]), buckets]
+
+
 def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
     """Reference of :func:`colbert_engine.ops.compress_residuals` (fp32 math).
 
-    code = argmax_k <x, C_k> (first maximum), r = x - C[code],
-    bucket = torch.bucketize(r, cutoffs) (right=False: the count of cutoffs strictly below r,
-    as ColBERT), inv_norm = 1/||C[code] + weights[bucket]|| in fp16 (0 for a zero vector).
+    code = argmax_k <x, C_k> (first maximum), r = x - C[code], bucket of dimension d = the
+    count of cutoffs[d] strictly below r[d] (``torch.bucketize`` right=False, as ColBERT),
+    inv_norm = 1/||C[code] + weights[d, bucket]|| in fp16 (0 for a zero vector). Tables
+    pooled ``(n,)`` or per dimension ``(dim, n)``.
     """
     x = torch.as_tensor(emb).float()
     cents = torch.as_tensor(centroids).float()
-    cutoffs = torch.as_tensor(bucket_cutoffs).float()
-    weights = torch.as_tensor(bucket_weights).float()
+    cutoffs = per_dim_table(bucket_cutoffs, x.shape[1])
+    weights = per_dim_table(bucket_weights, x.shape[1])
     codes = (x @ cents.T).argmax(dim=1) if x.shape[0] else torch.zeros(0, dtype=torch.int64)
     nearest = cents[codes]
-    buckets = torch.bucketize(x - nearest, cutoffs)
-    norms = torch.linalg.vector_norm(nearest + weights[buckets], dim=1)
+    buckets = ((x - nearest).unsqueeze(-1) > cutoffs).sum(dim=-1)
+    norms = torch.linalg.vector_norm(nearest + _decode_weights(weights, buckets), dim=1)
     inv_norms = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms)).clamp(max=65504.0)
     return codes.to(torch.int32), _pack_buckets(buckets, nbits), inv_norms.half()
 
@@ -113,13 +126,13 @@ def accumulate_rows(x, codes, sums):
 
 def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
                          out_dtype=torch.float32, *, inv_norms=None):
-    """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + weights[bucket],
+    """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + weights[d, bucket],
     scaled by the stored ``inv_norms`` when given, else L2-normalised (when ``normalize``)."""
     codes = torch.as_tensor(codes).long()
     cents = torch.as_tensor(centroids).float()
-    weights = torch.as_tensor(bucket_weights).float()
+    weights = per_dim_table(bucket_weights, cents.shape[1])
     buckets = _unpack_buckets(torch.as_tensor(residuals), nbits)
-    x = cents[codes] + weights[buckets]
+    x = cents[codes] + _decode_weights(weights, buckets)
     if normalize:
         if inv_norms is not None:
             x = x * torch.as_tensor(inv_norms).float().unsqueeze(1)
@@ -133,14 +146,15 @@ def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, nor
 
 def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, bucket_weights, nbits):
     """Reference of :func:`colbert_engine.ops.lut_maxsim`, densely:
-    <q_i, x_t> = (S[c_t, i] + <q_i, weights[bucket_t]>) * inv_norm_t, then MaxSim."""
+    <q_i, x_t> = (S[c_t, i] + <q_i, weights[d, bucket_t[d]]>) * inv_norm_t, then MaxSim."""
     queries = torch.as_tensor(queries)
     squeeze = queries.dim() == 2
     q = (queries.unsqueeze(0) if squeeze else queries).float()             # (nq, Lq, dim)
     s = torch.as_tensor(scores).float()
     s = s.unsqueeze(0) if squeeze else s                                   # (nq, K, Lq)
     codes = torch.as_tensor(codes).long()
-    decoded = torch.as_tensor(bucket_weights).float()[_unpack_buckets(torch.as_tensor(residuals), nbits)]
+    weights = per_dim_table(bucket_weights, q.shape[2])
+    decoded = _decode_weights(weights, _unpack_buckets(torch.as_tensor(residuals), nbits))
     inv = torch.as_tensor(inv_norms).float()
     offsets = torch.as_tensor(doc_offsets).long()
     docs = [int(d) for d in torch.as_tensor(candidates)]

@@ -318,7 +318,8 @@ def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 
         report["shards"] = shards
         body = {"format": M.SHARDED_FORMAT_NAME, "format_version": M.SHARDED_FORMAT_VERSION, "generation": 1,
                 "dim": codec.dim, "nbits": nbits, "n_centroids": int(codec.centroids.shape[0]),
-                "codec": codec_entries, "codec_checksum": M.codec_checksum(codec_entries), "routing": M.ROUTING,
+                "codec": codec_entries, "codec_checksum": M.codec_checksum(codec_entries),
+                "bucket_layout": codec.bucket_layout, "routing": M.ROUTING,
                 "shards": [{k: s[k] for k in ("name", "generation", "n_docs", "n_tokens", "n_deleted")}
                            for s in shards]}
         F.crash_point("sharded_build_before_manifest")

@@ -23,6 +23,7 @@ import torch
 
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import Codec
+from colbert_engine.index.codec_files import bucket_layout_of, codec_shapes
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import build as B
 from colbert_engine.sharded import manifest as M
@@ -215,6 +216,12 @@ class ShardedIndex:
                   for key, name in B.CODEC_FILES.items()}
         if M.codec_checksum(m["codec"]) != m["codec_checksum"]:
             raise ValueError(f"{self.path / M.SHARDED_MANIFEST}: codec_checksum does not match its codec entries")
+        layout = bucket_layout_of(m)
+        shapes = codec_shapes(layout, m["nbits"], m["dim"], m["n_centroids"])
+        for key, name in B.CODEC_FILES.items():
+            if tuple(arrays[key].shape) != shapes[key]:
+                raise ValueError(f"{self.path / name}: shape {tuple(arrays[key].shape)}, expected {shapes[key]} "
+                                 f"(bucket_layout {layout!r} in {M.SHARDED_MANIFEST})")
         return Codec(arrays["centroids"], arrays["bucket_cutoffs"], arrays["bucket_weights"], m["nbits"])
 
     def _check_shards(self) -> list:
@@ -226,7 +233,8 @@ class ShardedIndex:
             folder = self.path / entry["name"]
             shard = F.read_manifest(folder)  # ValueError naming the shard's manifest
             crcs = {name: e["crc32"] for name, e in shard["codec"].items()}
-            if crcs != {name: e["crc32"] for name, e in self._manifest["codec"].items()}:
+            if crcs != {name: e["crc32"] for name, e in self._manifest["codec"].items()} \
+                    or bucket_layout_of(shard) != bucket_layout_of(self._manifest):
                 raise ValueError(f"{folder}: its codec differs from the sharded index's shared codec "
                                  "(a shard of another index?)")
             if shard["generation"] < entry["generation"]:

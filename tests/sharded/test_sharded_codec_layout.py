@@ -1,0 +1,44 @@
+"""The shared codec's bucket layout travels with a sharded index: recorded in sharded.json
+and in every shard, checked against the arrays and across shards at open."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from colbert_engine import Index
+from colbert_engine.index import format as F
+from colbert_engine.sharded import ShardedIndex
+from colbert_engine.sharded import manifest as M
+
+
+def test_layout_recorded_in_the_manifest_and_every_shard(sharded_built):
+    m = M.read_manifest(sharded_built)
+    assert m["bucket_layout"] == "per_dim"
+    with ShardedIndex.open(sharded_built) as sharded:
+        assert sharded.codec.bucket_layout == "per_dim"
+        assert tuple(sharded.codec.bucket_weights.shape) == (m["dim"], 1 << m["nbits"])
+    for entry in m["shards"]:
+        assert json.loads((sharded_built / entry["name"] / F.MANIFEST).read_text())["bucket_layout"] == "per_dim"
+        with Index.open(sharded_built / entry["name"]) as shard:
+            assert shard.codec.bucket_layout == "per_dim"
+
+
+def test_layout_that_disagrees_with_the_arrays_is_refused(sharded_copy):
+    body = M.read_manifest(sharded_copy)
+    body["bucket_layout"] = "pooled"
+    F.write_json_manifest(sharded_copy, M.SHARDED_MANIFEST, body, "test")
+    with pytest.raises(ValueError, match=r"codec\.bucket_cutoffs\.npy: shape .*bucket_layout 'pooled'"):
+        ShardedIndex.open(sharded_copy)
+
+
+def test_shard_with_another_layout_is_refused(sharded_copy):
+    # same codec files, but the shard's manifest says pooled (absent field): refused as
+    # another codec, naming the shard
+    shard = sharded_copy / "shard-0001"
+    body = json.loads((shard / F.MANIFEST).read_text())
+    del body["bucket_layout"]
+    F.write_manifest(shard, body)
+    with pytest.raises(ValueError, match="shard-0001.*codec"):
+        ShardedIndex.open(sharded_copy)
