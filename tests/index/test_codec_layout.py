@@ -85,9 +85,17 @@ def test_pooled_codec_builds_a_pooled_index(collection, tmp_path):
         assert index.codec.bucket_layout == "pooled"
         before = index.search(collection.queries[:3], k=5)
     assert _manifest(tmp_path / "p")["bucket_layout"] == "pooled"
+    assert _manifest(tmp_path / "p")["format_version"] == 1  # what every older reader opens
     with Index.open(tmp_path / "p") as index:
         assert index.codec.bucket_layout == "pooled" and _ids(index.search(collection.queries[:3], k=5)) == \
             _ids(before)
+
+
+def test_per_dim_index_is_version_2_and_older_readers_say_newer(built_index, monkeypatch):
+    assert _manifest(built_index)["format_version"] == 2
+    monkeypatch.setattr(F, "FORMAT_VERSION", 1)  # a reader from before per-dimension tables
+    with pytest.raises(ValueError, match="newer than this colbert-engine reads"):
+        Index.open(built_index)
 
 
 def test_committed_version_1_folder_reads_as_pooled(tmp_path):

@@ -92,7 +92,7 @@ def test_stats(built_index, collection):
         stats = index.stats()
     assert stats["docs"] == stats["live_docs"] == collection.n_docs
     assert stats["tokens"] == int(collection.doc_offsets[-1])
-    assert stats["nbits"] == 2 and stats["dim"] == 64 and stats["format_version"] == 1
+    assert stats["nbits"] == 2 and stats["dim"] == 64 and stats["format_version"] == 2
     assert stats["segments"] == 1 and 16 <= stats["centroids"] <= 2 ** 18
     # 4 B code + 16 B residual (64 dims x 2 bits) + 2 B inv_norm + offsets/ivf
     assert 22 <= stats["bytes_per_token"] < 40

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 FORMAT_NAME = "colbert-engine-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this reader reads; what a build writes: format_version_for()
 MANIFEST = "manifest.json"
 TMP_SUFFIX = ".tmp"
 # Fixed npy header length for streamed arrays (the shape is patched in at the end).
@@ -287,6 +287,13 @@ def read_json_manifest(folder: Path, name: str, format_name: str, max_version: i
     if body.get("checksum") != manifest_checksum(body):
         raise ValueError(f"{path}: corrupt manifest (checksum mismatch)")
     return body
+
+
+def format_version_for(bucket_layout: str) -> int:
+    """Version 2 marks per-dimension bucket tables, so that a reader from before them says
+    "newer than this colbert-engine reads" instead of "corrupt"; pooled indexes stay 1
+    (what every older reader, and colbert-ai's layout, read)."""
+    return 2 if bucket_layout == "per_dim" else 1
 
 
 def write_manifest(folder: Path, body: dict) -> None:

@@ -121,7 +121,7 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
         store.close()
     F._fsync_file(folder / db_name(gen))
     manifest = {
-        "format": F.FORMAT_NAME, "format_version": F.FORMAT_VERSION, "generation": gen,
+        "format": F.FORMAT_NAME, "format_version": F.format_version_for(codec.bucket_layout), "generation": gen,
         "dim": codec.dim, "nbits": codec.nbits, "n_centroids": int(codec.centroids.shape[0]),
         "n_docs": entry["n_docs"], "n_tokens": entry["n_tokens"], "n_deleted": 0,
         "codec": codec_entries, "bucket_layout": codec.bucket_layout, "segments": [entry], "ids_db": db_name(gen),
