@@ -8,7 +8,7 @@ import numbers
 
 # Tokens of the collection the default nprobe probes per query token, at least (by k: more
 # results need more of each relevant document's tokens found); and the cap.
-PROBED_TOKENS = {10: 64, 100: 256}
+PROBED_TOKENS = {10: 96, 100: 256}
 PROBED_TOKENS_BEYOND = 512
 MAX_AUTO_NPROBE = 16
 
@@ -52,8 +52,10 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
       but ~17 at 34k (XQuAD-R) and ~9 at 18k: one probed cell per query token then holds too
       few of the relevant documents' tokens (MiniLM on XQuAD-R, 2 bits: recall@10 0.79 at
       nprobe 1, 0.86 at 2, 0.87 at 4 with the codes' ceiling at 0.876). The default probes
-      at least ``PROBED_TOKENS[k]`` tokens per query token: ``ceil(64 / (T / K))`` cells at
-      k <= 10, 256 tokens at k <= 100 (at k = 100 on the anisotropic stop-word member, 2 bits:
+      at least ``PROBED_TOKENS[k]`` tokens per query token: ``ceil(96 / (T / K))`` cells at
+      k <= 10 (64 left XQuAD-R at 4 bits with per-dimension buckets at 0.969 vs the codes'
+      0.982; 96 gives nprobe 6 there and 0.976, nprobe 3 instead of 2 at 300k tokens, where
+      it costs ~10% latency and no recall, and PLAID's 1 at 1M tokens), 256 tokens at k <= 100 (at k = 100 on the anisotropic stop-word member, 2 bits:
       recall@100 0.701 at PLAID's nprobe 2, 0.721 at 4, 0.726 at 8 with the codes' ceiling at
       0.727; ndocs and t_cs changed nothing), 512 beyond; at most 16 cells.
     - exhaustive_docs: a segment with at most ``2 * exact_docs`` allowed documents is scored
