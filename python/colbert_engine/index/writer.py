@@ -26,7 +26,8 @@ from colbert_engine.index.segment import SegmentWriter
 _OWN_FILE = re.compile(r"^(?:seg(?P<seg_gen>\d{6,})\.(?:codes|residuals|inv_norms|doc_offsets|ivf|ivf_offsets)\.npy"
                        r"|ids\.(?P<db_gen>\d{6,})\.sqlite(?:-journal|-wal|-shm)?"
                        r"|codec\.(?:centroids|bucket_cutoffs|bucket_weights)\.npy"
-                       r"|manifest\.json)(?P<tmp>\.tmp)?$")
+                       r"|manifest\.json)(?P<tmp>\.tmp)?$"
+                       r"|^(?P<spill>build\.spill\.(?:vectors|docs))$")  # spill.SPILL_NAMES
 LOCK_FILE = "writer.lock"
 # How long a write waits for another writer's lock by default (seconds).
 DEFAULT_LOCK_TIMEOUT_S = 60.0
@@ -79,7 +80,7 @@ def db_name(gen: int) -> str:
 
 def remove_leftovers(folder: Path) -> None:
     """Before a first generation (lock held, no manifest): remove what a build that crashed
-    before its manifest left."""
+    before its manifest left (its files, temporaries and the spill of a streamed build)."""
     for leftover in os.listdir(folder):
         if _OWN_FILE.match(leftover):
             (folder / leftover).unlink(missing_ok=True)
@@ -280,5 +281,5 @@ def collect_garbage(folder: Path, manifest: dict) -> None:
         if not match or name in keep:
             continue
         gen = match["seg_gen"] or match["db_gen"]
-        if match["tmp"] or (gen is not None and int(gen) < manifest["generation"]):
+        if match["tmp"] or match["spill"] or (gen is not None and int(gen) < manifest["generation"]):
             (folder / name).unlink(missing_ok=True)
