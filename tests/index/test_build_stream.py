@@ -57,7 +57,7 @@ def _uneven_batches(data, sizes, dtypes=(torch.float32,), with_docs=False):
 
 def test_streamed_equals_packed_beyond_the_first_buffer(tmp_path, data, monkeypatch):
     settings = _small_sample(monkeypatch)
-    monkeypatch.setattr(B, "BATCH_TOKENS", 700)  # spilled batches are read back in pieces
+    monkeypatch.setattr(B, "SPILL_READ_TOKENS", 700)  # spilled batches are read back in pieces
     n = data.doc_offsets.numel() - 1
     ids, meta = [f"d{d}" for d in range(n)], [{"n": d} for d in range(n)]
     packed = Index.build(tmp_path / "packed", data.doc_emb, data.doc_offsets, ids, meta, **settings)

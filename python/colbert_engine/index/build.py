@@ -21,12 +21,15 @@ from colbert_engine.index import format as F
 from colbert_engine.index.batches import BATCH_TOKENS, batches_of, check_batch, sample_rows
 from colbert_engine.index.codec import HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
 from colbert_engine.index.spill import StreamSpill
-from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
+from colbert_engine.index.writer import (DEFAULT_LOCK_TIMEOUT_S, release_freed_memory, remove_leftovers, write_index,
+                                         writer_lock)
 from colbert_engine.search import check_count
 
 # None: a streamed build spills the stream and trains on a sample of all of it. An int:
 # it trains on the documents of the stream's first this-many tokens (no spill).
 DEFAULT_TRAIN_BUFFER_TOKENS = None
+# Tokens read back from the spill at a time for compression (16 MB of fp32 at dim 128).
+SPILL_READ_TOKENS = 1 << 15
 
 
 def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device, *,
@@ -79,6 +82,7 @@ def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.devi
             spill.append(i, emb, offsets, batch_ids, batch_meta)
             del emb  # the caller's batch can go while the next one is made
         clock.lap("spill")
+        release_freed_memory()
         if spill.n_tokens == 0:
             raise ValueError("doc_emb: the collection has no tokens; nothing to train the codec on")
         n_tokens = spill.n_tokens
@@ -89,8 +93,9 @@ def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.devi
                             max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
                             timings=clock.seconds)
         del rows
+        release_freed_memory()
         clock.restart()
-        write_index(folder, codec, spill.batches(BATCH_TOKENS), device, clock=clock)
+        write_index(folder, codec, spill.batches(SPILL_READ_TOKENS), device, clock=clock)
     finally:
         spill.remove()
 
@@ -132,6 +137,7 @@ def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: i
                         timings=clock.seconds)
     clock.restart()
     del points, rows
+    release_freed_memory()
     # hand the buffered batches over one by one so each is freed once compressed
     buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
     write_index(folder, codec, itertools.chain(buffered_stream, batches), device, clock=clock)

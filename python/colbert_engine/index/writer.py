@@ -4,6 +4,7 @@ the add / delete / compact generations of an open one. Crash-safety rules: FORMA
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import re
@@ -70,6 +71,25 @@ def writer_lock(folder: Path, timeout: float):
         os.close(fd)  # releases the flock
 
 
+_malloc_trim = None
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``) between a build's
+    stages. Once glibc's mmap threshold has grown, the large blocks a stage frees stay in
+    its heap and are counted in RSS through the next stages: 40-110 MB of a 1M-token
+    build's peak (benchmarks/RESULTS.md, build growth). A no-op where there is no glibc."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+            _malloc_trim.argtypes, _malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
 def seg_name(gen: int) -> str:
     return f"seg{gen:06d}"
 
@@ -112,6 +132,8 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
                 if emb.shape[1] != codec.dim:
                     raise ValueError(f"doc_emb: batch dim {emb.shape[1]} != {codec.dim}")
                 writer.add(emb, offsets)
+        emb = None  # the last batch read back from a spill
+        release_freed_memory()  # before the IVF's temporaries
         entry = writer.finish(doc_base=0)
         store.commit()
     except BaseException:
