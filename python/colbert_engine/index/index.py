@@ -213,8 +213,8 @@ class Index(IndexReader):
             train_buffer_tokens: streams only, for machines without disk for a spill: train
                 on the documents of the stream's first this-many tokens instead (a stream
                 sorted by topic then gets a poor codec; pass ``n_tokens_hint``, the expected
-                total, so K fits the whole collection); later batches are compressed and
-                written as they arrive.
+                total, so K fits the whole collection; a spilled stream counts its tokens and
+                ignores the hint); later batches are compressed and written as they arrive.
             ids: one id (int or str) per document; default ``0..n_docs-1``.
             metadata: one JSON-serialisable value (or None) per document.
             nbits: residual bits per dimension, 1, 2 or 4.
