@@ -356,8 +356,9 @@ def cmd_growth(args) -> None:
         mib = 2 ** 20
         split = ", ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
         stages = ", ".join(f"{k} {v / mib:,.0f}" for k, v in r["stage_peaks"].items())
+        above = "input" if r["input_bytes"] else "baseline"
         print(f"{r['tokens']:>11,} tokens K={r['centroids']:>6}: {r['seconds']:7.1f} s "
-              f"{r['tokens'] / r['seconds']:>9,.0f} tok/s; peak RSS above {'input' if r['input_bytes'] else 'baseline'} "
+              f"{r['tokens'] / r['seconds']:>9,.0f} tok/s; peak RSS above {above} "
               f"{r['peak_above_baseline'] / mib:,.0f} MiB = {r['peak_above_baseline'] / r['index_bytes']:.2f}x index "
               f"({r['index_bytes'] / mib:,.0f} MiB)\n    seconds: {split}\n    peak MiB per stage: {stages}\n"
               f"    load {load0:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)

@@ -112,13 +112,13 @@ class StreamSpill:
                 raise ValueError(f"{self.paths[0]}: the build's spill is shorter than written "
                                  f"(read {got} of {want} bytes at {at}); was it truncated?")
 
-    def _batch_rows(self, b: int, local: torch.Tensor) -> torch.Tensor:
-        """Rows ``local`` (int64, token indices inside spilled batch ``b``) in their dtype."""
+    def _batch_rows(self, b: int, local: np.ndarray) -> torch.Tensor:
+        """Rows ``local`` (int64 token indices inside spilled batch ``b``) in their dtype."""
         dtype = self._dtypes[b]
         row_bytes = self.dim * dtype.itemsize
-        buffer = torch.empty(local.numel() * row_bytes, dtype=torch.uint8)
-        self._read(buffer, self._byte_starts[b] + local.numpy() * row_bytes, row_bytes)
-        return buffer.view(dtype).view(local.numel(), self.dim)
+        buffer = torch.empty(local.shape[0] * row_bytes, dtype=torch.uint8)
+        self._read(buffer, self._byte_starts[b] + local * row_bytes, row_bytes)
+        return buffer.view(dtype).view(local.shape[0], self.dim)
 
     def batches(self, max_tokens: int):
         """Yield ``(emb, offsets, ids or None, metadata or None)``: every spilled batch read
@@ -141,7 +141,7 @@ class StreamSpill:
                 end = int(torch.searchsorted(offsets, offsets[doc] + max_tokens, right=True)) - 1
                 end = min(max(end, doc + 1), n_docs)
                 t0, t1 = int(offsets[doc]), int(offsets[end])
-                emb = self._batch_rows(b, torch.arange(t0, t1, dtype=torch.int64))
+                emb = self._batch_rows(b, np.arange(t0, t1, dtype=np.int64))
                 yield (emb, offsets[doc:end + 1] - t0, None if ids is None else ids[doc:end],
                        None if metadata is None else metadata[doc:end])
                 doc = end
@@ -167,24 +167,35 @@ class SpillRows:
         self.spill = spill
         self.shape = torch.Size((spill.n_tokens, spill.dim or 0))
         self.device = torch.device("cpu")
-        self._starts = torch.tensor(spill._token_starts + [spill.n_tokens], dtype=torch.int64)
+        self._starts = np.array(spill._token_starts + [spill.n_tokens], dtype=np.int64)
+        self._byte_starts = np.array(spill._byte_starts + [spill._bytes], dtype=np.int64)
+        self._float32 = all(dtype == torch.float32 for dtype in spill._dtypes)
 
     def dim(self) -> int:
         return 2
 
     def __getitem__(self, index) -> torch.Tensor:
-        index = torch.as_tensor(index, dtype=torch.int64).cpu().flatten()
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.shape[0]):
+        # index bookkeeping in numpy: on a busy machine every small torch op pays an OpenMP
+        # barrier (~8 ms measured under load 7, which made the gather 23 us a row)
+        index = torch.as_tensor(index, dtype=torch.int64).cpu().flatten().numpy()
+        n, dim = index.shape[0], self.shape[1]
+        if n and (int(index.min()) < 0 or int(index.max()) >= self.shape[0]):
             raise IndexError(f"spill rows: index outside [0, {self.shape[0]})")
-        order = torch.argsort(index)
+        order = np.argsort(index, kind="stable")
         sorted_index = index[order]
-        out = torch.empty(index.numel(), self.shape[1], dtype=torch.float32)
-        # only the batches that hold wanted rows (a stream may have many small batches)
-        batch_of = torch.searchsorted(self._starts, sorted_index, right=True) - 1
-        batches, counts = torch.unique_consecutive(batch_of, return_counts=True)
-        lo = 0
-        for b, count in zip(batches.tolist(), counts.tolist()):
-            hi = lo + count
-            out[order[lo:hi]] = self.spill._batch_rows(b, sorted_index[lo:hi] - self._starts[b]).float()
-            lo = hi
-        return out
+        batch_of = np.searchsorted(self._starts, sorted_index, side="right") - 1
+        out = np.empty((n, dim), dtype=np.float32)
+        spill = self.spill
+        if self._float32:  # one read pass over all rows, runs across batches coalesced
+            buffer = torch.empty(n * dim * 4, dtype=torch.uint8)
+            byte_at = self._byte_starts[batch_of] + (sorted_index - self._starts[batch_of]) * (dim * 4)
+            spill._read(buffer, byte_at, dim * 4)
+            out[order] = buffer.numpy().view(np.float32).reshape(n, dim)
+            return torch.from_numpy(out)
+        cuts = np.flatnonzero(np.diff(batch_of)) + 1  # batches of several dtypes: one at a time
+        for lo, hi in zip([0] + cuts.tolist(), cuts.tolist() + [n]):
+            if lo < hi:
+                b = int(batch_of[lo])
+                rows = spill._batch_rows(b, sorted_index[lo:hi] - self._starts[b])
+                out[order[lo:hi]] = rows.float().numpy()
+        return torch.from_numpy(out)
