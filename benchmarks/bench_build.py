@@ -301,11 +301,17 @@ class StageRss:
         wrap(S.SegmentWriter, "finish", before="compression", after="ivf")
 
 
-def growth_child(n_tokens: int, mode: str) -> dict:
+def growth_child(n_tokens: int, mode: str, warm: bool) -> dict:
     """One build (this process): the hard workload at about ``n_tokens`` tokens, 2 bits,
-    packed (the input made first, then the build) or streamed (batches made on the fly)."""
+    packed (the input made first, then the build) or streamed (batches made on the fly).
+    ``warm``: a 30k-token build first (K = 2,048: the probed paths), so the baseline is a
+    process that has built before: a first build also faults in ~20 MB of library code and
+    starts thread pools and allocator arenas (~40 MB), once per process."""
     import gc
 
+    if warm:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_BUILD_TMP")) as tmp:
+            Index.build(Path(tmp) / "warm", hard_batches(300, seed=1)).close()
     n_docs = max(10, n_tokens // 100)
     input_bytes = 0
     if mode == "packed":
@@ -341,13 +347,15 @@ def cmd_growth(args) -> None:
     for setting in args.child_env or []:
         name, _, value = setting.partition("=")
         env[name] = value
-    print(f"# growth: hard workload, nbits 2, {mode}, threads={torch.get_num_threads()}, "
+    print(f"# growth: hard workload, nbits 2, {mode}, {'cold' if args.cold else 'warm'} process, "
+          f"threads={torch.get_num_threads()}, "
           f"child env {' '.join(args.child_env) if args.child_env else '(glibc malloc defaults)'}, "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     for n in args.sizes:
         load0 = os.getloadavg()[0]
-        out = subprocess.run([sys.executable, __file__, "growth-child", str(n), "stream" if args.stream else "packed"],
+        out = subprocess.run([sys.executable, __file__, "growth-child", str(n), "stream" if args.stream else "packed",
+                              "cold" if args.cold else "warm"],
                              capture_output=True, text=True, env=env)
         if out.returncode:
             raise SystemExit(f"growth child failed:\n{out.stderr[-4000:]}")
@@ -394,11 +402,13 @@ def main(argv=None) -> int:
     g = sub.add_parser("growth")
     g.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     g.add_argument("--stream", action="store_true", help="build from a stream made on the fly")
+    g.add_argument("--cold", action="store_true",
+                   help="measure from a fresh process (default: after a small warm-up build)")
     g.add_argument("--child-env", nargs="*", metavar="NAME=VALUE",
                    help="environment of the build processes, e.g. MALLOC_ARENA_MAX=1 (glibc: one heap for all "
                         "threads, so the worker threads' freed blocks are trimmed too)")
-    if argv is None and len(sys.argv) == 4 and sys.argv[1] == "growth-child":
-        print(json.dumps(growth_child(int(sys.argv[2]), sys.argv[3])))
+    if argv is None and len(sys.argv) == 5 and sys.argv[1] == "growth-child":
+        print(json.dumps(growth_child(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "warm")))
         return 0
     args = parser.parse_args(argv)
     {"agreement": cmd_agreement, "recall": cmd_recall, "growth": cmd_growth, "buckets": cmd_buckets}[args.cmd](args)
