@@ -47,6 +47,7 @@ sys.path.insert(0, str(HERE))
 
 from colbert_engine import Index, ops  # noqa: E402
 from colbert_engine.index import codec as C  # noqa: E402
+from colbert_engine.index.writer import release_freed_memory  # noqa: E402
 from colbert_engine.ops import codec as oc  # noqa: E402
 
 DEFAULT_MINILM_CACHE = "/work/cache/minilm_vaswani_6k.pt"
@@ -323,6 +324,7 @@ def growth_child(n_tokens: int, mode: str, warm: bool) -> dict:
         del parts
         input_bytes = emb.numel() * emb.element_size()
     gc.collect()
+    release_freed_memory()  # the generator's freed blocks would otherwise pad the baseline
     probe = StageRss()
     probe.install()
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_BUILD_TMP")) as tmp:

@@ -13,7 +13,7 @@ from colbert_engine.ops import _validate as V
 
 # Tokens per batch when a packed collection is cut into batches for compression.
 BATCH_TOKENS = 1 << 18
-_FINITE_CHUNK_ROWS = 1 << 13
+_FINITE_CHUNK_ROWS = 1 << 14
 
 
 def id_list(ids, name: str) -> list:
