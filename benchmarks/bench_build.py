@@ -18,7 +18,9 @@ repeats and the load average):
         one build per size in a fresh subprocess, 2 bits, the hard workload (streamed: made
         batch by batch on the fly, never whole in memory): seconds per stage, tokens/s,
         peak RSS per stage above the input (packed) or the process before the build
-        (streamed), index bytes; fitted exponent of seconds ~ N^a.
+        (streamed; after a small warm-up build unless --cold), index bytes; fitted
+        exponent of seconds ~ N^a. 10M tokens streamed needs ~5.2 GB of disk for the
+        spill (in $BENCH_BUILD_TMP, default the system temp folder) and ~8 min here.
 
 Workloads: ``clustered`` (benchmarks/workload.py's generator), ``hard`` (below:
 anisotropic token vectors, ~10% stop-word-like tokens from a few directions with huge
