@@ -14,9 +14,13 @@ repeats and the load average):
     python benchmarks/bench_build.py buckets [--docs 3000]
         pooled (ColBERT) vs per-dimension bucket cutoffs/weights: reconstruction cosine and
         exact-on-codes recall@10 (torch-level, to decide whether a codec variant pays).
-    python benchmarks/bench_build.py growth [--sizes 100000 1000000]
-        one build per size in a fresh subprocess: seconds per stage, tokens/s, peak RSS
-        above the input, index bytes; fitted exponent of seconds ~ N^a.
+    python benchmarks/bench_build.py growth [--sizes 100000 1000000 10000000] [--stream]
+        one build per size in a fresh subprocess, 2 bits, the hard workload (streamed: made
+        batch by batch on the fly, never whole in memory): seconds per stage, tokens/s,
+        peak RSS per stage above the input (packed) or the process before the build
+        (streamed; after a small warm-up build unless --cold), index bytes; fitted
+        exponent of seconds ~ N^a. 10M tokens streamed needs ~5.2 GB of disk for the
+        spill (in $BENCH_BUILD_TMP, default the system temp folder) and ~8 min here.
 
 Workloads: ``clustered`` (benchmarks/workload.py's generator), ``hard`` (below:
 anisotropic token vectors, ~10% stop-word-like tokens from a few directions with huge
@@ -45,6 +49,7 @@ sys.path.insert(0, str(HERE))
 
 from colbert_engine import Index, ops  # noqa: E402
 from colbert_engine.index import codec as C  # noqa: E402
+from colbert_engine.index.writer import release_freed_memory  # noqa: E402
 from colbert_engine.ops import codec as oc  # noqa: E402
 
 DEFAULT_MINILM_CACHE = "/work/cache/minilm_vaswani_6k.pt"
@@ -215,74 +220,160 @@ def cmd_buckets(args) -> None:
             print(f"{name} {label}: mean cosine {cos:.4f}, exact-on-codes recall@10 {_recall(got, truth):.3f}")
 
 
-_GROWTH_CHILD = r"""
-import json, sys, time, tempfile, torch
-from pathlib import Path
-sys.path.insert(0, sys.argv[3])
-from bench_build import hard_collection
-from colbert_engine import Index
-n_tokens, streamed = int(sys.argv[1]), sys.argv[2] == "stream"
-emb, offsets, _ = hard_collection(max(10, n_tokens // 100), n_queries=1)
-input_bytes = emb.numel() * emb.element_size()
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-import gc; gc.collect()
-try:  # reset the peak (VmHWM) so the generator's temporaries do not count
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-except OSError:
-    pass
-before = status("VmRSS")
-docs = offsets.numel() - 1
-def stream():
-    for s in range(0, docs, 2000):
-        e = min(docs, s + 2000)
-        t0, t1 = int(offsets[s]), int(offsets[e])
-        yield emb[t0:t1], offsets[s:e + 1] - t0
-with tempfile.TemporaryDirectory() as tmp:
-    start = time.perf_counter()
-    if streamed:
-        index = Index.build(Path(tmp) / "i", stream(), n_tokens_hint=emb.shape[0])
-    else:
-        index = Index.build(Path(tmp) / "i", emb, offsets)
-    seconds = time.perf_counter() - start
-    stats = index.stats()
-peak = status("VmHWM")
-print(json.dumps({"tokens": emb.shape[0], "seconds": seconds, "input_bytes": input_bytes,
-                  "rss_before_build": before, "peak_rss": peak, "index_bytes": stats["bytes"],
-                  "centroids": stats["centroids"],
-                  "split": {k[8:]: v for k, v in stats.items() if k.startswith("build_s_")}}))
-"""
+def hard_batches(n_docs: int, docs_per_batch: int = 100, mean_doc_len: int = 100, dim: int = 128, seed: int = 0,
+                 stop_share: float = 0.10, n_stop: int = 24):
+    """:func:`hard_collection`'s distribution as a stream: yields ``(emb, offsets)`` batches
+    of ``docs_per_batch`` documents made on the fly (each from its own seeded generator),
+    so a 10M-token collection never sits in memory whole. Deterministic for a seed."""
+    gen = torch.Generator().manual_seed(seed)
+    spectrum = torch.exp(-torch.arange(dim, dtype=torch.float32) / (dim / 4)) + 0.05
+    n_terms = max(512, n_docs // 4)
+    terms = _unit(torch.randn(n_terms, dim, generator=gen) * spectrum)
+    stops = _unit(torch.randn(n_stop, dim, generator=gen) * spectrum)
+    zipf = 1.0 / torch.arange(1, n_terms + 1, dtype=torch.float32) ** 0.8
+    noise_scale = 0.6 * spectrum / spectrum.norm()
+    for b, start in enumerate(range(0, n_docs, docs_per_batch)):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + b + 1)
+        n = min(docs_per_batch, n_docs - start)
+        lengths = torch.exp(torch.randn(n, generator=g) * 0.6 + math.log(mean_doc_len * 0.85))
+        lengths = lengths.round().long().clamp(8, 20 * mean_doc_len)
+        offsets = torch.zeros(n + 1, dtype=torch.int64)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        total = int(offsets[-1])
+        emb = terms[torch.multinomial(zipf, total, replacement=True, generator=g)]
+        is_stop = torch.rand(total, generator=g) < stop_share
+        emb[is_stop] = stops[torch.randint(0, n_stop, (int(is_stop.sum()),), generator=g)]
+        emb += torch.randn(total, dim, generator=g) * noise_scale
+        yield torch.nn.functional.normalize(emb, dim=1, out=emb), offsets
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+class StageRss:
+    """Peak RSS per build stage: at each stage's end, the peak since the last mark (VmHWM,
+    the kernel's exact high-water mark, reset by writing 5 to /proc/self/clear_refs), above
+    the baseline taken before the build. Stages are marked by wrapping the build's
+    functions (this benchmark only)."""
+
+    def __init__(self):
+        with open("/proc/self/clear_refs", "w") as f:  # fails loudly where unsupported
+            f.write("5")
+        self.baseline = _status_bytes("VmRSS")
+        self.peaks: dict[str, int] = {}
+
+    def mark(self, stage: str) -> None:
+        peak = _status_bytes("VmHWM") - self.baseline
+        self.peaks[stage] = max(self.peaks.get(stage, 0), peak)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+    def install(self) -> None:
+        from colbert_engine.index import build as B
+        from colbert_engine.index import codec as C
+        from colbert_engine.index import segment as S
+
+        def wrap(owner, name, before=None, after=None):
+            fn = getattr(owner, name)
+
+            def wrapped(*a, **k):
+                if before:
+                    self.mark(before)
+                out = fn(*a, **k)
+                if after:
+                    self.mark(after)
+                return out
+            setattr(owner, name, wrapped)
+
+        # spill (streamed: reading the stream to disk), sampling, training setup, k-means,
+        # buckets, compression (and appending the arrays), IVF + small files, ids/manifest
+        wrap(B, "sample_rows", before="spill", after="sampling")
+        wrap(C, "kmeans", before="train-setup", after="kmeans")
+        wrap(B, "train_codec", after="buckets")
+        wrap(S.SegmentWriter, "finish", before="compression", after="ivf")
+
+
+def growth_child(n_tokens: int, mode: str, warm: bool) -> dict:
+    """One build (this process): the hard workload at about ``n_tokens`` tokens, 2 bits,
+    packed (the input made first, then the build) or streamed (batches made on the fly).
+    ``warm``: a 30k-token build first (K = 2,048: the probed paths), so the baseline is a
+    process that has built before: a first build also faults in ~20 MB of library code and
+    starts thread pools and allocator arenas (~40 MB), once per process."""
+    import gc
+
+    if warm:
+        with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_BUILD_TMP")) as tmp:
+            Index.build(Path(tmp) / "warm", hard_batches(300, seed=1)).close()
+    n_docs = max(10, n_tokens // 100)
+    input_bytes = 0
+    if mode == "packed":
+        parts = list(hard_batches(n_docs))
+        emb = torch.cat([p[0] for p in parts])
+        ends = torch.tensor([p[0].shape[0] for p in parts]).cumsum(0)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.int64)] +
+                            [p[1][1:] + (ends[i - 1] if i else 0) for i, p in enumerate(parts)])
+        del parts
+        input_bytes = emb.numel() * emb.element_size()
+    gc.collect()
+    release_freed_memory()  # the generator's freed blocks would otherwise pad the baseline
+    probe = StageRss()
+    probe.install()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_BUILD_TMP")) as tmp:
+        start = time.perf_counter()
+        if mode == "packed":
+            index = Index.build(Path(tmp) / "i", emb, offsets)
+        else:
+            index = Index.build(Path(tmp) / "i", hard_batches(n_docs))
+        seconds = time.perf_counter() - start
+        probe.mark("ids+manifest")
+        stats = index.stats()
+        index.close()
+    return {"tokens": stats["tokens"], "seconds": seconds, "input_bytes": input_bytes,
+            "peak_above_baseline": max(probe.peaks.values()), "stage_peaks": probe.peaks,
+            "index_bytes": stats["bytes"], "centroids": stats["centroids"],
+            "split": {k[8:]: v for k, v in stats.items() if k.startswith("build_s_")}}
 
 
 def cmd_growth(args) -> None:
-    print(f"# growth: hard workload, nbits 2, {'streamed' if args.stream else 'packed'}, "
-          f"threads={torch.get_num_threads()}, load {os.getloadavg()[0]:.2f}")
+    mode = "streamed" if args.stream else "packed"
+    env = dict(os.environ)
+    for setting in args.child_env or []:
+        name, _, value = setting.partition("=")
+        env[name] = value
+    print(f"# growth: hard workload, nbits 2, {mode}, {'cold' if args.cold else 'warm'} process, "
+          f"threads={torch.get_num_threads()}, "
+          f"child env {' '.join(args.child_env) if args.child_env else '(glibc malloc defaults)'}, "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     for n in args.sizes:
-        # glibc keeps large freed blocks resident once its mmap threshold has grown, which
-        # would hide the build's peak behind the generator's freed temporaries: pin it
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-        out = subprocess.run([sys.executable, "-c", _GROWTH_CHILD, str(n), "stream" if args.stream else "packed",
-                              str(HERE)], capture_output=True, text=True, check=True, env=env)
+        load0 = os.getloadavg()[0]
+        out = subprocess.run([sys.executable, __file__, "growth-child", str(n), "stream" if args.stream else "packed",
+                              "cold" if args.cold else "warm"],
+                             capture_output=True, text=True, env=env)
+        if out.returncode:
+            raise SystemExit(f"growth child failed:\n{out.stderr[-4000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
-        over = (r["peak_rss"] - r["rss_before_build"]) / max(1, r["index_bytes"])
+        mib = 2 ** 20
         split = ", ".join(f"{k} {v:.1f}" for k, v in r["split"].items())
+        stages = ", ".join(f"{k} {v / mib:,.0f}" for k, v in r["stage_peaks"].items())
+        above = "input" if r["input_bytes"] else "baseline"
         print(f"{r['tokens']:>11,} tokens K={r['centroids']:>6}: {r['seconds']:7.1f} s "
-              f"{r['tokens'] / r['seconds']:>9,.0f} tok/s; peak RSS above input "
-              f"{(r['peak_rss'] - r['rss_before_build']) / 2**20:,.0f} MiB = {over:.2f}x index "
-              f"({r['index_bytes'] / 2**20:,.0f} MiB); split: {split}; load {os.getloadavg()[0]:.2f}")
+              f"{r['tokens'] / r['seconds']:>9,.0f} tok/s; peak RSS above {above} "
+              f"{r['peak_above_baseline'] / mib:,.0f} MiB = {r['peak_above_baseline'] / r['index_bytes']:.2f}x index "
+              f"({r['index_bytes'] / mib:,.0f} MiB)\n    seconds: {split}\n    peak MiB per stage: {stages}\n"
+              f"    load {load0:.2f} -> {os.getloadavg()[0]:.2f}", flush=True)
     if len(rows) >= 2:
         xs = [math.log(r["tokens"]) for r in rows]
         ys = [math.log(r["seconds"]) for r in rows]
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        last = rows[-1]
-        print(f"fitted exponent: seconds ~ N^{slope:.2f}; extrapolated (not measured) 10M tokens: "
-              f"{last['seconds'] * (1e7 / last['tokens']) ** slope / 60:.1f} min")
+        print(f"fitted exponent: seconds ~ N^{slope:.2f} over {len(rows)} sizes")
 
 
 def main(argv=None) -> int:
@@ -308,7 +399,15 @@ def main(argv=None) -> int:
     b.add_argument("--nbits", type=int, default=2)
     g = sub.add_parser("growth")
     g.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    g.add_argument("--stream", action="store_true")
+    g.add_argument("--stream", action="store_true", help="build from a stream made on the fly")
+    g.add_argument("--cold", action="store_true",
+                   help="measure from a fresh process (default: after a small warm-up build)")
+    g.add_argument("--child-env", nargs="*", metavar="NAME=VALUE",
+                   help="environment of the build processes, e.g. MALLOC_ARENA_MAX=1 (glibc: one heap for all "
+                        "threads, so the worker threads' freed blocks are trimmed too)")
+    if argv is None and len(sys.argv) == 5 and sys.argv[1] == "growth-child":
+        print(json.dumps(growth_child(int(sys.argv[2]), sys.argv[3], sys.argv[4] == "warm")))
+        return 0
     args = parser.parse_args(argv)
     {"agreement": cmd_agreement, "recall": cmd_recall, "growth": cmd_growth, "buckets": cmd_buckets}[args.cmd](args)
     return 0

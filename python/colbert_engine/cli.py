@@ -7,7 +7,6 @@ Errors in the user's input (missing files, malformed records, bad filters) print
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import shutil
@@ -143,14 +142,8 @@ def _cmd_index(args) -> int:
             from colbert_engine.sharded.cli import build_sharded_index
 
             index, batches = build_sharded_index(args, staging, open_records, model, encoder, batches)
-        # The number of centroids follows the collection's token count, which a stream only
-        # knows at its end: extrapolate it from the first chunk's tokens per document.
-        else:
-            stream = iter(batches)
-            first = next(stream)
-            n_tokens_hint = max(1, round(first[0].shape[0] / (len(first[1]) - 1) * total))
-            index = Index.build(staging, itertools.chain([first], stream), nbits=args.nbits, device=args.device,
-                                n_tokens_hint=n_tokens_hint)
+        else:  # the stream is spilled inside staging and sampled whole (Index.build)
+            index = Index.build(staging, batches, nbits=args.nbits, device=args.device)
         write_encoder_config(staging, model, encoder)
         stats = index.stats()
         del index

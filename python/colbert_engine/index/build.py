@@ -1,5 +1,12 @@
 """``Index.build``: train the codec on a document sample of the (possibly streamed)
-collection, then write the first generation with :func:`writer.write_index`."""
+collection, then write the first generation with :func:`writer.write_index`.
+
+A streamed collection is spilled to a temporary file in the index folder as it arrives
+(:mod:`colbert_engine.index.spill`), then sampled and compressed from there: the index is
+the one a packed build of the same documents writes (same sample rows, same K, same
+codec, same files), and peak memory does not grow with the collection. With an explicit
+``train_buffer_tokens`` the older mode trains on the documents of the stream's first
+tokens only (no disk for a spill; K from ``n_tokens_hint``)."""
 
 from __future__ import annotations
 
@@ -11,13 +18,18 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
-from colbert_engine.index.batches import batches_of, check_batch, sample_rows
+from colbert_engine.index.batches import BATCH_TOKENS, batches_of, check_batch, sample_rows
 from colbert_engine.index.codec import HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
-from colbert_engine.index.writer import DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index, writer_lock
+from colbert_engine.index.spill import StreamSpill
+from colbert_engine.index.writer import (DEFAULT_LOCK_TIMEOUT_S, release_freed_memory, remove_leftovers, write_index,
+                                         writer_lock)
 from colbert_engine.search import check_count
 
-# Streaming builds train the codec on the documents of the first this-many tokens.
-DEFAULT_TRAIN_BUFFER_TOKENS = 1 << 19
+# None: a streamed build spills the stream and trains on a sample of all of it. An int:
+# it trains on the documents of the stream's first this-many tokens (no spill).
+DEFAULT_TRAIN_BUFFER_TOKENS = None
+# Tokens read back from the spill at a time for compression (16 MB of fp32 at dim 128).
+SPILL_READ_TOKENS = 1 << 15
 
 
 def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device, *,
@@ -37,6 +49,10 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
         n_centroids = check_count(n_centroids, "n_centroids")
     if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
         raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
+    if train_buffer_tokens is not None:
+        train_buffer_tokens = check_count(train_buffer_tokens, "train_buffer_tokens")
+    if n_tokens_hint is not None:
+        n_tokens_hint = check_count(n_tokens_hint, "n_tokens_hint")
     folder.mkdir(parents=True, exist_ok=True)
     with writer_lock(folder, DEFAULT_LOCK_TIMEOUT_S):
         if (folder / F.MANIFEST).exists():
@@ -45,13 +61,52 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
         if codec is not None:
             write_index(folder, codec.to(device), batches_of(doc_emb, doc_offsets, ids, metadata), device)
             return
-        _train_and_write(folder, doc_emb, doc_offsets, ids, metadata, nbits, device, n_centroids, kmeans_niters,
-                         seed, train_buffer_tokens, n_tokens_hint, max_points_per_centroid)
+        settings = dict(nbits=nbits, device=device, n_centroids=n_centroids, kmeans_niters=kmeans_niters, seed=seed,
+                        max_points_per_centroid=max_points_per_centroid)
+        if isinstance(doc_emb, (torch.Tensor, np.ndarray)) or train_buffer_tokens is not None:
+            _train_and_write(folder, doc_emb, doc_offsets, ids, metadata, train_buffer_tokens=train_buffer_tokens,
+                             n_tokens_hint=n_tokens_hint, **settings)
+        else:
+            _spill_train_and_write(folder, batches_of(doc_emb, doc_offsets, ids, metadata), **settings)
+
+
+def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.device, n_centroids, kmeans_niters,
+                           seed, max_points_per_centroid) -> None:
+    """Spill the stream, train on ColBERT's sample of all of it (what a packed build of the
+    same documents samples), compress it back from the spill; the spill never outlives
+    the build."""
+    clock = BuildClock()
+    spill = StreamSpill(folder)
+    try:
+        for i, (emb, offsets, batch_ids, batch_meta) in enumerate(batches):
+            spill.append(i, emb, offsets, batch_ids, batch_meta)
+            del emb  # the caller's batch can go while the next one is made
+        clock.lap("spill")
+        release_freed_memory()
+        if spill.n_tokens == 0:
+            raise ValueError("doc_emb: the collection has no tokens; nothing to train the codec on")
+        n_tokens = spill.n_tokens
+        k = n_centroids or num_centroids(n_tokens, n_tokens)
+        rows = sample_rows(spill.lengths(), seed, max_points_per_centroid * k + HELDOUT_TOKENS)
+        clock.lap("sampling")
+        codec = train_codec(spill.rows(), n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
+                            max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
+                            timings=clock.seconds)
+        del rows
+        release_freed_memory()
+        clock.restart()
+        write_index(folder, codec, spill.batches(SPILL_READ_TOKENS), device, clock=clock)
+    finally:
+        spill.remove()
 
 
 def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device,
                      n_centroids, kmeans_niters, seed, train_buffer_tokens, n_tokens_hint,
                      max_points_per_centroid) -> None:
+    """A packed collection (its sample is a list of rows of the input, no copy), or a
+    stream trained on the documents of its first ``train_buffer_tokens`` tokens."""
+    if train_buffer_tokens is None:  # packed: the "buffered" batches are views of the input
+        train_buffer_tokens = BATCH_TOKENS
     clock = BuildClock()
     batches = batches_of(doc_emb, doc_offsets, ids, metadata)
     buffered, buffered_tokens = [], 0
@@ -82,6 +137,7 @@ def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: i
                         timings=clock.seconds)
     clock.restart()
     del points, rows
+    release_freed_memory()
     # hand the buffered batches over one by one so each is freed once compressed
     buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
     write_index(folder, codec, itertools.chain(buffered_stream, batches), device, clock=clock)

@@ -27,6 +27,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from colbert_engine import ops
@@ -54,7 +55,7 @@ def num_centroids(n_tokens: int, n_sample_tokens: int) -> int:
 
 
 # Rows per probed-assignment call (the kernel does its own blocking; no n x K matrix).
-_PROBE_CHUNK = 1 << 16
+_PROBE_CHUNK = 1 << 14  # 8 MB of fp32 rows at dim 128; k-means holds two while it gathers
 
 
 class RowParts:
@@ -204,7 +205,7 @@ def bucket_tables(residuals: torch.Tensor, nbits: int):
     if values.numel() > _MAX_HELDOUT_VALUES:
         gen = torch.Generator(device="cpu").manual_seed(1)
         values = values[torch.randint(0, values.numel(), (_MAX_HELDOUT_VALUES,), generator=gen).to(values.device)]
-    values = values.cpu().sort().values
+    values = torch.from_numpy(np.sort(values.cpu().numpy()))  # values only: torch's sort adds int64 indices
     levels = 1 << nbits
     cutoffs = [_kth_smallest(values, j / levels) for j in range(1, levels)]
     weights = [_kth_smallest(values, (j + 0.5) / levels) for j in range(levels)]
@@ -244,7 +245,11 @@ def per_dim_bucket_tables(residuals: torch.Tensor, nbits: int, lloyd_iters: int 
         gen = torch.Generator(device="cpu").manual_seed(1)
         values = values[torch.randperm(n, generator=gen)[:max_rows].to(values.device)]
         n = max_rows
-    columns = values.cpu().T.contiguous().sort(dim=1).values  # (dim, n), each row sorted
+    # (dim, n), each row sorted in place by numpy: torch's sort would add an int64 index per
+    # value (51 MB at 50k x 128, the build's peak at 1M tokens)
+    columns_np = values.cpu().T.contiguous().numpy()
+    columns_np.sort(axis=1)
+    columns = torch.from_numpy(columns_np)
     levels = 1 << nbits
 
     def quantile(fraction: float) -> torch.Tensor:  # _kth_smallest's nearest rank, per row
@@ -253,22 +258,35 @@ def per_dim_bucket_tables(residuals: torch.Tensor, nbits: int, lloyd_iters: int 
     cutoffs = torch.stack([quantile(j / levels) for j in range(1, levels)], dim=1)
     weights = torch.stack([quantile((j + 0.5) / levels) for j in range(levels)], dim=1)
     if lloyd_iters:
-        # Bucket sums from prefix sums of the sorted columns (fp64: n values summed).
-        prefix = torch.zeros(dim, n + 1, dtype=torch.float64)
-        torch.cumsum(columns.double(), dim=1, out=prefix[:, 1:])
-        rows = torch.arange(dim).unsqueeze(1)
-        for _ in range(lloyd_iters):
-            # bucket j holds sorted positions [ends[j-1], ends[j]): ends = count of values <= cutoff
-            ends = torch.searchsorted(columns, cutoffs.contiguous(), right=True)
-            bounds = torch.cat([torch.zeros(dim, 1, dtype=torch.int64), ends,
-                                torch.full((dim, 1), n, dtype=torch.int64)], dim=1)
-            counts = bounds[:, 1:] - bounds[:, :-1]
-            sums = prefix[rows, bounds[:, 1:]] - prefix[rows, bounds[:, :-1]]
-            means = (sums / counts.clamp(min=1)).float()
-            weights = torch.where(counts > 0, means, weights)
-            weights = torch.cummax(weights, dim=1).values  # ordered, so the cutoffs are too
-            cutoffs = (weights[:, 1:] + weights[:, :-1]) * 0.5
+        # rows are independent: a few dimensions at a time keeps the fp64 prefix sums small
+        for first in range(0, dim, _LLOYD_ROWS):
+            rows = slice(first, min(dim, first + _LLOYD_ROWS))
+            cutoffs[rows], weights[rows] = _lloyd_rows(columns[rows], cutoffs[rows], weights[rows], lloyd_iters)
     return cutoffs.contiguous(), weights.contiguous()
+
+
+_LLOYD_ROWS = 16
+
+
+def _lloyd_rows(columns: torch.Tensor, cutoffs: torch.Tensor, weights: torch.Tensor, lloyd_iters: int):
+    """Lloyd-Max steps for rows of sorted values ``columns`` (rows, n)."""
+    n_rows, n = columns.shape
+    # bucket sums from prefix sums of the sorted rows (fp64: n values summed)
+    prefix = torch.zeros(n_rows, n + 1, dtype=torch.float64)
+    torch.cumsum(columns.double(), dim=1, out=prefix[:, 1:])
+    rows = torch.arange(n_rows).unsqueeze(1)
+    for _ in range(lloyd_iters):
+        # bucket j holds sorted positions [ends[j-1], ends[j]): ends = count of values <= cutoff
+        ends = torch.searchsorted(columns, cutoffs.contiguous(), right=True)
+        bounds = torch.cat([torch.zeros(n_rows, 1, dtype=torch.int64), ends,
+                            torch.full((n_rows, 1), n, dtype=torch.int64)], dim=1)
+        counts = bounds[:, 1:] - bounds[:, :-1]
+        sums = prefix[rows, bounds[:, 1:]] - prefix[rows, bounds[:, :-1]]
+        means = (sums / counts.clamp(min=1)).float()
+        weights = torch.where(counts > 0, means, weights)
+        weights = torch.cummax(weights, dim=1).values  # ordered, so the cutoffs are too
+        cutoffs = (weights[:, 1:] + weights[:, :-1]) * 0.5
+    return cutoffs, weights
 
 
 def check_bucket_tables(cutoffs, weights, nbits: int, dim: int, where: str = "bucket tables"):
@@ -387,7 +405,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         order = rows.to(sample.device)[order]
     # ColBERTv2 holds out 5% (at most 50k tokens) for the bucket statistics
     n_heldout = min(int(0.05 * n), HELDOUT_TOKENS) if n >= 40 else 0
-    heldout = sample[order[:n_heldout] if n_heldout else order].to(device, torch.float32)
+    heldout_rows = order[:n_heldout] if n_heldout else order
     train_rows = order[n_heldout:]
     k = n_centroids if n_centroids is not None else num_centroids(n_tokens, train_rows.numel())
     k = min(k, train_rows.numel())
@@ -396,11 +414,16 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
                        rows=train_rows, device=device)
     mid = time.perf_counter()
     codec = Codec(centroids, None, None, nbits)
+    # gathered after k-means, residuals in place: at 1M tokens the held-out vectors (25 MB)
+    # and their copies were a third of the build's peak memory
+    heldout = sample[heldout_rows].to(device, torch.float32)
+    del order, heldout_rows, train_rows
     codes, _ = _assign(heldout, centroids, codec.cells)
+    residuals = heldout.sub_(centroids[codes])
     if bucket_layout == "per_dim":
-        cutoffs, weights = per_dim_bucket_tables(heldout - centroids[codes], nbits, lloyd_iters)
+        cutoffs, weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
     else:
-        cutoffs, weights = bucket_tables(heldout - centroids[codes], nbits)
+        cutoffs, weights = bucket_tables(residuals, nbits)
     codec.bucket_cutoffs, codec.bucket_weights = cutoffs.to(device), weights.to(device)
     if timings is not None:
         timings["kmeans"] = mid - start

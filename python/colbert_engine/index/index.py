@@ -193,7 +193,7 @@ class Index(IndexReader):
     @classmethod
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
-              train_buffer_tokens: int = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
+              train_buffer_tokens: int | None = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
               max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, codec: Codec | None = None) -> "Index":
         """Build an index folder from token vectors and open it.
 
@@ -202,11 +202,19 @@ class Index(IndexReader):
             doc_emb: packed ``(T, dim)`` float tensor/array with ``doc_offsets`` int64
                 ``(n_docs + 1,)``; OR an iterable of batches ``(emb, offsets)``,
                 ``(emb, offsets, ids)`` or ``(emb, offsets, ids, metadata)``, streamed so
-                peak RAM stays bounded: only the first ``train_buffer_tokens`` tokens are
-                held (the codec is trained on a document sample of those, so a stream
-                should not be sorted by topic; pass ``n_tokens_hint`` -- the expected total
-                -- so K fits the whole collection), every later batch is compressed and
-                written as it arrives.
+                peak RAM stays bounded: each batch is checked and spilled to a temporary
+                file in ``path`` (``build.spill.vectors``/``.docs``; needs as much free disk
+                as the vectors take, T x dim x 4 bytes for float32), the codec is trained on
+                ColBERT's document sample of the whole stream and the documents are
+                compressed back from the spill, which is removed at the end (also on
+                failure; a killed build's spill is removed by the next write). The index
+                equals a packed build's of the same documents, whatever the stream's order
+                or batch sizes.
+            train_buffer_tokens: streams only, for machines without disk for a spill: train
+                on the documents of the stream's first this-many tokens instead (a stream
+                sorted by topic then gets a poor codec; pass ``n_tokens_hint``, the expected
+                total, so K fits the whole collection; a spilled stream counts its tokens and
+                ignores the hint); later batches are compressed and written as they arrive.
             ids: one id (int or str) per document; default ``0..n_docs-1``.
             metadata: one JSON-serialisable value (or None) per document.
             nbits: residual bits per dimension, 1, 2 or 4.

@@ -25,7 +25,7 @@ from colbert_engine.index.codec import Codec
 ARRAYS = ("codes", "residuals", "inv_norms", "doc_offsets", "ivf", "ivf_offsets")
 # Tokens compressed per kernel call: bounds the transient fp32 copy (and GPU memory).
 COMPRESS_CHUNK_TOKENS = 1 << 16
-_IVF_CHUNK_TOKENS = 1 << 22
+_IVF_CHUNK_TOKENS = 1 << 20  # its int64 temporaries (about 6 per token) are the IVF step's peak
 
 
 def file_name(segment: str, array: str) -> str:

@@ -4,6 +4,7 @@ the add / delete / compact generations of an open one. Crash-safety rules: FORMA
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import re
@@ -26,7 +27,8 @@ from colbert_engine.index.segment import SegmentWriter
 _OWN_FILE = re.compile(r"^(?:seg(?P<seg_gen>\d{6,})\.(?:codes|residuals|inv_norms|doc_offsets|ivf|ivf_offsets)\.npy"
                        r"|ids\.(?P<db_gen>\d{6,})\.sqlite(?:-journal|-wal|-shm)?"
                        r"|codec\.(?:centroids|bucket_cutoffs|bucket_weights)\.npy"
-                       r"|manifest\.json)(?P<tmp>\.tmp)?$")
+                       r"|manifest\.json)(?P<tmp>\.tmp)?$"
+                       r"|^(?P<spill>build\.spill\.(?:vectors|docs))$")  # spill.SPILL_NAMES
 LOCK_FILE = "writer.lock"
 # How long a write waits for another writer's lock by default (seconds).
 DEFAULT_LOCK_TIMEOUT_S = 60.0
@@ -69,6 +71,25 @@ def writer_lock(folder: Path, timeout: float):
         os.close(fd)  # releases the flock
 
 
+_malloc_trim = None
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``) between a build's
+    stages. Once glibc's mmap threshold has grown, the large blocks a stage frees stay in
+    its heap and are counted in RSS through the next stages: 40-110 MB of a 1M-token
+    build's peak (benchmarks/RESULTS.md, build growth). A no-op where there is no glibc."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+            _malloc_trim.argtypes, _malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
 def seg_name(gen: int) -> str:
     return f"seg{gen:06d}"
 
@@ -79,7 +100,7 @@ def db_name(gen: int) -> str:
 
 def remove_leftovers(folder: Path) -> None:
     """Before a first generation (lock held, no manifest): remove what a build that crashed
-    before its manifest left."""
+    before its manifest left (its files, temporaries and the spill of a streamed build)."""
     for leftover in os.listdir(folder):
         if _OWN_FILE.match(leftover):
             (folder / leftover).unlink(missing_ok=True)
@@ -111,6 +132,8 @@ def write_index(folder: Path, codec: Codec, batches: Iterable, device: torch.dev
                 if emb.shape[1] != codec.dim:
                     raise ValueError(f"doc_emb: batch dim {emb.shape[1]} != {codec.dim}")
                 writer.add(emb, offsets)
+        emb = None  # the last batch read back from a spill
+        release_freed_memory()  # before the IVF's temporaries
         entry = writer.finish(doc_base=0)
         store.commit()
     except BaseException:
@@ -280,5 +303,5 @@ def collect_garbage(folder: Path, manifest: dict) -> None:
         if not match or name in keep:
             continue
         gen = match["seg_gen"] or match["db_gen"]
-        if match["tmp"] or (gen is not None and int(gen) < manifest["generation"]):
+        if match["tmp"] or match["spill"] or (gen is not None and int(gen) < manifest["generation"]):
             (folder / name).unlink(missing_ok=True)
