@@ -91,6 +91,22 @@ def test_pooled_codec_builds_a_pooled_index(collection, tmp_path):
             _ids(before)
 
 
+def test_build_takes_the_layout(collection, tmp_path):
+    n_docs = 60
+    end = int(collection.doc_offsets[n_docs])
+    emb, offsets = collection.doc_emb[:end], collection.doc_offsets[: n_docs + 1]
+    with Index.build(tmp_path / "p", emb, offsets, bucket_layout="pooled") as index:
+        assert index.codec.bucket_layout == "pooled" and index.stats()["format_version"] == 1
+    batches = [(emb[: int(offsets[30])], offsets[:31])]  # a stream is trained the same way
+    with Index.build(tmp_path / "s", iter(batches), bucket_layout="pooled") as index:
+        assert index.codec.bucket_layout == "pooled"
+    with pytest.raises(ValueError, match="bucket_layout"):
+        Index.build(tmp_path / "bad", emb, offsets, bucket_layout="per-dim")
+    codec = train_codec(emb, end, 2, bucket_layout="pooled")
+    with pytest.raises(ValueError, match="bucket_layout"):
+        Index.build(tmp_path / "mismatch", emb, offsets, codec=codec, bucket_layout="per_dim")
+
+
 def test_per_dim_index_is_version_2_and_older_readers_say_newer(built_index, monkeypatch):
     assert _manifest(built_index)["format_version"] == 2
     monkeypatch.setattr(F, "FORMAT_VERSION", 1)  # a reader from before per-dimension tables

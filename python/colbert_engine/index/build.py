@@ -19,7 +19,7 @@ import torch
 
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import BATCH_TOKENS, batches_of, check_batch, sample_rows
-from colbert_engine.index.codec import HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
+from colbert_engine.index.codec import BUCKET_LAYOUTS, HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
 from colbert_engine.index.spill import StreamSpill
 from colbert_engine.index.writer import (DEFAULT_LOCK_TIMEOUT_S, release_freed_memory, remove_leftovers, write_index,
                                          writer_lock)
@@ -34,7 +34,8 @@ SPILL_READ_TOKENS = 1 << 15
 
 def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device, *,
                 n_centroids: int | None, kmeans_niters: int, seed: int, train_buffer_tokens: int,
-                n_tokens_hint: int | None, max_points_per_centroid: int, codec: Codec | None = None) -> None:
+                n_tokens_hint: int | None, max_points_per_centroid: int, codec: Codec | None = None,
+                bucket_layout: str | None = None) -> None:
     """Write a new index into ``folder`` (arguments: :meth:`colbert_engine.Index.build`).
     With ``codec`` (a trained :class:`Codec`, e.g. the one the shards of a sharded index
     share) training is skipped and the collection may be empty."""
@@ -47,6 +48,10 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
             raise ValueError(f"codec: its nbits {codec.nbits} differ from nbits={nbits}")
     if n_centroids is not None:
         n_centroids = check_count(n_centroids, "n_centroids")
+    if bucket_layout is not None and bucket_layout not in BUCKET_LAYOUTS:
+        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r}")
+    if codec is not None and bucket_layout is not None and bucket_layout != codec.bucket_layout:
+        raise ValueError(f"bucket_layout: {bucket_layout!r} differs from the given codec's {codec.bucket_layout!r}")
     if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:
         raise ValueError(f"kmeans_niters: expected an int >= 0, got {kmeans_niters!r}")
     if train_buffer_tokens is not None:
@@ -62,7 +67,7 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
             write_index(folder, codec.to(device), batches_of(doc_emb, doc_offsets, ids, metadata), device)
             return
         settings = dict(nbits=nbits, device=device, n_centroids=n_centroids, kmeans_niters=kmeans_niters, seed=seed,
-                        max_points_per_centroid=max_points_per_centroid)
+                        max_points_per_centroid=max_points_per_centroid, bucket_layout=bucket_layout)
         if isinstance(doc_emb, (torch.Tensor, np.ndarray)) or train_buffer_tokens is not None:
             _train_and_write(folder, doc_emb, doc_offsets, ids, metadata, train_buffer_tokens=train_buffer_tokens,
                              n_tokens_hint=n_tokens_hint, **settings)
@@ -71,7 +76,7 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
 
 
 def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.device, n_centroids, kmeans_niters,
-                           seed, max_points_per_centroid) -> None:
+                           seed, max_points_per_centroid, bucket_layout) -> None:
     """Spill the stream, train on ColBERT's sample of all of it (what a packed build of the
     same documents samples), compress it back from the spill; the spill never outlives
     the build."""
@@ -91,7 +96,7 @@ def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.devi
         clock.lap("sampling")
         codec = train_codec(spill.rows(), n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
                             max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
-                            timings=clock.seconds)
+                            timings=clock.seconds, bucket_layout=bucket_layout)
         del rows
         release_freed_memory()
         clock.restart()
@@ -102,7 +107,7 @@ def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.devi
 
 def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device,
                      n_centroids, kmeans_niters, seed, train_buffer_tokens, n_tokens_hint,
-                     max_points_per_centroid) -> None:
+                     max_points_per_centroid, bucket_layout) -> None:
     """A packed collection (its sample is a list of rows of the input, no copy), or a
     stream trained on the documents of its first ``train_buffer_tokens`` tokens."""
     if train_buffer_tokens is None:  # packed: the "buffered" batches are views of the input
@@ -134,7 +139,7 @@ def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: i
     clock.lap("sampling")
     codec = train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
                         max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
-                        timings=clock.seconds)
+                        timings=clock.seconds, bucket_layout=bucket_layout)
     clock.restart()
     del points, rows
     release_freed_memory()

@@ -194,7 +194,8 @@ class Index(IndexReader):
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, nbits: int = 2, device=None, *,
               n_centroids: int | None = None, kmeans_niters: int = 4, seed: int = 0,
               train_buffer_tokens: int | None = DEFAULT_TRAIN_BUFFER_TOKENS, n_tokens_hint: int | None = None,
-              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, codec: Codec | None = None) -> "Index":
+              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, codec: Codec | None = None,
+              bucket_layout: str | None = None) -> "Index":
         """Build an index folder from token vectors and open it.
 
         Args:
@@ -223,11 +224,15 @@ class Index(IndexReader):
             n_centroids: override K; kmeans_niters, seed: k-means settings.
             codec: a trained :class:`Codec` to compress with instead of training one (the
                 shards of a sharded index share one); the collection may then be empty.
+            bucket_layout: residual bucket tables, ``"per_dim"`` (default: one table per
+                dimension, Lloyd-Max fitted, format_version 2) or ``"pooled"`` (ColBERTv2's
+                one table, the layout colbert-ai reads, format_version 1). See FORMAT.md.
         """
         device = _resolve_device(device)
         build_index(Path(path), doc_emb, doc_offsets, ids, metadata, nbits, device, n_centroids=n_centroids,
                     kmeans_niters=kmeans_niters, seed=seed, train_buffer_tokens=train_buffer_tokens,
-                    n_tokens_hint=n_tokens_hint, max_points_per_centroid=max_points_per_centroid, codec=codec)
+                    n_tokens_hint=n_tokens_hint, max_points_per_centroid=max_points_per_centroid, codec=codec,
+                    bucket_layout=bucket_layout)
         return cls.open(path, device=device)
 
     @classmethod
