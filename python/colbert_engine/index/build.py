@@ -20,8 +20,9 @@ import torch
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import BATCH_TOKENS, batches_of, check_batch, sample_rows
 from colbert_engine.index.codec import BUCKET_LAYOUTS, HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
+from colbert_engine.index.memory import release_freed_memory
 from colbert_engine.index.spill import StreamSpill
-from colbert_engine.index.writer import (DEFAULT_LOCK_TIMEOUT_S, release_freed_memory, remove_leftovers, write_index,
+from colbert_engine.index.writer import (DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index,
                                          writer_lock)
 from colbert_engine.search import check_count
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from colbert_engine import ops
+from colbert_engine.index.memory import release_freed_memory
 from colbert_engine.ops import codec as ops_codec
 
 # Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
@@ -413,6 +414,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     centroids = kmeans(sample, k, niters=niters, seed=seed, max_points_per_centroid=max_points_per_centroid,
                        rows=train_rows, device=device)
     mid = time.perf_counter()
+    release_freed_memory()  # k-means' chunks, before the held-out vectors are gathered
     codec = Codec(centroids, None, None, nbits)
     # gathered after k-means, residuals in place: at 1M tokens the held-out vectors (25 MB)
     # and their copies were a third of the build's peak memory

@@ -4,7 +4,6 @@ the add / delete / compact generations of an open one. Crash-safety rules: FORMA
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import re
@@ -20,6 +19,7 @@ from colbert_engine.index.batches import batches_of, id_list
 from colbert_engine.index.codec import BuildClock, Codec
 from colbert_engine.index.codec_files import write_codec
 from colbert_engine.index.ids import IdStore
+from colbert_engine.index.memory import release_freed_memory
 from colbert_engine.index.segment import SegmentWriter
 
 # The files this package writes (and their temporaries); garbage collection never touches
@@ -69,25 +69,6 @@ def writer_lock(folder: Path, timeout: float):
         yield
     finally:
         os.close(fd)  # releases the flock
-
-
-_malloc_trim = None
-
-
-def release_freed_memory() -> None:
-    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``) between a build's
-    stages. Once glibc's mmap threshold has grown, the large blocks a stage frees stay in
-    its heap and are counted in RSS through the next stages: 40-110 MB of a 1M-token
-    build's peak (benchmarks/RESULTS.md, build growth). A no-op where there is no glibc."""
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL(None).malloc_trim
-            _malloc_trim.argtypes, _malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-        except (OSError, AttributeError):
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
 
 
 def seg_name(gen: int) -> str:
