@@ -124,6 +124,7 @@ def test_default_params_adapt_to_the_collection():
 
     fixed = default_params(10)
     assert (fixed.nprobe, fixed.ndocs, fixed.exact_docs, fixed.exhaustive_docs) == (1, 256, 64, 128)
+    assert default_params(10, nbits=4).ndocs == 512 and default_params(100).exact_docs == 512
     # ~120 tokens per cell (1M tokens, K = 8,192): PLAID's nprobe; ~17 (34k, K = 2,048): more cells.
     assert default_params(10, n_centroids=8192, n_tokens=1_000_000).nprobe == 1
     assert default_params(10, n_centroids=2048, n_tokens=34_000).nprobe == 6

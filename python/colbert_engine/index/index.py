@@ -129,7 +129,7 @@ class Index(IndexReader):
                 a batch is processed together.
             k: results per query.
             nprobe, centroid_score_threshold, ndocs: funnel parameters; None takes PLAID's
-                default for k (DESIGN.md section 5).
+                default for k and the collection (search/params.py; PLAID's, DESIGN.md section 5, where they hold).
             exact: score every allowed document exhaustively (the ground truth).
             filter: None, a SQL WHERE clause over the columns ``id`` and ``metadata`` (JSON
                 text) as ``(clause, params)`` with bound parameters (a sequence for ``?``,

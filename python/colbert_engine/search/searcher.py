@@ -126,7 +126,7 @@ class Searcher:
     def params(self, k, nprobe=None, centroid_score_threshold=None, ndocs=None) -> SearchParams:
         """Funnel parameters for this collection (defaults by k and by the collection)."""
         return default_params(k, nprobe, centroid_score_threshold, ndocs, n_centroids=self.codec.centroids.shape[0],
-                              n_docs=self.n_docs, n_tokens=self.n_tokens)
+                              n_docs=self.n_docs, n_tokens=self.n_tokens, nbits=self.codec.nbits)
 
     # ------------------------------------------------------------------ public
     def search(self, queries, params: SearchParams, allowed=None):
