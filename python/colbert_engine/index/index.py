@@ -128,8 +128,9 @@ class Index(IndexReader):
             queries: ``(nq, Lq, dim)`` or ``(Lq, dim)`` float32/float16/bfloat16 (numpy or torch);
                 a batch is processed together.
             k: results per query.
-            nprobe, centroid_score_threshold, ndocs: funnel parameters; None takes PLAID's
-                default for k and the collection (search/params.py; PLAID's, DESIGN.md section 5, where they hold).
+            nprobe, centroid_score_threshold, ndocs: funnel parameters; None takes the
+                default for k and the collection (search/params.py: PLAID's, DESIGN.md
+                section 5, adapted where they fail).
             exact: score every allowed document exhaustively (the ground truth).
             filter: None, a SQL WHERE clause over the columns ``id`` and ``metadata`` (JSON
                 text) as ``(clause, params)`` with bound parameters (a sequence for ``?``,
