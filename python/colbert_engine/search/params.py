@@ -60,12 +60,15 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
       but ~17 at 34k (XQuAD-R) and ~9 at 18k: one probed cell per query token then holds too
       few of the relevant documents' tokens (MiniLM on XQuAD-R, 2 bits: recall@10 0.79 at
       nprobe 1, 0.86 at 2, 0.87 at 4 with the codes' ceiling at 0.876). The default probes
-      at least ``PROBED_TOKENS[k]`` tokens per query token: ``ceil(96 / (T / K))`` cells at
-      k <= 10 (64 left XQuAD-R at 4 bits with per-dimension buckets at 0.969 vs the codes'
-      0.982; 96 gives nprobe 6 there and 0.976, nprobe 3 instead of 2 at 300k tokens, where
-      it costs ~10% latency and no recall, and PLAID's 1 at 1M tokens), 256 tokens at k <= 100 (at k = 100 on the anisotropic stop-word member, 2 bits:
-      recall@100 0.701 at PLAID's nprobe 2, 0.721 at 4, 0.726 at 8 with the codes' ceiling at
-      0.727; ndocs and t_cs changed nothing), 512 beyond; at most 16 cells.
+      at least ``PROBED_TOKENS[k]`` tokens per query token, at most 16 cells:
+      - k <= 10: 96 tokens, ``ceil(96 / (T / K))`` cells. 64 left XQuAD-R at 4 bits (per-
+        dimension buckets) at 0.969 with the codes at 0.982; 96 gives nprobe 6 there and
+        0.976; nprobe 3 instead of 2 at 300k tokens (~10% latency, no recall change); PLAID's
+        1 at 1M tokens.
+      - k <= 100: 256 tokens. On the anisotropic stop-word member at 2 bits (pooled
+        codes), recall@100 was 0.701 at PLAID's nprobe 2, 0.721 at 4, 0.726 at 8 with the
+        codes' ceiling at 0.727; ndocs and t_cs changed nothing there.
+      - beyond: 512 tokens.
     - exhaustive_docs: a segment with at most ``2 * exact_docs`` allowed documents is scored
       exhaustively (stage 4 on all of them costs about twice what stage 4 of the funnel costs,
       with stages 1-3 saved, and it returns the codes' exact top-k).
