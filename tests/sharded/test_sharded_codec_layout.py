@@ -42,3 +42,18 @@ def test_shard_with_another_layout_is_refused(sharded_copy):
     F.write_manifest(shard, body)
     with pytest.raises(ValueError, match="shard-0001.*codec"):
         ShardedIndex.open(sharded_copy)
+
+
+def test_shared_codec_is_trained_like_index_build(shard_collection, tmp_path):
+    """The shared codec uses Index.build's training defaults (it kept k-means' old 32 points
+    per centroid) and takes the same bucket_layout."""
+    import inspect
+
+    assert inspect.signature(ShardedIndex.build).parameters["max_points_per_centroid"].default == \
+        inspect.signature(Index.build).parameters["max_points_per_centroid"].default
+    c = shard_collection
+    with ShardedIndex.build(tmp_path / "pooled", c.doc_emb, c.doc_offsets, n_shards=2,
+                            bucket_layout="pooled") as index:
+        assert index.codec.bucket_layout == "pooled"
+    with pytest.raises(ValueError, match="bucket_layout"):
+        ShardedIndex.build(tmp_path / "bad", c.doc_emb, c.doc_offsets, n_shards=2, bucket_layout="perdim")

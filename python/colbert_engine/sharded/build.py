@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import HELDOUT_TOKENS, Codec, num_centroids, sample_doc_count, train_codec
+from colbert_engine.index.codec import (BUCKET_LAYOUTS, HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, Codec, num_centroids,
+                                        sample_doc_count, train_codec)
 from colbert_engine.index.ids import normalize_id
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import manifest as M
@@ -197,7 +198,8 @@ def sample_documents(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch
 
 
 def train_shared_codec(spool: Path, summaries: list, nbits: int, seed: int, kmeans_niters: int,
-                       n_centroids: int | None, max_points_per_centroid: int, device) -> Codec:
+                       n_centroids: int | None, max_points_per_centroid: int, device,
+                       bucket_layout: str | None = None) -> Codec:
     """The codec of all shards, trained on a sample drawn across the whole corpus."""
     lengths = torch.from_numpy(np.concatenate([s["lengths"] for s in summaries]))
     n_tokens = int(lengths.sum())
@@ -225,7 +227,7 @@ def train_shared_codec(spool: Path, summaries: list, nbits: int, seed: int, kmea
         pieces.extend(np.asarray(files[part_shards[d]][start[d]:start[d] + part_lengths[d]]) for d in picked)
     points = torch.from_numpy(np.concatenate(pieces))
     return train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
-                       max_points_per_centroid=max_points_per_centroid, device=device)
+                       max_points_per_centroid=max_points_per_centroid, device=device, bucket_layout=bucket_layout)
 
 
 # ---------------------------------------------------------------------------- shards
@@ -260,7 +262,8 @@ def prepare_folder(folder: Path) -> None:
 
 
 def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 2, seed: int = 0,
-                  n_centroids: int | None = None, kmeans_niters: int = 4, max_points_per_centroid: int = 32,
+                  n_centroids: int | None = None, kmeans_niters: int = 4,
+                  max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, bucket_layout: str | None = None,
                   device=None, encoder_factory: Callable | None = None, batch_size: int = 32, ray=None,
                   workers: int | None = None, window_parts: int = DEFAULT_WINDOW_PARTS, quiet: bool = True,
                   report: dict | None = None) -> Path:
@@ -276,6 +279,8 @@ def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 
         raise ValueError(f"n_shards: expected an int >= 1, got {n_shards!r}")
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
+    if bucket_layout is not None and bucket_layout not in BUCKET_LAYOUTS:
+        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r}")
     folder = Path(folder)
     prepare_folder(folder)
     spool = folder / SPOOL
@@ -302,7 +307,7 @@ def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 
         report["spool_peak_rss_mb"] = [s["peak_rss_mb"] for s in summaries]
         t1 = time.perf_counter()
         codec = train_shared_codec(spool, summaries, nbits, seed, kmeans_niters, n_centroids,
-                                   max_points_per_centroid, device)
+                                   max_points_per_centroid, device, bucket_layout)
         codec = codec.to("cpu")
         codec_entries = {name: F.write_npy(folder, name, getattr(codec, key)) for key, name in CODEC_FILES.items()}
         report["codec_s"] = time.perf_counter() - t1

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import Codec
+from colbert_engine.index.codec import MAX_POINTS_PER_CENTROID, Codec
 from colbert_engine.index.codec_files import bucket_layout_of, codec_shapes
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import build as B
@@ -508,7 +508,8 @@ class ShardedIndex:
     @classmethod
     def build(cls, path, doc_emb, doc_offsets=None, ids=None, metadata=None, *, n_shards: int = 2, nbits: int = 2,
               device=None, seed: int = 0, n_centroids: int | None = None, kmeans_niters: int = 4,
-              max_points_per_centroid: int = 32, docs_per_part: int = 4096, ray=None, open_on_ray: bool = False,
+              max_points_per_centroid: int = MAX_POINTS_PER_CENTROID, bucket_layout: str | None = None,
+              docs_per_part: int = 4096, ray=None, open_on_ray: bool = False,
               quiet: bool = True, report: dict | None = None) -> "ShardedIndex":
         """Build a sharded index from token vectors and open it.
 
@@ -519,6 +520,8 @@ class ShardedIndex:
             ray: None builds in this process; True/"local" or an address builds on Ray
                 (spooling through ``map_batches``, one task per shard). Same files either way.
             open_on_ray: open the result with its shards in Ray actors (else in this process).
+            seed, n_centroids, kmeans_niters, max_points_per_centroid, bucket_layout: the
+                shared codec's training, as :meth:`Index.build` (same defaults).
             report: a dict that receives step times and peak RSS per worker.
         """
         if isinstance(doc_emb, (torch.Tensor, np.ndarray)):
@@ -528,8 +531,8 @@ class ShardedIndex:
                 raise ValueError("doc_offsets/ids/metadata: give them inside each batch when doc_emb is an iterable")
             batches = doc_emb
         B.build_sharded(path, B.vector_parts(batches), n_shards, nbits=nbits, seed=seed, n_centroids=n_centroids,
-                        kmeans_niters=kmeans_niters, max_points_per_centroid=max_points_per_centroid, device=device,
-                        ray=ray, quiet=quiet, report=report)
+                        kmeans_niters=kmeans_niters, max_points_per_centroid=max_points_per_centroid,
+                        bucket_layout=bucket_layout, device=device, ray=ray, quiet=quiet, report=report)
         return cls.open(path, device=device, ray=ray if open_on_ray else None)
 
     @classmethod
