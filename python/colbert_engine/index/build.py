@@ -19,7 +19,8 @@ import torch
 
 from colbert_engine.index import format as F
 from colbert_engine.index.batches import BATCH_TOKENS, batches_of, check_batch, sample_rows
-from colbert_engine.index.codec import BUCKET_LAYOUTS, HELDOUT_TOKENS, BuildClock, Codec, RowParts, num_centroids, train_codec
+from colbert_engine.index.codec import (HELDOUT_TOKENS, BuildClock, Codec, RowParts, check_bucket_layout, num_centroids,
+                                        train_codec)
 from colbert_engine.index.memory import release_freed_memory
 from colbert_engine.index.spill import StreamSpill
 from colbert_engine.index.writer import (DEFAULT_LOCK_TIMEOUT_S, remove_leftovers, write_index,
@@ -49,8 +50,7 @@ def build_index(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, d
             raise ValueError(f"codec: its nbits {codec.nbits} differ from nbits={nbits}")
     if n_centroids is not None:
         n_centroids = check_count(n_centroids, "n_centroids")
-    if bucket_layout is not None and bucket_layout not in BUCKET_LAYOUTS:
-        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r}")
+    check_bucket_layout(bucket_layout)  # before a stream is spilled
     if codec is not None and bucket_layout is not None and bucket_layout != codec.bucket_layout:
         raise ValueError(f"bucket_layout: {bucket_layout!r} differs from the given codec's {codec.bucket_layout!r}")
     if isinstance(kmeans_niters, bool) or not isinstance(kmeans_niters, numbers.Integral) or kmeans_niters < 0:

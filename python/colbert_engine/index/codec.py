@@ -225,6 +225,21 @@ DEFAULT_BUCKET_LAYOUT = "per_dim"
 DEFAULT_LLOYD_ITERS = 16
 
 
+def check_bucket_layout(bucket_layout) -> str:
+    """``bucket_layout`` as given, or DEFAULT_BUCKET_LAYOUT for None; ValueError naming it."""
+    if bucket_layout is None:
+        return DEFAULT_BUCKET_LAYOUT
+    if bucket_layout not in BUCKET_LAYOUTS:
+        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r:.40}")
+    return bucket_layout
+
+
+def _check_lloyd_iters(lloyd_iters) -> int:
+    if isinstance(lloyd_iters, bool) or not isinstance(lloyd_iters, int) or lloyd_iters < 0:
+        raise ValueError(f"lloyd_iters: expected an int >= 0, got {lloyd_iters!r}")
+    return lloyd_iters
+
+
 def per_dim_bucket_tables(residuals: torch.Tensor, nbits: int, lloyd_iters: int = DEFAULT_LLOYD_ITERS):
     """Per-dimension bucket cutoffs ``(dim, 2^b - 1)`` and weights ``(dim, 2^b)`` float32.
 
@@ -237,8 +252,7 @@ def per_dim_bucket_tables(residuals: torch.Tensor, nbits: int, lloyd_iters: int 
     """
     if residuals.dim() != 2 or residuals.shape[0] == 0:
         raise ValueError(f"residuals: expected a non-empty (n, dim) tensor, got shape {tuple(residuals.shape)}")
-    if isinstance(lloyd_iters, bool) or not isinstance(lloyd_iters, int) or lloyd_iters < 0:
-        raise ValueError(f"lloyd_iters: expected an int >= 0, got {lloyd_iters!r}")
+    _check_lloyd_iters(lloyd_iters)
     values = residuals.float()
     n, dim = values.shape
     max_rows = max(1, _MAX_HELDOUT_VALUES // dim)
@@ -387,12 +401,8 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     """
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
-    bucket_layout = DEFAULT_BUCKET_LAYOUT if bucket_layout is None else bucket_layout
-    if bucket_layout not in BUCKET_LAYOUTS:
-        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS}, got {bucket_layout!r}")
-    lloyd_iters = DEFAULT_LLOYD_ITERS if lloyd_iters is None else lloyd_iters
-    if isinstance(lloyd_iters, bool) or not isinstance(lloyd_iters, int) or lloyd_iters < 0:
-        raise ValueError(f"lloyd_iters: expected an int >= 0, got {lloyd_iters!r}")
+    bucket_layout = check_bucket_layout(bucket_layout)
+    lloyd_iters = _check_lloyd_iters(DEFAULT_LLOYD_ITERS if lloyd_iters is None else lloyd_iters)
     n = sample.shape[0] if rows is None else rows.numel()
     if sample.dim() != 2 or n == 0:
         raise ValueError(f"codec training needs at least one token vector, got shape {tuple(sample.shape)}")

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
-from colbert_engine.index.codec import (BUCKET_LAYOUTS, HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, Codec, num_centroids,
-                                        sample_doc_count, train_codec)
+from colbert_engine.index.codec import (HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, Codec, check_bucket_layout,
+                                        num_centroids, sample_doc_count, train_codec)
 from colbert_engine.index.ids import normalize_id
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import manifest as M
@@ -279,8 +279,7 @@ def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 
         raise ValueError(f"n_shards: expected an int >= 1, got {n_shards!r}")
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
-    if bucket_layout is not None and bucket_layout not in BUCKET_LAYOUTS:
-        raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r}")
+    check_bucket_layout(bucket_layout)  # before the corpus is spooled
     folder = Path(folder)
     prepare_folder(folder)
     spool = folder / SPOOL
