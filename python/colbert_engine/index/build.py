@@ -91,19 +91,25 @@ def _spill_train_and_write(folder: Path, batches, nbits: int, device: torch.devi
         release_freed_memory()
         if spill.n_tokens == 0:
             raise ValueError("doc_emb: the collection has no tokens; nothing to train the codec on")
-        n_tokens = spill.n_tokens
-        k = n_centroids or num_centroids(n_tokens, n_tokens)
-        rows = sample_rows(spill.lengths(), seed, max_points_per_centroid * k + HELDOUT_TOKENS)
-        clock.lap("sampling")
-        codec = train_codec(spill.rows(), n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
-                            max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
-                            timings=clock.seconds, bucket_layout=bucket_layout)
-        del rows
+        codec = _train_on_sample(spill.rows(), spill.lengths(), spill.n_tokens, clock, nbits, device, n_centroids,
+                                 kmeans_niters, seed, max_points_per_centroid, bucket_layout)
         release_freed_memory()
         clock.restart()
         write_index(folder, codec, spill.batches(SPILL_READ_TOKENS), device, clock=clock)
     finally:
         spill.remove()
+
+
+def _train_on_sample(points, lengths: torch.Tensor, n_tokens: int, clock: BuildClock, nbits: int, device,
+                     n_centroids, kmeans_niters, seed, max_points_per_centroid, bucket_layout) -> Codec:
+    """The codec, trained on ColBERT's document sample (:func:`sample_rows` of the documents'
+    ``lengths``) of ``points`` (the collection's rows: a tensor, RowParts or a spill)."""
+    k = n_centroids or num_centroids(n_tokens, n_tokens)
+    rows = sample_rows(lengths, seed, max_points_per_centroid * k + HELDOUT_TOKENS)
+    clock.lap("sampling")
+    return train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
+                       max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
+                       timings=clock.seconds, bucket_layout=bucket_layout)
 
 
 def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: int, device: torch.device,
@@ -133,16 +139,12 @@ def _train_and_write(folder: Path, doc_emb, doc_offsets, ids, metadata, nbits: i
     else:  # sample the buffered stream's documents
         lengths = torch.cat([torch.diff(b[1]) for b in buffered])
         n_tokens = n_tokens_hint or buffered_tokens
-    k = n_centroids or num_centroids(n_tokens, n_tokens)
-    rows = sample_rows(lengths, seed, max_points_per_centroid * k + HELDOUT_TOKENS)
     if not packed:  # the sample is rows of the buffered batches, gathered chunk by chunk, never copied whole
         points = RowParts([b[0] for b in buffered])
-    clock.lap("sampling")
-    codec = train_codec(points, n_tokens, nbits, seed=seed, niters=kmeans_niters, n_centroids=n_centroids,
-                        max_points_per_centroid=max_points_per_centroid, rows=rows, device=device,
-                        timings=clock.seconds, bucket_layout=bucket_layout)
+    codec = _train_on_sample(points, lengths, n_tokens, clock, nbits, device, n_centroids, kmeans_niters, seed,
+                             max_points_per_centroid, bucket_layout)
     clock.restart()
-    del points, rows
+    del points
     release_freed_memory()
     # hand the buffered batches over one by one so each is freed once compressed
     buffered_stream = (buffered.pop(0) for _ in range(len(buffered)))
