@@ -59,17 +59,24 @@ def _as_list(values, n: int, name: str):
     return values
 
 
-def _packed_batches(emb, offsets, ids, metadata) -> Iterator[tuple]:
-    """Cut a packed collection into batches of whole documents, about BATCH_TOKENS each."""
+def document_runs(offsets: torch.Tensor, max_tokens: int) -> Iterator[tuple[int, int]]:
+    """``(first, end)`` document ranges covering ``offsets``' documents in order, each of
+    about ``max_tokens`` tokens (at least one document)."""
     n_docs = offsets.numel() - 1
     doc = 0
     while doc < n_docs:
-        end = int(torch.searchsorted(offsets, offsets[doc] + BATCH_TOKENS, right=True)) - 1
+        end = int(torch.searchsorted(offsets, offsets[doc] + max_tokens, right=True)) - 1
         end = min(max(end, doc + 1), n_docs)
+        yield doc, end
+        doc = end
+
+
+def _packed_batches(emb, offsets, ids, metadata) -> Iterator[tuple]:
+    """Cut a packed collection into batches of whole documents, about BATCH_TOKENS each."""
+    for doc, end in document_runs(offsets, BATCH_TOKENS):
         t0, t1 = int(offsets[doc]), int(offsets[end])
         yield (emb[t0:t1], offsets[doc:end + 1] - t0, None if ids is None else ids[doc:end],
                None if metadata is None else metadata[doc:end])
-        doc = end
 
 
 def _stream_batches(batches: Iterable) -> Iterator[tuple]:

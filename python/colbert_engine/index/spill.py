@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
+from colbert_engine.index.batches import document_runs
 
 SPILL_VECTORS = "build.spill.vectors"  # the token vectors, each batch in its own dtype, raw
 SPILL_DOCS = "build.spill.docs"        # one pickled (ids, metadata) per batch
@@ -136,15 +137,11 @@ class StreamSpill:
                 raise ValueError(f"{self.paths[1]}: cannot read the build's spill back ({exc})") from exc
             offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
             torch.cumsum(lengths, 0, out=offsets[1:])
-            doc, n_docs = 0, lengths.numel()
-            while doc < n_docs:
-                end = int(torch.searchsorted(offsets, offsets[doc] + max_tokens, right=True)) - 1
-                end = min(max(end, doc + 1), n_docs)
+            for doc, end in document_runs(offsets, max_tokens):
                 t0, t1 = int(offsets[doc]), int(offsets[end])
                 emb = self._batch_rows(b, np.arange(t0, t1, dtype=np.int64))
                 yield (emb, offsets[doc:end + 1] - t0, None if ids is None else ids[doc:end],
                        None if metadata is None else metadata[doc:end])
-                doc = end
 
     def remove(self) -> None:
         """Close and delete both files; best effort (must not replace an error being raised)."""
