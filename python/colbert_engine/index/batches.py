@@ -103,16 +103,20 @@ def batches_of(doc_emb, doc_offsets, ids, metadata) -> Iterator[tuple]:
     return _stream_batches(doc_emb)
 
 
-def sample_rows(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Tensor:
-    """Token indices (int64, ascending) of randomly chosen documents, ColBERT's
-    min(1 + 16 sqrt(120 n), n) of them, taken in random order until ``max_tokens`` (what
-    k-means and the bucket statistics will use) are reached: the sample never grows with
-    the collection beyond that, and is a list of rows, not a copy of the vectors."""
-    n_docs = lengths.numel()
+def sample_documents(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Tensor:
+    """Document indices (int64, ascending) of ColBERT's ``min(1 + 16 sqrt(120 n), n)``
+    random documents, taken in random order until ``max_tokens`` tokens are reached."""
     gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(n_docs, generator=gen)[:sample_doc_count(n_docs)]
+    order = torch.randperm(lengths.numel(), generator=gen)[:sample_doc_count(lengths.numel())]
     take = int(torch.searchsorted(torch.cumsum(lengths[order], 0), max_tokens)) + 1
-    chosen = torch.zeros(n_docs, dtype=torch.bool)
-    chosen[order[:take]] = True
+    return order[:take].sort().values
+
+
+def sample_rows(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Tensor:
+    """Token indices (int64, ascending) of :func:`sample_documents`' documents (what
+    k-means and the bucket statistics will use): the sample never grows with the collection
+    beyond ``max_tokens``, and is a list of rows, not a copy of the vectors."""
+    chosen = torch.zeros(lengths.numel(), dtype=torch.bool)
+    chosen[sample_documents(lengths, seed, max_tokens)] = True
     token_mask = torch.repeat_interleave(chosen, lengths, output_size=int(lengths.sum()))
     return torch.nonzero(token_mask).flatten()

@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from colbert_engine.index import format as F
+from colbert_engine.index.batches import sample_documents
 from colbert_engine.index.codec import (HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, Codec, check_bucket_layout,
-                                        num_centroids, sample_doc_count, train_codec)
+                                        num_centroids, train_codec)
 from colbert_engine.index.ids import normalize_id
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import manifest as M
@@ -187,15 +188,6 @@ def _shard_batches(spool: Path, parts: list, shard: int) -> Iterator[tuple]:
 
 
 # ----------------------------------------------------------------------------- codec
-
-def sample_documents(lengths: torch.Tensor, seed: int, max_tokens: int) -> torch.Tensor:
-    """Global doc indices (ascending) of ColBERT's ``min(1 + 16 sqrt(120 n), n)`` random
-    documents, taken in random order until ``max_tokens`` tokens are reached."""
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(lengths.numel(), generator=gen)[:sample_doc_count(lengths.numel())]
-    take = int(torch.searchsorted(torch.cumsum(lengths[order], 0), max_tokens)) + 1
-    return order[:take].sort().values
-
 
 def train_shared_codec(spool: Path, summaries: list, nbits: int, seed: int, kmeans_niters: int,
                        n_centroids: int | None, max_points_per_centroid: int, device,
