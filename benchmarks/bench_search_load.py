@@ -1,7 +1,7 @@
 """Search latency beside other work: quiet, beside torch on all cores, beside a busy loop.
 
     PYTHONPATH=python python benchmarks/bench_search_load.py [--member base-3k] [--nbits 2] \
-        [--neighbours 3] [--seconds 20] [--fixed-team]
+        [--neighbours 3] [--seconds 20] [--fixed-team] [--session child|own|both]
 
 For each scenario and 1 / 2 threads (``ops.set_num_threads`` and ``torch.set_num_threads``),
 one query per call (k = 10) over the member's queries; p50 / p95 ms. Competitors are fresh
@@ -14,6 +14,12 @@ processes, started for each measurement and killed after (bounded by ``--seconds
 Where threads land differs from one neighbour to the next (bimodal), so each (scenario,
 threads) runs ``--neighbours`` times and the worst p50 is reported beside the median.
 Target (issue 11): 2-thread p50 beside torch <= 1.5x the 1-thread quiet p50.
+Where the competitor runs matters to Linux's scheduler: ``--session child`` starts it in
+the benchmark's own session (it competes thread against thread with the search, as a
+subprocess of the service would), ``--session own`` in a new session (``setsid``, as a
+separately started encoder or another service is: the kernel's autogroups, or systemd's
+cgroups for services, then share the cores between the two processes, not between their
+threads); ``both`` (default) measures the loaded cells each way.
 ``--fixed-team`` disables the search's choice of team size (search/threads.py) to show what
 it changes. Also prints batch QPS (all queries in one call) quiet, beside single-query p50.
 """
@@ -46,9 +52,10 @@ COMPETITORS = {
 }
 
 
-def _start(kind: str, seconds: float):
+def _start(kind: str, seconds: float, own_session: bool = False):
     code = "import os\n" + COMPETITORS[kind].format(seconds=seconds)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            start_new_session=own_session)
     proc.stdout.readline()  # it prints "ready" on reaching its loop (importing torch takes ~1.4 s)
     time.sleep(1.0)  # let it settle into the loop
     return proc
@@ -71,6 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="lifetime of each competitor")
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--fixed-team", action="store_true", help="always use every allowed thread")
+    parser.add_argument("--session", choices=("child", "own", "both"), default="both",
+                        help="competitor in the benchmark's session, in its own, or each way")
     args = parser.parse_args(argv)
 
     from colbert_engine import Index, ops
@@ -86,13 +95,16 @@ def main(argv=None) -> int:
               f"team {'fixed' if args.fixed_team else 'chosen by the search'}; load average "
               f"{os.getloadavg()[0]:.1f} at start", flush=True)
         results = {}
-        for scenario in ("quiet", "torch", "busy"):
+        sessions = ("child", "own") if args.session == "both" else (args.session,)
+        scenarios = ["quiet"] + [f"{kind}/{session}" for kind in ("torch", "busy") for session in sessions]
+        for scenario in scenarios:
+            kind, _, session = scenario.partition("/")
             for threads in (1, 2):
                 ops.set_num_threads(threads)
                 torch.set_num_threads(threads)
                 p50s, p95s = [], []
                 for _ in range(args.neighbours if scenario != "quiet" else 1):
-                    proc = None if scenario == "quiet" else _start(scenario, args.seconds)
+                    proc = None if kind == "quiet" else _start(kind, args.seconds, session == "own")
                     try:
                         _latencies(index, queries[:5])  # warm-up
                         lat = _latencies(index, queries)
@@ -103,7 +115,7 @@ def main(argv=None) -> int:
                     p50s.append(np.percentile(lat, 50))
                     p95s.append(np.percentile(lat, 95))
                 results[scenario, threads] = (max(p50s), float(np.median(p50s)), max(p95s))
-                print(f"{scenario:6s} {threads} thr: p50 worst {max(p50s):8.2f} ms (median {np.median(p50s):.2f}), "
+                print(f"{scenario:11s} {threads} thr: p50 worst {max(p50s):8.2f} ms (median {np.median(p50s):.2f}), "
                       f"p95 worst {max(p95s):8.2f} ms; load {os.getloadavg()[0]:.1f}", flush=True)
         ops.set_num_threads(2)
         torch.set_num_threads(2)
@@ -115,8 +127,11 @@ def main(argv=None) -> int:
             batch_s.append(time.perf_counter() - start)
         qps = queries.shape[0] / float(np.median(batch_s[1:]))
         base = results["quiet", 1][0]
-        print(f"2-thread p50 beside torch / 1-thread quiet p50 = {results['torch', 2][0] / base:.2f} "
-              f"(target <= 1.5); batch of {queries.shape[0]}: {qps:.0f} QPS vs single p50 "
+        for session in sessions:
+            worst, median = results[f"torch/{session}", 2][:2]
+            print(f"competitor in {session} session: 2-thread p50 beside torch / 1-thread quiet p50 = "
+                  f"{worst / base:.2f} worst neighbour, {median / base:.2f} median (target <= 1.5)")
+        print(f"batch of {queries.shape[0]}: {qps:.0f} QPS vs single p50 "
               f"{results['quiet', 2][0]:.2f} ms ({1e3 / results['quiet', 2][0]:.0f} QPS one by one)")
         index.close()
     return 0
