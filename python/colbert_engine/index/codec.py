@@ -17,7 +17,13 @@ ColBERTv2's recipe (DESIGN.md section 4) without faiss and without ``torch.quant
   (``"per_dim"``), the same quantiles of each dimension's residuals, then refined by
   16 Lloyd-Max steps per dimension (:func:`per_dim_bucket_tables`). Residual
   spread differs by dimension on anisotropic data; per-dimension tables cost no bytes
-  per token (benchmarks/RESULTS.md, search quality, has the measurements).
+  per token (benchmarks/RESULTS.md, search quality, has the measurements);
+- or (``"codebook"``, product quantization at the same bytes per token) for each residual
+  byte position p a codebook of 256 codewords over its ``8 / nbits`` dimensions, trained
+  by seeded k-means on the held-out residuals' sub-vectors
+  (:func:`train_residual_codebook`); a byte is the index of the nearest codeword. The
+  per-dimension scalar codes are the special case of a product grid of 2^nbits levels per
+  dimension, so this is at least as expressive; it measured better at 1 and 2 bits.
 """
 
 from __future__ import annotations
@@ -216,13 +222,77 @@ def bucket_tables(residuals: torch.Tensor, nbits: int):
 # Bucket table layouts: "pooled" (ColBERT's, one table for all dimensions) and
 # "per_dim" (one row per dimension). New builds use DEFAULT_BUCKET_LAYOUT; an index
 # records its layout in the manifest (absent: pooled, every index written before).
-BUCKET_LAYOUTS = ("pooled", "per_dim")
+BUCKET_LAYOUTS = ("pooled", "per_dim", "codebook")
 DEFAULT_BUCKET_LAYOUT = "per_dim"
 # Lloyd-Max iterations after the per-dimension quantiles (0: quantiles only). 16: from 4 to
 # 16 lifted exact-on-codes recall@10 by up to 0.024 (aniso-stop-3k, 2 bits); 32 and 64 did
 # not lift it further (benchmarks/RESULTS.md, search quality). Each step is a searchsorted
 # into the sorted columns, far cheaper than their sort.
 DEFAULT_LLOYD_ITERS = 16
+
+
+# k-means steps of the "codebook" layout's per-position codebooks (the experiment's 20).
+DEFAULT_CODEBOOK_ITERS = 20
+# Residual sub-vectors the codebooks train on: the held-out tokens (ColBERT's 50k at most).
+CODEBOOK_TOKENS = HELDOUT_TOKENS
+# Rows of (positions x rows x 256) distances per assignment chunk in codebook training.
+_CODEBOOK_BUDGET = 1 << 24
+
+
+def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DEFAULT_CODEBOOK_ITERS,
+                            seed: int = 0) -> torch.Tensor:
+    """Byte codebook float32 ``(dim * nbits / 8, 256, 8 / nbits)`` by k-means per byte position.
+
+    residuals: ``(n, dim)`` float. Position p's codewords are 256 centres of the sub-vectors
+    ``residuals[:, p*k:(p+1)*k]`` (``k = 8 / nbits``), all positions trained together
+    (batched distances). Start: the sub-vectors of 256 seeded random rows (with repeats when
+    n < 256); each step assigns every sub-vector its nearest codeword by squared L2 (the
+    encoding rule, ties to the lowest index) and moves each codeword to its members' mean
+    (fp64 sums); an empty codeword keeps its place. Deterministic for a seed on CPU.
+    """
+    if residuals.dim() != 2 or residuals.shape[0] == 0:
+        raise ValueError(f"residuals: expected a non-empty (n, dim) tensor, got shape {tuple(residuals.shape)}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters: expected an int >= 0, got {iters!r}")
+    n, dim = residuals.shape
+    per_byte = 8 // nbits
+    if nbits not in (1, 2, 4) or dim % per_byte:
+        raise ValueError(f"nbits: dim {dim} does not split into bytes of {per_byte} dimensions (nbits {nbits})")
+    positions = dim // per_byte
+    x = residuals.float().reshape(n, positions, per_byte).transpose(0, 1).contiguous()     # (P, n, k)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    start = torch.randperm(n, generator=gen)
+    start = start.repeat((256 + n - 1) // n)[:256].to(x.device)
+    codebook = x[:, start].clone()                                                        # (P, 256, k)
+    chunk = max(1, _CODEBOOK_BUDGET // (positions * 256))
+    slots = (torch.arange(positions, device=x.device) * 256).unsqueeze(1)
+    for _ in range(iters):
+        sums = torch.zeros(positions * 256, per_byte, dtype=torch.float64, device=x.device)
+        counts = torch.zeros(positions * 256, dtype=torch.float64, device=x.device)
+        squares = (codebook * codebook).sum(dim=-1).unsqueeze(1)                          # (P, 1, 256)
+        for first in range(0, n, chunk):
+            sub = x[:, first:first + chunk]                                               # (P, m, k)
+            # ||c||^2 - 2 <x, c>: the same argmin as ||x - c||^2 up to rounding (training only)
+            nearest = torch.baddbmm(squares, sub, codebook.transpose(1, 2), alpha=-2).argmin(dim=-1)
+            flat = (nearest + slots).flatten()
+            sums.index_add_(0, flat, sub.reshape(-1, per_byte).double())
+            counts += torch.bincount(flat, minlength=positions * 256).double()
+        means = (sums / counts.clamp(min=1).unsqueeze(1)).float().view(positions, 256, per_byte)
+        codebook = torch.where(counts.view(positions, 256, 1) > 0, means, codebook)
+    return codebook.contiguous()
+
+
+def check_residual_codebook(codebook, nbits: int, dim: int, where: str = "residual codebook") -> torch.Tensor:
+    """Validate a "codebook" codec's byte codebook ``(dim * nbits / 8, 256, 8 / nbits)`` of
+    finite floats; returns it as float32. ``where`` names the source in the ValueError."""
+    codebook = torch.as_tensor(codebook)
+    want = (dim * nbits // 8, 256, 8 // nbits)
+    if tuple(codebook.shape) != want:
+        raise ValueError(f"{where}: shape {tuple(codebook.shape)}, expected (dim * nbits / 8, 256, 8 / nbits) = "
+                         f"{want} for dim {dim}, nbits {nbits}")
+    if not codebook.is_floating_point() or not bool(torch.isfinite(codebook).all()):
+        raise ValueError(f"{where}: the residual codebook must hold finite floats")
+    return codebook.float()
 
 
 def check_bucket_layout(bucket_layout) -> str:
@@ -331,17 +401,25 @@ def check_bucket_tables(cutoffs, weights, nbits: int, dim: int, where: str = "bu
 
 @dataclass
 class Codec:
-    """Centroids and residual buckets: everything needed to (de)compress token vectors.
+    """Centroids and residual tables: everything needed to (de)compress token vectors.
 
-    centroids float32 ``(K, dim)`` (unit rows); bucket tables float32, pooled (ColBERT's
-    layout) ``bucket_cutoffs (2^nbits - 1,)`` and ``bucket_weights (2^nbits,)``, or per
-    dimension ``(dim, 2^nbits - 1)`` and ``(dim, 2^nbits)`` (:attr:`bucket_layout`).
+    centroids float32 ``(K, dim)`` (unit rows); then one of (:attr:`bucket_layout`)
+    scalar bucket tables float32, pooled (ColBERT's layout) ``bucket_cutoffs
+    (2^nbits - 1,)`` and ``bucket_weights (2^nbits,)``, or per dimension ``(dim, 2^nbits -
+    1)`` and ``(dim, 2^nbits)``; or (``"codebook"``) no bucket tables (None) and a trained
+    ``residual_codebook`` ``(dim * nbits / 8, 256, 8 / nbits)``. Every layout decodes
+    through :attr:`byte_codebook` (built once per codec).
     """
 
     centroids: torch.Tensor
-    bucket_cutoffs: torch.Tensor
-    bucket_weights: torch.Tensor
+    bucket_cutoffs: torch.Tensor | None
+    bucket_weights: torch.Tensor | None
     nbits: int
+    residual_codebook: torch.Tensor | None = None
+    # The byte codebook the kernels decode with, expanded once from the scalar tables
+    # (kept with the tables it came from: train_codec sets them after construction).
+    _byte_codebook: object = field(default=None, init=False, repr=False, compare=False)
+    _byte_codebook_of: object = field(default=None, init=False, repr=False, compare=False)
     # Built on first use by compress(); a pure function of the centroids (seeded), so
     # every build, add and compaction assigns a token the same code.
     _cells: object = field(default=None, init=False, repr=False, compare=False)
@@ -355,8 +433,23 @@ class Codec:
 
     @property
     def bucket_layout(self) -> str:
-        """"pooled" (one table for all dimensions) or "per_dim" (a row per dimension)."""
+        """"pooled" (one table for all dimensions), "per_dim" (a row per dimension) or
+        "codebook" (a trained byte codebook, product quantization)."""
+        if self.residual_codebook is not None:
+            return "codebook"
         return "per_dim" if self.bucket_weights.dim() == 2 else "pooled"
+
+    @property
+    def byte_codebook(self) -> torch.Tensor:
+        """float32 ``(dim * nbits / 8, 256, 8 / nbits)`` on the codec's device: what every
+        decode (decompression, lut_maxsim) reads; :func:`ops.codec.byte_codebook` of the
+        scalar tables, or the trained codebook."""
+        if self.residual_codebook is not None:
+            return self.residual_codebook
+        if self._byte_codebook is None or self._byte_codebook_of is not self.bucket_weights:
+            self._byte_codebook = ops_codec.byte_codebook(self.bucket_weights, self.nbits, self.dim)
+            self._byte_codebook_of = self.bucket_weights
+        return self._byte_codebook
 
     @property
     def cells(self):
@@ -370,20 +463,23 @@ class Codec:
         """(codes, residuals, inv_norms) of token vectors: :func:`ops.compress_residuals`
         with this codec's centroid cells (probed assignment for large K on CPU)."""
         start = time.perf_counter()
-        out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.bucket_weights, self.nbits,
+        out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.byte_codebook, self.nbits,
                                      cells=self.cells if emb.device.type == "cpu" else None)
         self.compress_seconds += time.perf_counter() - start
         return out
 
     def to(self, device) -> "Codec":
-        return Codec(self.centroids.to(device), self.bucket_cutoffs.to(device), self.bucket_weights.to(device),
-                     self.nbits)
+        def moved(t):
+            return None if t is None else t.to(device)
+        return Codec(self.centroids.to(device), moved(self.bucket_cutoffs), moved(self.bucket_weights), self.nbits,
+                     moved(self.residual_codebook))
 
 
 def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
                 n_centroids: int | None = None, max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
                 rows: torch.Tensor | None = None, device=None, timings: dict | None = None,
-                bucket_layout: str | None = None, lloyd_iters: int | None = None) -> Codec:
+                bucket_layout: str | None = None, lloyd_iters: int | None = None,
+                codebook_tokens: int | None = None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
@@ -393,9 +489,12 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
         device: where k-means runs (default ``sample.device``).
         timings: optional dict that receives the seconds of "kmeans" and "buckets".
-        bucket_layout: "per_dim" or "pooled" (ColBERT's); default ``DEFAULT_BUCKET_LAYOUT``.
+        bucket_layout: "per_dim", "pooled" (ColBERT's) or "codebook" (product quantization);
+            default ``DEFAULT_BUCKET_LAYOUT``.
         lloyd_iters: Lloyd-Max steps of the per-dimension tables (default
             ``DEFAULT_LLOYD_ITERS``; 0 keeps the quantiles).
+        codebook_tokens: residuals the "codebook" layout trains on (default
+            ``CODEBOOK_TOKENS``): the held-out tokens, then sample tokens after them.
     Returns:
         a :class:`Codec` on ``device``.
     """
@@ -429,9 +528,25 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     # gathered after k-means, residuals in place: at 1M tokens the held-out vectors (25 MB)
     # and their copies were a third of the build's peak memory
     heldout = sample[heldout_rows].to(device, torch.float32)
+    extra_rows = train_rows if bucket_layout == "codebook" and n_heldout else train_rows[:0]
     del order, heldout_rows, train_rows
     codes, _ = _assign(heldout, centroids, codec.cells)
     residuals = heldout.sub_(centroids[codes])
+    if bucket_layout == "codebook":
+        wanted = CODEBOOK_TOKENS if codebook_tokens is None else codebook_tokens
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+            raise ValueError(f"codebook_tokens: expected an int >= 1, got {wanted!r}")
+        extra = extra_rows[:max(0, wanted - residuals.shape[0])]
+        if extra.numel():  # more residuals than the held-out set: sample tokens after it
+            more = sample[extra].to(device, torch.float32)
+            more_codes, _ = _assign(more, centroids, codec.cells)
+            residuals = torch.cat([residuals, more.sub_(centroids[more_codes])])
+            del more, more_codes
+        codec.residual_codebook = train_residual_codebook(residuals[:wanted], nbits, seed=seed).to(device)
+        if timings is not None:
+            timings["kmeans"] = mid - start
+            timings["buckets"] = time.perf_counter() - mid
+        return codec
     if bucket_layout == "per_dim":
         cutoffs, weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
     else:
