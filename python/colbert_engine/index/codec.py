@@ -235,8 +235,6 @@ DEFAULT_LLOYD_ITERS = 16
 DEFAULT_CODEBOOK_ITERS = 20
 # Residual sub-vectors the codebooks train on: the held-out tokens (ColBERT's 50k at most).
 CODEBOOK_TOKENS = HELDOUT_TOKENS
-# Rows of (positions x rows x 256) distances per assignment chunk in codebook training.
-_CODEBOOK_BUDGET = 1 << 24
 
 
 def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DEFAULT_CODEBOOK_ITERS,
@@ -244,42 +242,38 @@ def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DE
     """Byte codebook float32 ``(dim * nbits / 8, 256, 8 / nbits)`` by k-means per byte position.
 
     residuals: ``(n, dim)`` float. Position p's codewords are 256 centres of the sub-vectors
-    ``residuals[:, p*k:(p+1)*k]`` (``k = 8 / nbits``), all positions trained together
-    (batched distances). Start: the sub-vectors of 256 seeded random rows (with repeats when
-    n < 256); each step assigns every sub-vector its nearest codeword by squared L2 (the
-    encoding rule, ties to the lowest index) and moves each codeword to its members' mean
-    (fp64 sums); an empty codeword keeps its place. Deterministic for a seed on CPU.
+    ``residuals[:, p*k:(p+1)*k]`` (``k = 8 / nbits``). Start: the sub-vectors of 256 seeded
+    random rows (with repeats when n < 256). Each step assigns every sub-vector its nearest
+    codeword with the encoding kernel itself (``ops.compress_residuals`` against a zero
+    centroid: squared L2, ties to the lowest index, all positions of a row in one pass) and
+    moves each codeword to its members' mean (``ops.codec.accumulate_rows``, fixed order); a
+    codeword without members keeps its place. Deterministic for a seed.
     """
     if residuals.dim() != 2 or residuals.shape[0] == 0:
         raise ValueError(f"residuals: expected a non-empty (n, dim) tensor, got shape {tuple(residuals.shape)}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters: expected an int >= 0, got {iters!r}")
     n, dim = residuals.shape
+    nbits = ops_codec.check_nbits(nbits, dim)
     per_byte = 8 // nbits
-    if nbits not in (1, 2, 4) or dim % per_byte:
-        raise ValueError(f"nbits: dim {dim} does not split into bytes of {per_byte} dimensions (nbits {nbits})")
     positions = dim // per_byte
-    x = residuals.float().reshape(n, positions, per_byte).transpose(0, 1).contiguous()     # (P, n, k)
+    x = residuals.to(torch.float32).contiguous()
     gen = torch.Generator(device="cpu").manual_seed(seed)
     start = torch.randperm(n, generator=gen)
     start = start.repeat((256 + n - 1) // n)[:256].to(x.device)
-    codebook = x[:, start].clone()                                                        # (P, 256, k)
-    chunk = max(1, _CODEBOOK_BUDGET // (positions * 256))
-    slots = (torch.arange(positions, device=x.device) * 256).unsqueeze(1)
+    codebook = x[start].view(256, positions, per_byte).transpose(0, 1).contiguous()      # (P, 256, k)
+    zero = torch.zeros(1, dim, dtype=torch.float32, device=x.device)
+    sub_vectors = x.view(n * positions, per_byte)                 # row t*P + p: residual t, position p
+    slots = torch.arange(positions, device=x.device) * 256
     for _ in range(iters):
-        sums = torch.zeros(positions * 256, per_byte, dtype=torch.float64, device=x.device)
-        counts = torch.zeros(positions * 256, dtype=torch.float64, device=x.device)
-        squares = (codebook * codebook).sum(dim=-1).unsqueeze(1)                          # (P, 1, 256)
-        for first in range(0, n, chunk):
-            sub = x[:, first:first + chunk]                                               # (P, m, k)
-            # ||c||^2 - 2 <x, c>: the same argmin as ||x - c||^2 up to rounding (training only)
-            nearest = torch.baddbmm(squares, sub, codebook.transpose(1, 2), alpha=-2).argmin(dim=-1)
-            flat = (nearest + slots).flatten()
-            sums.index_add_(0, flat, sub.reshape(-1, per_byte).double())
-            counts += torch.bincount(flat, minlength=positions * 256).double()
-        means = (sums / counts.clamp(min=1).unsqueeze(1)).float().view(positions, 256, per_byte)
-        codebook = torch.where(counts.view(positions, 256, 1) > 0, means, codebook)
-    return codebook.contiguous()
+        _, nearest, _ = ops.compress_residuals(x, zero, None, codebook, nbits)            # (n, P) uint8
+        assigned = (nearest.to(torch.int64) + slots).flatten()
+        sums = ops_codec.accumulate_rows(sub_vectors, assigned,
+                                         torch.zeros(positions * 256, per_byte, device=x.device))
+        counts = torch.bincount(assigned, minlength=positions * 256).view(positions, 256, 1)
+        means = sums.view(positions, 256, per_byte) / counts.clamp(min=1)
+        codebook = torch.where(counts > 0, means, codebook).contiguous()
+    return codebook
 
 
 def check_residual_codebook(codebook, nbits: int, dim: int, where: str = "residual codebook") -> torch.Tensor:
