@@ -224,6 +224,13 @@ def bucket_tables(residuals: torch.Tensor, nbits: int):
 # records its layout in the manifest (absent: pooled, every index written before).
 BUCKET_LAYOUTS = ("pooled", "per_dim", "codebook")
 DEFAULT_BUCKET_LAYOUT = "per_dim"
+# The default by nbits where it differs from DEFAULT_BUCKET_LAYOUT.
+DEFAULT_LAYOUT_BY_NBITS: dict = {}
+
+
+def default_bucket_layout(nbits: int) -> str:
+    """The layout a new build at ``nbits`` uses when none is given."""
+    return DEFAULT_LAYOUT_BY_NBITS.get(nbits, DEFAULT_BUCKET_LAYOUT)
 # Lloyd-Max iterations after the per-dimension quantiles (0: quantiles only). 16: from 4 to
 # 16 lifted exact-on-codes recall@10 by up to 0.024 (aniso-stop-3k, 2 bits); 32 and 64 did
 # not lift it further (benchmarks/RESULTS.md, search quality). Each step is a searchsorted
@@ -238,12 +245,13 @@ CODEBOOK_TOKENS = HELDOUT_TOKENS
 
 
 def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DEFAULT_CODEBOOK_ITERS,
-                            seed: int = 0) -> torch.Tensor:
+                            seed: int = 0, init: torch.Tensor | None = None) -> torch.Tensor:
     """Byte codebook float32 ``(dim * nbits / 8, 256, 8 / nbits)`` by k-means per byte position.
 
     residuals: ``(n, dim)`` float. Position p's codewords are 256 centres of the sub-vectors
-    ``residuals[:, p*k:(p+1)*k]`` (``k = 8 / nbits``). Start: the sub-vectors of 256 seeded
-    random rows (with repeats when n < 256). Each step assigns every sub-vector its nearest
+    ``residuals[:, p*k:(p+1)*k]`` (``k = 8 / nbits``). Start: ``init`` (a byte codebook, e.g.
+    the expansion of per-dimension scalar tables), or the sub-vectors of 256 seeded random
+    rows (with repeats when n < 256). Each step assigns every sub-vector its nearest
     codeword with the encoding kernel itself (``ops.compress_residuals`` against a zero
     centroid: squared L2, ties to the lowest index, all positions of a row in one pass) and
     moves each codeword to its members' mean (``ops.codec.accumulate_rows``, fixed order); a
@@ -258,10 +266,13 @@ def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DE
     per_byte = 8 // nbits
     positions = dim // per_byte
     x = residuals.to(torch.float32).contiguous()
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    start = torch.randperm(n, generator=gen)
-    start = start.repeat((256 + n - 1) // n)[:256].to(x.device)
-    codebook = x[start].view(256, positions, per_byte).transpose(0, 1).contiguous()      # (P, 256, k)
+    if init is not None:
+        codebook = ops_codec.check_codebook(init, nbits, dim, x.device, "init").clone()
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        start = torch.randperm(n, generator=gen)
+        start = start.repeat((256 + n - 1) // n)[:256].to(x.device)
+        codebook = x[start].view(256, positions, per_byte).transpose(0, 1).contiguous()  # (P, 256, k)
     zero = torch.zeros(1, dim, dtype=torch.float32, device=x.device)
     sub_vectors = x.view(n * positions, per_byte)                 # row t*P + p: residual t, position p
     slots = torch.arange(positions, device=x.device) * 256
@@ -289,10 +300,11 @@ def check_residual_codebook(codebook, nbits: int, dim: int, where: str = "residu
     return codebook.float()
 
 
-def check_bucket_layout(bucket_layout) -> str:
-    """``bucket_layout`` as given, or DEFAULT_BUCKET_LAYOUT for None; ValueError naming it."""
+def check_bucket_layout(bucket_layout, nbits: int | None = None) -> str:
+    """``bucket_layout`` as given, or for None the default (:func:`default_bucket_layout` of
+    ``nbits``, DEFAULT_BUCKET_LAYOUT without); ValueError naming it."""
     if bucket_layout is None:
-        return DEFAULT_BUCKET_LAYOUT
+        return DEFAULT_BUCKET_LAYOUT if nbits is None else default_bucket_layout(nbits)
     if bucket_layout not in BUCKET_LAYOUTS:
         raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r:.40}")
     return bucket_layout
@@ -494,7 +506,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     """
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
-    bucket_layout = check_bucket_layout(bucket_layout)
+    bucket_layout = check_bucket_layout(bucket_layout, nbits)
     lloyd_iters = _check_lloyd_iters(DEFAULT_LLOYD_ITERS if lloyd_iters is None else lloyd_iters)
     n = sample.shape[0] if rows is None else rows.numel()
     if sample.dim() != 2 or n == 0:
