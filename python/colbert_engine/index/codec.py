@@ -242,6 +242,8 @@ DEFAULT_LLOYD_ITERS = 16
 DEFAULT_CODEBOOK_ITERS = 20
 # Residual sub-vectors the codebooks train on: the held-out tokens (ColBERT's 50k at most).
 CODEBOOK_TOKENS = HELDOUT_TOKENS
+# Residual values per assignment chunk of codebook training (16 MB of fp32 rows).
+_CODEBOOK_CHUNK_VALUES = 1 << 22
 
 
 def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DEFAULT_CODEBOOK_ITERS,
@@ -274,14 +276,18 @@ def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DE
         start = start.repeat((256 + n - 1) // n)[:256].to(x.device)
         codebook = x[start].view(256, positions, per_byte).transpose(0, 1).contiguous()  # (P, 256, k)
     zero = torch.zeros(1, dim, dtype=torch.float32, device=x.device)
-    sub_vectors = x.view(n * positions, per_byte)                 # row t*P + p: residual t, position p
-    slots = torch.arange(positions, device=x.device) * 256
+    slots = torch.arange(positions, dtype=torch.int32, device=x.device) * 256
+    chunk = max(1, _CODEBOOK_CHUNK_VALUES // dim)
     for _ in range(iters):
-        _, nearest, _ = ops.compress_residuals(x, zero, None, codebook, nbits)            # (n, P) uint8
-        assigned = (nearest.to(torch.int64) + slots).flatten()
-        sums = ops_codec.accumulate_rows(sub_vectors, assigned,
-                                         torch.zeros(positions * 256, per_byte, device=x.device))
-        counts = torch.bincount(assigned, minlength=positions * 256).view(positions, 256, 1)
+        sums = torch.zeros(positions * 256, per_byte, device=x.device)
+        counts = torch.zeros(positions * 256, dtype=torch.int64, device=x.device)
+        for first in range(0, n, chunk):
+            rows = x[first:first + chunk]
+            _, nearest, _ = ops.compress_residuals(rows, zero, None, codebook, nbits)      # (m, P) uint8
+            assigned = (nearest.to(torch.int32) + slots).flatten()  # row t*P + p: residual t, position p
+            ops_codec.accumulate_rows(rows.view(-1, per_byte), assigned, sums)
+            counts += torch.bincount(assigned, minlength=positions * 256)
+        counts = counts.view(positions, 256, 1)
         means = sums.view(positions, 256, per_byte) / counts.clamp(min=1)
         codebook = torch.where(counts > 0, means, codebook).contiguous()
     return codebook
@@ -548,7 +554,12 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
             more_codes, _ = _assign(more, centroids, codec.cells)
             residuals = torch.cat([residuals, more.sub_(centroids[more_codes])])
             del more, more_codes
-        codec.residual_codebook = train_residual_codebook(residuals[:wanted], nbits, seed=seed).to(device)
+        residuals = residuals[:wanted]
+        # start from the per-dimension grid (a product codebook already): lower error than
+        # random rows at every iteration count measured (RESULTS.md, search quality)
+        _, grid_weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
+        grid = ops_codec.byte_codebook(grid_weights.to(residuals.device), nbits, dim)
+        codec.residual_codebook = train_residual_codebook(residuals, nbits, seed=seed, init=grid).to(device)
         if timings is not None:
             timings["kmeans"] = mid - start
             timings["buckets"] = time.perf_counter() - mid
