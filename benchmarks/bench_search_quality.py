@@ -61,7 +61,7 @@ def _recall(found, truth, k) -> float:
 # --buckets variants: (bucket_layout, Lloyd-Max iterations, codebook training tokens) of the
 # codec's residual tables (None: the default).
 BUCKET_VARIANTS = {"pooled": ("pooled", 0, None), "quantile": ("per_dim", 0, None), "lloyd": ("per_dim", None, None),
-                   "codebook": ("codebook", None, None), "codebook-200k": ("codebook", None, 200_000)}
+                   "codebook": ("codebook", None, None), "codebook-50k": ("codebook", None, 50_000)}
 
 
 def measure(name: str, data: dict, nbits: int, threads: int, repeats: int = 3, buckets: str | None = None) -> dict:

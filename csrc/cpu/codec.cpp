@@ -22,10 +22,10 @@ void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* ou
 void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* out);
 void probed_argmax_avx2(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
 void probed_argmax_avx512(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
-void nearest_codewords_avx2(const float* residual, const float* codebook_t, int64_t positions, int per_byte,
-                            uint8_t* out);
-void nearest_codewords_avx512(const float* residual, const float* codebook_t, int64_t positions, int per_byte,
-                              uint8_t* out);
+void nearest_codewords_avx2(const float* residual, int64_t rows, const float* codebook_t, int64_t positions,
+                            int per_byte, uint8_t* out);
+void nearest_codewords_avx512(const float* residual, int64_t rows, const float* codebook_t, int64_t positions,
+                              int per_byte, uint8_t* out);
 void probed_argmax_bf16(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
 
 bool probed_bf16_available() {
@@ -159,7 +159,7 @@ inline void store_row(const float* row, void* out, int64_t t, int64_t dim, DType
 
 }  // namespace
 
-using NearestCodewordsFn = void (*)(const float*, const float*, int64_t, int, uint8_t*);
+using NearestCodewordsFn = void (*)(const float*, int64_t, const float*, int64_t, int, uint8_t*);
 
 NearestCodewordsFn nearest_codewords_for_cpu() {
   switch (cpu_isa()) {
@@ -184,7 +184,9 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
   // it may throw.
   const int n_threads = std::max(1, max_threads());
   std::vector<uint8_t> bucket_pool(static_cast<size_t>(dim * n_threads));
-  std::vector<float> row_pool(static_cast<size_t>(2 * dim * n_threads));
+  // Per thread: kNearestRows residual rows, then one decoded row.
+  const int64_t pool_floats = (kNearestRows + 1) * dim;
+  std::vector<float> row_pool(static_cast<size_t>(pool_floats * n_threads));
   std::vector<float> codebook_t(by_codeword ? static_cast<size_t>(row_bytes * per_byte * 256) : 0);
   for (int64_t byte = 0; by_codeword && byte < row_bytes; ++byte)  // [p][v][j] -> [p][j][v]
     for (int v = 0; v < 256; ++v)
@@ -198,8 +200,18 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
     thread = omp_get_thread_num();
 #endif
     uint8_t* bucket = bucket_pool.data() + thread * dim;
-    float* residual = row_pool.data() + 2 * thread * dim;
-    float* decoded = residual + dim;
+    float* residual = row_pool.data() + thread * pool_floats;
+    float* decoded = residual + kNearestRows * dim;
+    // The inverse norm of token u from its stored bytes: C[code] + the codebook's values.
+    auto finish_token = [&](int64_t u) {
+      const float* centroid = p.centroids + static_cast<int64_t>(p.codes[u]) * dim;
+      const uint8_t* packed = p.residuals + u * row_bytes;
+      for (int64_t byte = 0; byte < row_bytes; ++byte) {
+        const float* word = p.codebook + (byte * 256 + packed[byte]) * per_byte;
+        for (int j = 0; j < per_byte; ++j) decoded[byte * per_byte + j] = centroid[byte * per_byte + j] + word[j];
+      }
+      p.inv_norms[u] = float_to_half(codec_inv_norm(sum_of_squares(decoded, dim)));
+    };
 #pragma omp for schedule(dynamic, 1)
     for (int64_t block = 0; block < n_blocks; ++block) {
       const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
@@ -208,26 +220,27 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
         const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
         uint8_t* packed = p.residuals + t * row_bytes;
         if (by_codeword) {
-          for (int64_t d = 0; d < dim; ++d) residual[d] = load_as_float(row, d, p.emb_dtype) - centroid[d];
-          nearest(residual, codebook_t.data(), row_bytes, per_byte, packed);
-        } else {
-          for (int64_t d = 0; d < dim; ++d)
-            bucket[d] = static_cast<uint8_t>(codec_bucket(load_as_float(row, d, p.emb_dtype) - centroid[d],
-                                                          p.bucket_cutoffs + d * n_cutoffs, n_cutoffs));
-          for (int64_t byte = 0; byte < row_bytes; ++byte) {
-            unsigned value = 0;
-            for (int j = 0; j < per_byte; ++j) {
-              const unsigned b = bucket[byte * per_byte + j];
-              for (int bit = 0; bit < nbits; ++bit) value |= ((b >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
-            }
-            packed[byte] = static_cast<uint8_t>(value);
-          }
+          // Residuals of kNearestRows tokens, then their bytes in one pass over the codebook.
+          const int64_t first = t - (t - block * kTokenBlock) % kNearestRows;
+          float* r = residual + (t - first) * dim;
+          for (int64_t d = 0; d < dim; ++d) r[d] = load_as_float(row, d, p.emb_dtype) - centroid[d];
+          if (t + 1 < end && t - first + 1 < kNearestRows) continue;
+          nearest(residual, t - first + 1, codebook_t.data(), row_bytes, per_byte, p.residuals + first * row_bytes);
+          for (int64_t u = first; u <= t; ++u) finish_token(u);
+          continue;
         }
+        for (int64_t d = 0; d < dim; ++d)
+          bucket[d] = static_cast<uint8_t>(codec_bucket(load_as_float(row, d, p.emb_dtype) - centroid[d],
+                                                        p.bucket_cutoffs + d * n_cutoffs, n_cutoffs));
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
-          const float* word = p.codebook + (byte * 256 + packed[byte]) * per_byte;
-          for (int j = 0; j < per_byte; ++j) decoded[byte * per_byte + j] = centroid[byte * per_byte + j] + word[j];
+          unsigned value = 0;
+          for (int j = 0; j < per_byte; ++j) {
+            const unsigned b = bucket[byte * per_byte + j];
+            for (int bit = 0; bit < nbits; ++bit) value |= ((b >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
+          }
+          packed[byte] = static_cast<uint8_t>(value);
         }
-        p.inv_norms[t] = float_to_half(codec_inv_norm(sum_of_squares(decoded, dim)));
+        finish_token(t);
       }
     }
   }

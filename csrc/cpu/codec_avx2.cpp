@@ -15,8 +15,8 @@ void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* ou
 void probed_argmax_avx2(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch) {
   probed_argmax_impl(p, scratch, n_scratch);
 }
-void nearest_codewords_avx2(const float* residual, const float* codebook_t, int64_t positions, int per_byte,
-                            uint8_t* out) {
-  nearest_codewords_impl(residual, codebook_t, positions, per_byte, out);
+void nearest_codewords_avx2(const float* residual, int64_t rows, const float* codebook_t, int64_t positions,
+                            int per_byte, uint8_t* out) {
+  nearest_codewords_impl(residual, rows, codebook_t, positions, per_byte, out);
 }
 }  // namespace ce
