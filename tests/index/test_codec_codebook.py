@@ -108,9 +108,11 @@ def test_older_readers_say_newer(codebook_index, monkeypatch):
         Index.open(codebook_index)
 
 
-def test_committed_version_1_and_per_dim_indexes_still_open(built_index):
-    assert _manifest(built_index)["format_version"] in (2, 3)
+def test_default_build_is_codebook(built_index):
+    assert C.DEFAULT_BUCKET_LAYOUT == "codebook" and C.default_bucket_layout(4) == "codebook"
+    assert _manifest(built_index)["format_version"] == 3
     with Index.open(built_index, verify=True) as index:
+        assert index.codec.bucket_layout == "codebook"
         assert index.codec.byte_codebook.shape == (index.codec.dim * 2 // 8, 256, 4)
 
 

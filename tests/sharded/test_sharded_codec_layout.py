@@ -15,21 +15,21 @@ from colbert_engine.sharded import manifest as M
 
 def test_layout_recorded_in_the_manifest_and_every_shard(sharded_built):
     m = M.read_manifest(sharded_built)
-    assert m["bucket_layout"] == "per_dim"
+    assert m["bucket_layout"] == "codebook"  # the default
     with ShardedIndex.open(sharded_built) as sharded:
-        assert sharded.codec.bucket_layout == "per_dim"
-        assert tuple(sharded.codec.bucket_weights.shape) == (m["dim"], 1 << m["nbits"])
+        assert sharded.codec.bucket_layout == "codebook"
+        assert tuple(sharded.codec.residual_codebook.shape) == (m["dim"] * m["nbits"] // 8, 256, 8 // m["nbits"])
     for entry in m["shards"]:
-        assert json.loads((sharded_built / entry["name"] / F.MANIFEST).read_text())["bucket_layout"] == "per_dim"
+        assert json.loads((sharded_built / entry["name"] / F.MANIFEST).read_text())["bucket_layout"] == "codebook"
         with Index.open(sharded_built / entry["name"]) as shard:
-            assert shard.codec.bucket_layout == "per_dim"
+            assert shard.codec.bucket_layout == "codebook"
 
 
 def test_layout_that_disagrees_with_the_arrays_is_refused(sharded_copy):
     body = M.read_manifest(sharded_copy)
     body["bucket_layout"] = "pooled"
     F.write_json_manifest(sharded_copy, M.SHARDED_MANIFEST, body, "test")
-    with pytest.raises(ValueError, match=r"codec\.bucket_cutoffs\.npy: shape .*bucket_layout 'pooled'"):
+    with pytest.raises(ValueError, match=r"sharded\.json: codec names .*bucket_layout 'pooled'"):
         ShardedIndex.open(sharded_copy)
 
 

@@ -13,17 +13,18 @@ ColBERTv2's recipe (DESIGN.md section 4) without faiss and without ``torch.quant
   sample affordable (32 points per centroid, the old default, cost recall on hard data);
 - bucket cutoffs at the j/2^b quantiles and weights at the (j + 1/2)/2^b quantiles of the
   residuals of held-out sample tokens over all dimensions (nearest rank, one sort)
-  (``bucket_layout="pooled"``, ColBERT's); or, the default for new builds
-  (``"per_dim"``), the same quantiles of each dimension's residuals, then refined by
+  (``bucket_layout="pooled"``, ColBERT's); or (``"per_dim"``) the same quantiles of
+  each dimension's residuals, then refined by
   16 Lloyd-Max steps per dimension (:func:`per_dim_bucket_tables`). Residual
   spread differs by dimension on anisotropic data; per-dimension tables cost no bytes
   per token (benchmarks/RESULTS.md, search quality, has the measurements);
-- or (``"codebook"``, product quantization at the same bytes per token) for each residual
-  byte position p a codebook of 256 codewords over its ``8 / nbits`` dimensions, trained
-  by seeded k-means on the held-out residuals' sub-vectors
+- or, the default for new builds (``"codebook"``, product quantization at the same bytes
+  per token), for each residual byte position p a codebook of 256 codewords over its
+  ``8 / nbits`` dimensions, trained by k-means on up to ``CODEBOOK_TOKENS`` residual
+  sub-vectors (the held-out tokens first) starting from the per-dimension grid
   (:func:`train_residual_codebook`); a byte is the index of the nearest codeword. The
   per-dimension scalar codes are the special case of a product grid of 2^nbits levels per
-  dimension, so this is at least as expressive; it measured better at 1 and 2 bits.
+  dimension, so this is at least as expressive; it measured better at 1, 2 and 4 bits.
 """
 
 from __future__ import annotations
@@ -219,12 +220,16 @@ def bucket_tables(residuals: torch.Tensor, nbits: int):
     return torch.tensor(cutoffs, dtype=torch.float32), torch.tensor(weights, dtype=torch.float32)
 
 
-# Bucket table layouts: "pooled" (ColBERT's, one table for all dimensions) and
-# "per_dim" (one row per dimension). New builds use DEFAULT_BUCKET_LAYOUT; an index
-# records its layout in the manifest (absent: pooled, every index written before).
+# Residual table layouts: "pooled" (ColBERT's, one bucket table for all dimensions),
+# "per_dim" (one bucket table row per dimension) and "codebook" (a trained byte codebook,
+# product quantization). New builds use DEFAULT_BUCKET_LAYOUT; an index records its layout
+# in the manifest (absent: pooled, every index written before the field).
 BUCKET_LAYOUTS = ("pooled", "per_dim", "codebook")
-DEFAULT_BUCKET_LAYOUT = "per_dim"
-# The default by nbits where it differs from DEFAULT_BUCKET_LAYOUT.
+# "codebook": higher exact-on-codes and default-search recall@10 than "per_dim" on every
+# suite member measured at 1, 2 and 4 bits, same bytes per token; its training costs build
+# time (benchmarks/RESULTS.md, search quality).
+DEFAULT_BUCKET_LAYOUT = "codebook"
+# The default by nbits where it differs from DEFAULT_BUCKET_LAYOUT (none today).
 DEFAULT_LAYOUT_BY_NBITS: dict = {}
 
 
@@ -502,8 +507,8 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
         device: where k-means runs (default ``sample.device``).
         timings: optional dict that receives the seconds of "kmeans" and "buckets".
-        bucket_layout: "per_dim", "pooled" (ColBERT's) or "codebook" (product quantization);
-            default ``DEFAULT_BUCKET_LAYOUT``.
+        bucket_layout: "codebook" (product quantization), "per_dim" or "pooled" (ColBERT's);
+            default :func:`default_bucket_layout`.
         lloyd_iters: Lloyd-Max steps of the per-dimension tables (default
             ``DEFAULT_LLOYD_ITERS``; 0 keeps the quantiles).
         codebook_tokens: residuals the "codebook" layout trains on (default
