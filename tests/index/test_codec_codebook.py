@@ -153,3 +153,13 @@ def test_codebook_of_the_wrong_shape_or_layout_is_refused(codebook_copy):
     _rewrite_codebook(codebook_copy, codebook, layout="per_dim")
     with pytest.raises(ValueError, match=r"manifest\.json.*codec names"):
         Index.open(codebook_copy)
+
+
+def test_codebook_training_arguments(collection):
+    emb = collection.doc_emb[:3000]
+    with pytest.raises(ValueError, match="codebook_tokens"):
+        C.train_codec(emb, 3000, 2, bucket_layout="codebook", codebook_tokens=0)
+    small = C.train_codec(emb, 3000, 2, bucket_layout="codebook", codebook_tokens=500, n_centroids=16)
+    again = C.train_codec(emb, 3000, 2, bucket_layout="codebook", codebook_tokens=500, n_centroids=16)
+    assert torch.equal(small.residual_codebook, again.residual_codebook)  # seeded
+    assert small.bucket_layout == "codebook" and small.bucket_weights is None

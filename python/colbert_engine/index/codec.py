@@ -520,6 +520,9 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
     bucket_layout = check_bucket_layout(bucket_layout, nbits)
     lloyd_iters = _check_lloyd_iters(DEFAULT_LLOYD_ITERS if lloyd_iters is None else lloyd_iters)
+    wanted = CODEBOOK_TOKENS if codebook_tokens is None else codebook_tokens
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise ValueError(f"codebook_tokens: expected an int >= 1, got {wanted!r}")
     n = sample.shape[0] if rows is None else rows.numel()
     if sample.dim() != 2 or n == 0:
         raise ValueError(f"codec training needs at least one token vector, got shape {tuple(sample.shape)}")
@@ -545,22 +548,14 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     codec = Codec(centroids, None, None, nbits)
     # gathered after k-means, residuals in place: at 1M tokens the held-out vectors (25 MB)
     # and their copies were a third of the build's peak memory
+    if bucket_layout == "codebook":
+        if n_heldout:  # the held-out tokens, then sample tokens after them, gathered once
+            heldout_rows = torch.cat([heldout_rows, train_rows[:max(0, wanted - n_heldout)]])[:wanted]
     heldout = sample[heldout_rows].to(device, torch.float32)
-    extra_rows = train_rows if bucket_layout == "codebook" and n_heldout else train_rows[:0]
     del order, heldout_rows, train_rows
     codes, _ = _assign(heldout, centroids, codec.cells)
     residuals = heldout.sub_(centroids[codes])
     if bucket_layout == "codebook":
-        wanted = CODEBOOK_TOKENS if codebook_tokens is None else codebook_tokens
-        if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
-            raise ValueError(f"codebook_tokens: expected an int >= 1, got {wanted!r}")
-        extra = extra_rows[:max(0, wanted - residuals.shape[0])]
-        if extra.numel():  # more residuals than the held-out set: sample tokens after it
-            more = sample[extra].to(device, torch.float32)
-            more_codes, _ = _assign(more, centroids, codec.cells)
-            residuals = torch.cat([residuals, more.sub_(centroids[more_codes])])
-            del more, more_codes
-        residuals = residuals[:wanted]
         # start from the per-dimension grid (a product codebook already): lower error than
         # random rows at every iteration count measured (RESULTS.md, search quality)
         _, grid_weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
