@@ -33,14 +33,14 @@ inline ce::MaxSimParams maxsim_params(uintptr_t queries, uintptr_t doc_emb, uint
 inline ce::LutMaxSimParams lut_maxsim_params(uintptr_t queries, uintptr_t scores, uintptr_t codes,
                                              uintptr_t residuals, uintptr_t inv_norms, uintptr_t doc_offsets,
                                              uintptr_t candidates, uintptr_t cand_offsets,
-                                             uintptr_t bucket_weights, uintptr_t lut,
+                                             uintptr_t codebook, uintptr_t lut,
                                              uintptr_t out, int64_t n_queries, int64_t query_len, int64_t dim,
                                              int64_t n_centroids, int64_t n_tokens, int64_t n_docs,
                                              int64_t n_candidates, int nbits) {
   return ce::LutMaxSimParams{ptr<const float>(queries), ptr<const float>(scores), ptr<const int32_t>(codes),
                              ptr<const uint8_t>(residuals), ptr<const uint16_t>(inv_norms),
                              ptr<const int64_t>(doc_offsets), ptr<const int64_t>(candidates),
-                             ptr<const int64_t>(cand_offsets), ptr<const float>(bucket_weights), ptr<float>(lut),
+                             ptr<const int64_t>(cand_offsets), ptr<const float>(codebook), ptr<float>(lut),
                              ptr<float>(out),
                              n_queries, query_len, dim, n_centroids, n_tokens, n_docs, n_candidates, nbits};
 }
@@ -70,21 +70,21 @@ inline ce::CentroidInteractionParams centroid_interaction_params(
 }
 
 inline ce::QuantizeParams quantize_params(uintptr_t emb, uintptr_t centroids, uintptr_t codes,
-                                          uintptr_t bucket_cutoffs, uintptr_t bucket_weights, uintptr_t residuals,
+                                          uintptr_t bucket_cutoffs, uintptr_t codebook, uintptr_t residuals,
                                           uintptr_t inv_norms, int64_t n_tokens, int64_t dim, int64_t n_centroids,
                                           int nbits, int emb_dtype) {
   return ce::QuantizeParams{ptr<const void>(emb), ptr<const float>(centroids), ptr<const int32_t>(codes),
-                            ptr<const float>(bucket_cutoffs), ptr<const float>(bucket_weights),
+                            ptr<const float>(bucket_cutoffs), ptr<const float>(codebook),
                             ptr<uint8_t>(residuals), ptr<uint16_t>(inv_norms), n_tokens, dim, n_centroids,
                             nbits, static_cast<ce::DType>(emb_dtype)};
 }
 
 inline ce::DecompressParams decompress_params(uintptr_t codes, uintptr_t residuals, uintptr_t centroids,
-                                              uintptr_t bucket_weights, uintptr_t inv_norms, uintptr_t out,
+                                              uintptr_t codebook, uintptr_t inv_norms, uintptr_t out,
                                               int64_t n_tokens, int64_t dim, int64_t n_centroids, int nbits,
                                               bool normalize, int out_dtype) {
   return ce::DecompressParams{ptr<const int32_t>(codes), ptr<const uint8_t>(residuals),
-                              ptr<const float>(centroids), ptr<const float>(bucket_weights),
+                              ptr<const float>(centroids), ptr<const float>(codebook),
                               ptr<const uint16_t>(inv_norms), ptr<void>(out), n_tokens, dim, n_centroids,
                               nbits, normalize, static_cast<ce::DType>(out_dtype)};
 }

@@ -1,24 +1,31 @@
-// Residual codec contract (ColBERTv2 / PLAID layout), shared by csrc/cpu/codec.cpp and
-// csrc/cuda/codec.cu.
+// Residual codec contract (ColBERTv2 / PLAID layout, plus a product-quantized variant),
+// shared by csrc/cpu/codec.cpp and csrc/cuda/codec.cu.
 //
 // A token x (dim floats) is stored as
 //   code      int32   nearest centroid by inner product (computed by the caller, see
 //                     ops/codec.py: a blocked GEMM + argmax in torch),
-//   residual  uint8   [dim * nbits / 8] bucket indices of r = x - C[code], and
-//   inv_norm  fp16    1 / ||C[code] + weights[bucket]||.
+//   residual  uint8   [dim * nbits / 8] bytes describing r = x - C[code], and
+//   inv_norm  fp16    1 / ||decoded||, decoded = C[code] + the bytes' decoded residual.
 //
-// Bucket rule (ColBERT's `torch.bucketize(r, cutoffs)`, right=False): the bucket of r is
-// the number of cutoffs strictly below r, so a value equal to a cutoff falls in the lower
-// bucket. Tables are per dimension: dimension d uses cutoffs[d, :] (2^nbits - 1
-// non-decreasing entries) and weights[d, :] (2^nbits), row-major. ColBERT's pooled tables
-// (one row for all dimensions) are passed expanded to dim equal rows (ops/codec.py), so
-// they decode bit-identically through the same code path.
+// Decoding (one contract for every layout): byte p covers dimensions p*k .. p*k + k - 1,
+// k = 8 / nbits, and decodes through a BYTE CODEBOOK float32 [dim*nbits/8][256][k]:
+// decoded[p*k + j] = C[code][p*k + j] + codebook[p][byte_p][j].
 //
-// Bit layout (ColBERT's, so existing indexes decode identically): each dimension
-// contributes its bucket's nbits bits least-significant bit first, dimensions in order;
-// that bit stream is packed most-significant bit first into bytes (numpy `packbits`).
-// Byte p therefore holds dimensions p*k .. p*k + k - 1, k = 8 / nbits; bit k*j + b of the
-// stream inside the byte (counting from the MSB) is bit b of dimension j's bucket.
+// Encoding, two rules:
+// - scalar buckets (layouts "pooled" and "per_dim", bucket_cutoffs given): the bucket of r[d]
+//   is the number of cutoffs[d, :] strictly below it (ColBERT's `torch.bucketize`,
+//   right=False: a value equal to a cutoff falls in the lower bucket), cutoffs per dimension
+//   [dim, 2^nbits - 1] non-decreasing rows (pooled tables arrive expanded). The byte packs
+//   its k buckets in ColBERT's bit layout: each dimension contributes its bucket's nbits
+//   bits least-significant bit first, dimensions in order, packed most-significant bit first
+//   (numpy `packbits`); bit k*j + b of the byte (counting from the MSB) is bit b of
+//   dimension j's bucket. The codebook of such tables is their expansion (ops/codec.py
+//   byte_codebook): codebook[p][v][j] = weights[p*k + j][codec_unpack(v, j, nbits)], so
+//   imported colbert-ai indexes decode bit-identically.
+// - product quantization (layout "codebook", bucket_cutoffs == nullptr): byte p is the
+//   nearest codeword v of r[p*k .. p*k + k) by squared L2 distance
+//   sum_j (r[p*k + j] - codebook[p][v][j])^2, summed in j order without fused multiply-adds
+//   (so CPU builds and CUDA agree), ties to the lowest v.
 //
 // All pointers are caller-owned; sizes were validated in Python (ops/codec.py).
 #pragma once
@@ -64,8 +71,9 @@ struct QuantizeParams {
   const void* emb;             // [n_tokens, dim] in emb_dtype, contiguous
   const float* centroids;      // [n_centroids, dim] fp32, contiguous
   const int32_t* codes;        // [n_tokens] in [0, n_centroids) (caller's argmax)
-  const float* bucket_cutoffs; // [dim, 2^nbits - 1], each row non-decreasing
-  const float* bucket_weights; // [dim, 2^nbits]
+  const float* bucket_cutoffs; // [dim, 2^nbits - 1], each row non-decreasing; nullptr: the
+                               // byte is the nearest codeword (product quantization)
+  const float* codebook;       // [dim * nbits / 8, 256, 8 / nbits] byte codebook
   uint8_t* residuals;          // [n_tokens, dim * nbits / 8] output
   uint16_t* inv_norms;         // [n_tokens] fp16 bits, output
   int64_t n_tokens;
@@ -79,7 +87,7 @@ struct DecompressParams {
   const int32_t* codes;        // [n_tokens] in [0, n_centroids)
   const uint8_t* residuals;    // [n_tokens, dim * nbits / 8]
   const float* centroids;      // [n_centroids, dim] fp32, contiguous
-  const float* bucket_weights; // [dim, 2^nbits]
+  const float* codebook;       // [dim * nbits / 8, 256, 8 / nbits] byte codebook
   const uint16_t* inv_norms;   // [n_tokens] fp16 bits, or nullptr: recompute the norm
   void* out;                   // [n_tokens, dim] in out_dtype, output
   int64_t n_tokens;
@@ -133,9 +141,11 @@ void probed_argmax_cpu(const ProbedArgmaxParams& p);
 void accumulate_rows_cpu(const float* x, const int32_t* codes, int64_t rows, int64_t dim, float* sums,
                          int64_t n_sums);
 
-// Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks.
+// Residual bytes and inverse norms of every token. CPU: OpenMP over token blocks; throws
+// std::bad_alloc only before its parallel region (per-thread scratch).
 void quantize_residuals_cpu(const QuantizeParams& p);
-// out[t, d] = C[codes[t], d] + weights[d, bucket(t, d)], then (normalize) scaled to unit norm.
+// out[t, p*k + j] = C[codes[t], p*k + j] + codebook[p, byte_p, j], then (normalize) scaled to
+// unit norm.
 void decompress_residuals_cpu(const DecompressParams& p);
 
 }  // namespace ce

@@ -2,11 +2,12 @@
 // WARP's idea), shared by csrc/cpu/lut_maxsim.cpp and csrc/cuda/lut_maxsim.cu.
 //
 // A stored token is (code c, residual bytes, inv_norm); its decoded vector is
-// x = (C[c] + r~) * inv_norm with r~[d] = weights[d, bucket(d)] (layout in common/codec.h).
+// x = (C[c] + r~) * inv_norm with r~[p*k + j] = codebook[p, byte_p, j], k = 8 / nbits (the
+// byte codebook of common/codec.h, every layout).
 // So for query token i
 //   <q_i, x> = (S[c, i] + sum_p LUT_i[p][byte_p]) * inv_norm,
 //   S[c, i] = <C[c], q_i>                      (scores, from ops.centroid_scores),
-//   LUT_i[p][b] = sum_j q_i[p*k + j] * weights[p*k + j, bucket_j(b)],  k = 8 / nbits dims per byte.
+//   LUT_i[p][b] = sum_j q_i[p*k + j] * codebook[p, b, j]   (j in order).
 // score[q, m] = sum_i max_t <q_i, x_t> over the tokens t of document candidates[m], the max
 // starting at -inf: an empty document scores -inf.
 //
@@ -36,7 +37,7 @@ struct LutMaxSimParams {
   const int64_t* candidates;    // document ids in [0, n_docs): [n_candidates], or
                                 // [cand_offsets[n_queries]] with cand_offsets
   const int64_t* cand_offsets;  // nullptr, or [n_queries + 1] non-decreasing (layouts above)
-  const float* bucket_weights;  // [dim, 2^nbits] (per dimension, common/codec.h)
+  const float* codebook;        // [dim * nbits / 8, 256, 8 / nbits] byte codebook (common/codec.h)
   float* lut;                   // [n_queries, lut_workspace_floats_<backend>(dim, nbits, query_len)] fp32 workspace
   float* out;                   // [n_queries, n_candidates], or [cand_offsets[n_queries]]
   int64_t n_queries;

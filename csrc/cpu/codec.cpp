@@ -3,6 +3,7 @@
 #include "common/codec.h"
 #include "common/isa.h"
 #include "cpu/codec_argmax_impl.h"
+#include "cpu/codec_nearest_impl.h"
 #include "cpu/codec_probe.h"
 
 #ifdef CE_HAVE_OPENMP
@@ -21,6 +22,10 @@ void argmax_rows_avx2(const float* sims, int64_t rows, int64_t cols, int32_t* ou
 void argmax_rows_avx512(const float* sims, int64_t rows, int64_t cols, int32_t* out);
 void probed_argmax_avx2(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
 void probed_argmax_avx512(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
+void nearest_codewords_avx2(const float* residual, int64_t rows, const float* codebook_t, int64_t positions,
+                            int per_byte, uint8_t* out);
+void nearest_codewords_avx512(const float* residual, int64_t rows, const float* codebook_t, int64_t positions,
+                              int per_byte, uint8_t* out);
 void probed_argmax_bf16(const ProbedArgmaxParams& p, const ProbeScratch* scratch, int n_scratch);
 
 bool probed_bf16_available() {
@@ -154,6 +159,18 @@ inline void store_row(const float* row, void* out, int64_t t, int64_t dim, DType
 
 }  // namespace
 
+using NearestCodewordsFn = void (*)(const float*, int64_t, const float*, int64_t, int, uint8_t*);
+
+NearestCodewordsFn nearest_codewords_for_cpu() {
+  switch (cpu_isa()) {
+#ifdef CE_HAVE_X86_SIMD
+    case Isa::AVX512: return &nearest_codewords_avx512;
+    case Isa::AVX2: return &nearest_codewords_avx2;
+#endif
+    default: return &nearest_codewords_impl;
+  }
+}
+
 void quantize_residuals_cpu(const QuantizeParams& p) {
   const int64_t dim = p.dim;
   const int nbits = p.nbits;
@@ -162,10 +179,20 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
   const int n_cutoffs = (1 << nbits) - 1;
   const int64_t emb_row_bytes = dim * dtype_size(p.emb_dtype);
   const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
-  // Per-thread rows allocated before the region: nothing inside it may throw.
+  const bool by_codeword = p.bucket_cutoffs == nullptr;
+  // Per-thread rows and the transposed codebook allocated before the region: nothing inside
+  // it may throw.
   const int n_threads = std::max(1, max_threads());
   std::vector<uint8_t> bucket_pool(static_cast<size_t>(dim * n_threads));
-  std::vector<float> decoded_pool(static_cast<size_t>(dim * n_threads));
+  // Per thread: kNearestRows residual rows, then one decoded row.
+  const int64_t pool_floats = (kNearestRows + 1) * dim;
+  std::vector<float> row_pool(static_cast<size_t>(pool_floats * n_threads));
+  std::vector<float> codebook_t(by_codeword ? static_cast<size_t>(row_bytes * per_byte * 256) : 0);
+  for (int64_t byte = 0; by_codeword && byte < row_bytes; ++byte)  // [p][v][j] -> [p][j][v]
+    for (int v = 0; v < 256; ++v)
+      for (int j = 0; j < per_byte; ++j)
+        codebook_t[(byte * per_byte + j) * 256 + v] = p.codebook[(byte * 256 + v) * per_byte + j];
+  const NearestCodewordsFn nearest = nearest_codewords_for_cpu();
 #pragma omp parallel num_threads(n_threads)
   {
     int thread = 0;
@@ -173,22 +200,38 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
     thread = omp_get_thread_num();
 #endif
     uint8_t* bucket = bucket_pool.data() + thread * dim;
-    float* decoded = decoded_pool.data() + thread * dim;
+    float* residual = row_pool.data() + thread * pool_floats;
+    float* decoded = residual + kNearestRows * dim;
+    // The inverse norm of token u from its stored bytes: C[code] + the codebook's values.
+    auto finish_token = [&](int64_t u) {
+      const float* centroid = p.centroids + static_cast<int64_t>(p.codes[u]) * dim;
+      const uint8_t* packed = p.residuals + u * row_bytes;
+      for (int64_t byte = 0; byte < row_bytes; ++byte) {
+        const float* word = p.codebook + (byte * 256 + packed[byte]) * per_byte;
+        for (int j = 0; j < per_byte; ++j) decoded[byte * per_byte + j] = centroid[byte * per_byte + j] + word[j];
+      }
+      p.inv_norms[u] = float_to_half(codec_inv_norm(sum_of_squares(decoded, dim)));
+    };
 #pragma omp for schedule(dynamic, 1)
     for (int64_t block = 0; block < n_blocks; ++block) {
       const int64_t end = std::min(p.n_tokens, (block + 1) * kTokenBlock);
       for (int64_t t = block * kTokenBlock; t < end; ++t) {
         const void* row = static_cast<const char*>(p.emb) + t * emb_row_bytes;
         const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
-        for (int64_t d = 0; d < dim; ++d) {
-          const float c = centroid[d];
-          const int b = codec_bucket(load_as_float(row, d, p.emb_dtype) - c, p.bucket_cutoffs + d * n_cutoffs,
-                                     n_cutoffs);
-          bucket[d] = static_cast<uint8_t>(b);
-          decoded[d] = c + p.bucket_weights[d * (n_cutoffs + 1) + b];
-        }
-        const float norm_sq = sum_of_squares(decoded, dim);
         uint8_t* packed = p.residuals + t * row_bytes;
+        if (by_codeword) {
+          // Residuals of kNearestRows tokens, then their bytes in one pass over the codebook.
+          const int64_t first = t - (t - block * kTokenBlock) % kNearestRows;
+          float* r = residual + (t - first) * dim;
+          for (int64_t d = 0; d < dim; ++d) r[d] = load_as_float(row, d, p.emb_dtype) - centroid[d];
+          if (t + 1 < end && t - first + 1 < kNearestRows) continue;
+          nearest(residual, t - first + 1, codebook_t.data(), row_bytes, per_byte, p.residuals + first * row_bytes);
+          for (int64_t u = first; u <= t; ++u) finish_token(u);
+          continue;
+        }
+        for (int64_t d = 0; d < dim; ++d)
+          bucket[d] = static_cast<uint8_t>(codec_bucket(load_as_float(row, d, p.emb_dtype) - centroid[d],
+                                                        p.bucket_cutoffs + d * n_cutoffs, n_cutoffs));
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
           unsigned value = 0;
           for (int j = 0; j < per_byte; ++j) {
@@ -197,7 +240,7 @@ void quantize_residuals_cpu(const QuantizeParams& p) {
           }
           packed[byte] = static_cast<uint8_t>(value);
         }
-        p.inv_norms[t] = float_to_half(codec_inv_norm(norm_sq));
+        finish_token(t);
       }
     }
   }
@@ -208,20 +251,9 @@ namespace {
 // PER_BYTE = 8 / nbits dimensions per residual byte, fixed so the inner loop unrolls.
 template <int PER_BYTE>
 void decompress_impl(const DecompressParams& p) {
-  constexpr int nbits = 8 / PER_BYTE;
-  constexpr int levels = 1 << nbits;
   const int64_t dim = p.dim;
   const int64_t row_bytes = dim / PER_BYTE;
-  // field_weights[d * levels + f]: dimension d's weight for the nbits-bit field f as it
-  // sits in the byte (most-significant bit first, so f is the bucket's bits reversed), so
-  // decoding is a shift, a mask and one lookup per dimension. Per-dimension tables rule
-  // out ColBERT's one 256-entry table per byte value (it would be dim * 256 floats).
-  std::vector<float> field_weights(static_cast<size_t>(dim * levels));  // before the region: no throw inside
-  for (int64_t d = 0; d < dim; ++d)
-    for (int f = 0; f < levels; ++f)
-      field_weights[d * levels + f] =
-          p.bucket_weights[d * levels + codec_unpack(static_cast<uint8_t>(f << (8 - nbits)), 0, nbits)];
-  const float* table = field_weights.data();
+  const float* codebook = p.codebook;  // [row_bytes][256][PER_BYTE]: one lookup per byte
   const int64_t n_blocks = (p.n_tokens + kTokenBlock - 1) / kTokenBlock;
   const int n_threads = std::max(1, max_threads());
   std::vector<float> row_pool(static_cast<size_t>(dim * n_threads));  // before the region: no throw inside
@@ -240,12 +272,8 @@ void decompress_impl(const DecompressParams& p) {
         const uint8_t* packed = p.residuals + t * row_bytes;
         float* out = row_buf;
         for (int64_t byte = 0; byte < row_bytes; ++byte) {
-          const unsigned value = packed[byte];
-          const float* weights = table + byte * PER_BYTE * levels;
-          for (int j = 0; j < PER_BYTE; ++j) {
-            const unsigned field = (value >> (8 - nbits * (j + 1))) & (levels - 1);
-            out[byte * PER_BYTE + j] = centroid[byte * PER_BYTE + j] + weights[j * levels + field];
-          }
+          const float* word = codebook + (byte * 256 + packed[byte]) * PER_BYTE;
+          for (int j = 0; j < PER_BYTE; ++j) out[byte * PER_BYTE + j] = centroid[byte * PER_BYTE + j] + word[j];
         }
         if (p.normalize) {
           float scale;

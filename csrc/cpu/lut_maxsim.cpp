@@ -12,12 +12,12 @@ namespace ce {
 void lut_maxsim_avx2(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats);
 void lut_maxsim_avx512(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats);
 
-// Tables per residual byte (kUnitBits = 8, 256 entries). Nibble tables (16 entries, twice
-// the lookups into tables 16x smaller, L1/L2-resident) measured slower: at nbits 4, dim 128,
-// Lq 32 on one AVX-512 core 14.5 ms vs 10.7 ms per 100k tokens (CPU time), and ~1.3x slower
-// at nbits 1 and 2 (wall clock).
+// Tables per residual byte (256 entries, from the byte codebook). Nibble tables (16 entries,
+// twice the lookups into tables 16x smaller, L1/L2-resident; scalar layouts only) had
+// measured slower: at nbits 4, dim 128, Lq 32 on one AVX-512 core 14.5 ms vs 10.7 ms per
+// 100k tokens (CPU time), and ~1.3x slower at nbits 1 and 2 (wall clock).
 int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len) {
-  return dim * nbits / kUnitBits * table_stride<kUnitBits>(query_len);
+  return dim * nbits / 8 * table_stride(query_len);
 }
 
 void lut_maxsim_cpu(const LutMaxSimParams& p) {

@@ -53,48 +53,33 @@ inline float lut_half_to_float(uint16_t h) {
 
 inline float lut_max(float a, float b) { return a < b ? b : a; }
 
-// Tables are per lookup unit of U bits (U = 8: one residual byte, 256 entries; U = 4: one
-// nibble, 16 entries), so a token costs dim*nbits/U lookups into tables of
-// dim*nbits/U * 2^U * Lq floats per query. The kernel uses U = 8 (lut_maxsim.cpp says why);
-// U stays a parameter so the layout can be measured again. Units come in stream order: the high nibble of
-// a byte before its low nibble (the bit stream is packed most-significant bit first).
-template <int U>
-inline int unit_value(const uint8_t* packed, int64_t unit) {
-  if (U == 8) return packed[unit];
-  const int byte = packed[unit >> 1];
-  return (unit & 1) ? (byte & 15) : (byte >> 4);
-}
+// Tables are per residual byte (256 entries of Lq floats), so a token costs dim*nbits/8
+// lookups into tables of dim*nbits/8 * 256 * Lq floats per query. (A nibble-table variant
+// existed for the scalar layouts; a byte codebook entry does not split into two nibble
+// halves, so it went with the one decoding contract of common/codec.h.)
 
-// Floats from one unit's table to the next: 2^U entries of Lq floats plus one cache line,
-// so that the tables of successive units do not all start on the same L1 cache set (with
-// a power-of-two stride every lookup of a token competed for the same 8 ways).
-template <int U>
-inline int64_t table_stride(int64_t lq) { return (int64_t{1} << U) * lq + 16; }
+// Floats from one byte position's table to the next: 256 entries of Lq floats plus one cache
+// line, so that the tables of successive positions do not all start on the same L1 cache
+// set (with a power-of-two stride every lookup of a token competed for the same 8 ways).
+inline int64_t table_stride(int64_t lq) { return 256 * lq + 16; }
 
-// Bucket of the j-th dimension inside a U-bit unit value (common/codec.h's layout).
-inline int unit_bucket(int value, int unit_bits, int j, int nbits) {
-  int bucket = 0;
-  for (int b = 0; b < nbits; ++b) bucket |= ((value >> (unit_bits - 1 - (j * nbits + b))) & 1) << b;
-  return bucket;
-}
-
-// Tables of query q, unit u: lut[value * lq + i] = sum_j q_i[u*k + j] * w[u*k + j, bucket_j(value)],
-// k = U / nbits dimensions per unit.
+// Tables of query q, byte position `unit`: lut[value * lq + i] = sum_j q_i[unit*k + j] *
+// codebook[unit][value][j], k = 8 / nbits dimensions per byte, summed in j order.
 // `tables` is where the query's tables go (its slot of p.lut).
-template <int U>
 inline void build_lut_block(const LutMaxSimParams& p, int64_t q, int64_t unit, float* query_t, float* tables) {
   const int64_t lq = p.query_len, dim = p.dim;
-  const int nbits = p.nbits, per_unit = U / nbits;
+  const int per_unit = 8 / p.nbits;
   const float* query = p.queries + q * lq * dim;
-  // The unit's k dimensions transposed to [j][i], so the inner loop is contiguous.
+  // The byte's k dimensions transposed to [j][i], so the inner loop is contiguous.
   for (int j = 0; j < per_unit; ++j)
     for (int64_t i = 0; i < lq; ++i) query_t[j * lq + i] = query[i * dim + unit * per_unit + j];
-  float* lut = tables + unit * table_stride<U>(lq);
-  for (int value = 0; value < (1 << U); ++value) {
+  float* lut = tables + unit * table_stride(lq);
+  const float* words = p.codebook + unit * 256 * per_unit;
+  for (int value = 0; value < 256; ++value) {
     float* entry = lut + value * lq;
     for (int64_t i = 0; i < lq; ++i) entry[i] = 0.f;
     for (int j = 0; j < per_unit; ++j) {
-      const float w = p.bucket_weights[(unit * per_unit + j) * (1 << nbits) + unit_bucket(value, U, j, nbits)];
+      const float w = words[value * per_unit + j];
       const float* qj = query_t + j * lq;
       for (int64_t i = 0; i < lq; ++i) entry[i] += qj[i] * w;
     }
@@ -115,13 +100,13 @@ inline void store16(float* ptr, v16f v) { __builtin_memcpy(ptr, &v, sizeof v); }
 // best[l] = max over tokens t in [begin, end) of <q_{lane0 + l}, x_t>, for NV*16 query
 // tokens starting at lane0 (all inside the query). Two accumulator sets (even and odd
 // byte positions) halve the dependent-add chain.
-template <int U, int NV>
+template <int NV>
 inline void best_lanes(const LutMaxSimParams& p, const float* scores, const float* lut, int64_t begin,
                        int64_t end, int64_t lane0, float* best_out) {
   const int64_t lq = p.query_len;
   const int64_t positions = p.dim * p.nbits / 8;
-  const int64_t units = p.dim * p.nbits / U;
-  const int64_t table = table_stride<U>(lq);
+  const int64_t units = p.dim * p.nbits / 8;
+  const int64_t table = table_stride(lq);
   v16f best[NV];
   for (int v = 0; v < NV; ++v) best[v] = v16f{} - INFINITY;
   for (int64_t t = begin; t < end; ++t) {
@@ -135,15 +120,15 @@ inline void best_lanes(const LutMaxSimParams& p, const float* scores, const floa
     const float* base = lut + lane0;
     int64_t unit = 0;
     for (; unit + 1 < units; unit += 2, base += 2 * table) {
-      const float* e0 = base + unit_value<U>(packed, unit) * lq;
-      const float* e1 = base + table + unit_value<U>(packed, unit + 1) * lq;
+      const float* e0 = base + packed[unit] * lq;
+      const float* e1 = base + table + packed[unit + 1] * lq;
       for (int v = 0; v < NV; ++v) {
         even[v] += load16(e0 + 16 * v);
         odd[v] += load16(e1 + 16 * v);
       }
     }
     if (unit < units) {
-      const float* e0 = base + unit_value<U>(packed, unit) * lq;
+      const float* e0 = base + packed[unit] * lq;
       for (int v = 0; v < NV; ++v) even[v] += load16(e0 + 16 * v);
     }
     const float inv_norm = lut_half_to_float(p.inv_norms[t]);
@@ -156,13 +141,12 @@ inline void best_lanes(const LutMaxSimParams& p, const float* scores, const floa
 }
 
 // The same for the last lq % 16 query tokens, one at a time.
-template <int U>
 inline void best_tail(const LutMaxSimParams& p, const float* scores, const float* lut, int64_t begin,
                       int64_t end, int64_t lane0, float* best_out) {
   const int64_t lq = p.query_len;
   const int64_t positions = p.dim * p.nbits / 8;
-  const int64_t units = p.dim * p.nbits / U;
-  const int64_t table = table_stride<U>(lq);
+  const int64_t units = p.dim * p.nbits / 8;
+  const int64_t table = table_stride(lq);
   for (int64_t i = lane0; i < lq; ++i) {
     float best = -INFINITY;
     for (int64_t t = begin; t < end; ++t) {
@@ -170,10 +154,10 @@ inline void best_tail(const LutMaxSimParams& p, const float* scores, const float
       float even = scores[static_cast<int64_t>(p.codes[t]) * lq + i], odd = 0.f;
       int64_t unit = 0;
       for (; unit + 1 < units; unit += 2) {
-        even += lut[unit * table + unit_value<U>(packed, unit) * lq + i];
-        odd += lut[(unit + 1) * table + unit_value<U>(packed, unit + 1) * lq + i];
+        even += lut[unit * table + packed[unit] * lq + i];
+        odd += lut[(unit + 1) * table + packed[unit + 1] * lq + i];
       }
-      if (unit < units) even += lut[unit * table + unit_value<U>(packed, unit) * lq + i];
+      if (unit < units) even += lut[unit * table + packed[unit] * lq + i];
       best = lut_max(best, (even + odd) * lut_half_to_float(p.inv_norms[t]));
     }
     best_out[i - lane0] = best;
@@ -181,7 +165,6 @@ inline void best_tail(const LutMaxSimParams& p, const float* scores, const float
 }
 
 // Score of query q against document `doc`; `best` is scratch of query_len floats.
-template <int U>
 inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* best, const float* lut) {
   const int64_t lq = p.query_len;
   const int64_t begin = p.doc_offsets[doc], end = p.doc_offsets[doc + 1];
@@ -189,9 +172,9 @@ inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, fl
   const float* scores = p.scores + q * p.n_centroids * lq;
   int64_t lane = 0;
   // Two vectors (32 query tokens, the default query length) per pass over the tokens.
-  for (; lane + 32 <= lq; lane += 32) best_lanes<U, 2>(p, scores, lut, begin, end, lane, best + lane);
-  for (; lane + 16 <= lq; lane += 16) best_lanes<U, 1>(p, scores, lut, begin, end, lane, best + lane);
-  if (lane < lq) best_tail<U>(p, scores, lut, begin, end, lane, best + lane);
+  for (; lane + 32 <= lq; lane += 32) best_lanes<2>(p, scores, lut, begin, end, lane, best + lane);
+  for (; lane + 16 <= lq; lane += 16) best_lanes<1>(p, scores, lut, begin, end, lane, best + lane);
+  if (lane < lq) best_tail(p, scores, lut, begin, end, lane, best + lane);
   // In query-token order, the same in every ISA build.
   float total = 0.f;
   for (int64_t i = 0; i < lq; ++i) total += best[i];
@@ -229,20 +212,19 @@ inline int lut_team_size() {
 // of an oversubscribed team waits for a descheduled thread.
 constexpr int64_t kLutParallelMinPairs = 16;
 
-// scratch: lut_scratch_floats(U, ...) floats per thread of the team, allocated by the
+// scratch: lut_scratch_floats(...) floats per thread of the team, allocated by the
 // caller before the region (nothing in the region allocates).
-template <int U>
 void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
   const int64_t lq = p.query_len;
-  const int64_t units = p.dim * p.nbits / U;
+  const int64_t units = p.dim * p.nbits / 8;
   const bool per_query = p.cand_offsets != nullptr;
-  const int64_t table_floats = units * table_stride<U>(lq);  // one query's tables
+  const int64_t table_floats = units * table_stride(lq);  // one query's tables
   const int64_t first = per_query ? p.cand_offsets[0] : 0;
   const int64_t pairs = per_query ? p.n_candidates : p.n_queries * p.n_candidates;
 #pragma omp parallel if (p.n_queries > 1 || pairs >= kLutParallelMinPairs)
   {
     float* query_t = scratch + lut_thread_num() * scratch_floats;
-    float* best = query_t + (U / p.nbits) * lq;
+    float* best = query_t + (8 / p.nbits) * lq;
     if (p.n_queries >= 2 * lut_team_size()) {
       // A batch: one query per task, its tables built and used by the same thread while
       // they are in its cache (tables built for the whole batch first were evicted before
@@ -252,13 +234,13 @@ void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_f
         // The thread's own slot of the workspace (the batch holds more slots than threads):
         // reused, so it stays in cache and its pages are touched once.
         float* tables = p.lut + lut_thread_num() * table_floats;
-        for (int64_t unit = 0; unit < units; ++unit) build_lut_block<U>(p, q, unit, query_t, tables);
+        for (int64_t unit = 0; unit < units; ++unit) build_lut_block(p, q, unit, query_t, tables);
         if (per_query) {
           for (int64_t j = p.cand_offsets[q]; j < p.cand_offsets[q + 1]; ++j)
-            p.out[j] = score_document<U>(p, q, p.candidates[j], best, tables);
+            p.out[j] = score_document(p, q, p.candidates[j], best, tables);
         } else {
           for (int64_t m = 0; m < p.n_candidates; ++m)
-            p.out[q * p.n_candidates + m] = score_document<U>(p, q, p.candidates[m], best, tables);
+            p.out[q * p.n_candidates + m] = score_document(p, q, p.candidates[m], best, tables);
         }
       }
     } else {
@@ -267,31 +249,29 @@ void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_f
       // candidates), with one barrier between.
 #pragma omp for schedule(dynamic, 1)
       for (int64_t block = 0; block < p.n_queries * units; ++block)
-        build_lut_block<U>(p, block / units, block % units, query_t, p.lut + block / units * table_floats);
+        build_lut_block(p, block / units, block % units, query_t, p.lut + block / units * table_floats);
 #pragma omp for schedule(dynamic, 4)
       for (int64_t w = 0; w < pairs; ++w) {
         if (per_query) {
           const int64_t j = first + w;
           const int64_t q = lut_query_of(p.cand_offsets, p.n_queries, j);
-          p.out[j] = score_document<U>(p, q, p.candidates[j], best, p.lut + q * table_floats);
+          p.out[j] = score_document(p, q, p.candidates[j], best, p.lut + q * table_floats);
         } else {
           const int64_t q = w / p.n_candidates;
-          p.out[w] = score_document<U>(p, q, p.candidates[w - q * p.n_candidates], best, p.lut + q * table_floats);
+          p.out[w] = score_document(p, q, p.candidates[w - q * p.n_candidates], best, p.lut + q * table_floats);
         }
       }
     }
   }
 }
 
-constexpr int kUnitBits = 8;
-
-// Per-thread scratch of lut_maxsim_impl<kUnitBits>: a transposed query unit and the maxes.
+// Per-thread scratch of lut_maxsim_impl: a transposed query unit and the maxes.
 inline int64_t lut_scratch_floats(int64_t query_len, int nbits) {
-  return (kUnitBits / nbits) * query_len + query_len;
+  return (8 / nbits) * query_len + query_len;
 }
 
 inline void lut_maxsim_dispatch(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
-  lut_maxsim_impl<kUnitBits>(p, scratch, scratch_floats);
+  lut_maxsim_impl(p, scratch, scratch_floats);
 }
 
 }  // namespace

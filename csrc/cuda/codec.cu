@@ -1,12 +1,15 @@
 // Residual codec on CUDA (contract, bucket rule and bit layout: common/codec.h).
 //
 // Byte-for-byte equal to the CPU: the bucket of r = x - c is the same comparison count
-// (common/codec.h's codec_bucket), bits are packed by the same codec_bit_shift, and every
+// (common/codec.h's codec_bucket), bits are packed by the same codec_bit_shift, the nearest
+// codeword sums the same (a - b)^2 in j order with the same strict-less tie rule, and every
 // float operation that feeds a stored value (norm sums, inverse norms, renormalisation) is
 // written with round-to-nearest intrinsics in the CPU's order, so nvcc cannot contract
 // a * b + c into an FMA that the CPU does not do.
 //
-// quantize:   one thread per token (index build time, not the search path).
+// quantize:   scalar buckets: one thread per token (index build time, not the search path);
+//             nearest codeword: one thread per (token, byte position), the position's 256
+//             codewords read through the read-only cache.
 // decompress: one thread per packed byte (its 8 / nbits output values) when the inverse
 //             norms are given or no normalisation is asked, which is the search path;
 //             one thread per token when the norm must be recomputed (16 partial sums in
@@ -50,10 +53,14 @@ __device__ __forceinline__ float sum_partials16(const float* partial) {
   return total;
 }
 
+// Decoded value of dimension p*k + j whose byte is `byte` (the byte codebook, common/codec.h).
+__device__ __forceinline__ float codeword(const float* codebook, int64_t p, uint8_t byte, int j, int per_byte) {
+  return __ldg(codebook + (p * 256 + byte) * per_byte + j);
+}
+
+// Scalar buckets: bytes packed from the buckets, the norm of C[code] + the codebook's values.
 __global__ void __launch_bounds__(kThreads)
 quantize_kernel(QuantizeParams p) {
-  // Per-dimension tables (dim rows) are read through the read-only cache: a few KiB that
-  // every thread of the grid shares.
   const int nbits = p.nbits, per_byte = 8 / nbits, n_cutoffs = (1 << nbits) - 1;
   const int64_t dim = p.dim, row_bytes = dim * nbits / 8;
   for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
@@ -65,24 +72,73 @@ quantize_kernel(QuantizeParams p) {
       unsigned value = 0;
       for (int j = 0; j < per_byte; ++j) {
         const int64_t d = byte * per_byte + j;
-        const float c = centroid[d];
-        const int b = codec_bucket(__fsub_rn(load_elem(p.emb, row + d, p.emb_dtype), c),
+        const int b = codec_bucket(__fsub_rn(load_elem(p.emb, row + d, p.emb_dtype), centroid[d]),
                                    p.bucket_cutoffs + d * n_cutoffs, n_cutoffs);
-        const float decoded = __fadd_rn(c, __ldg(p.bucket_weights + d * (n_cutoffs + 1) + b));
-        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
         for (int bit = 0; bit < nbits; ++bit)
           value |= ((static_cast<unsigned>(b) >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
       }
       p.residuals[t * row_bytes + byte] = static_cast<uint8_t>(value);
+      for (int j = 0; j < per_byte; ++j) {
+        const int64_t d = byte * per_byte + j;
+        const float decoded = __fadd_rn(centroid[d], codeword(p.codebook, byte, static_cast<uint8_t>(value), j,
+                                                              per_byte));
+        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
+      }
     }
     p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(sum_partials16(partial))));
   }
 }
 
-// Weight of dimension d whose bucket is the j-th field of `byte` (per-dimension tables).
-__device__ __forceinline__ float decoded_weight(const float* bucket_weights, int64_t d, uint8_t byte, int j,
-                                                int nbits) {
-  return __ldg(bucket_weights + d * (1 << nbits) + codec_unpack(byte, j, nbits));
+// Nearest codeword: one thread per (token, byte position) writes the byte.
+__global__ void __launch_bounds__(kThreads)
+nearest_codeword_kernel(QuantizeParams p) {
+  const int per_byte = 8 / p.nbits;
+  const int64_t dim = p.dim, row_bytes = dim * p.nbits / 8;
+  const int64_t n = p.n_tokens * row_bytes;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; e < n;
+       e += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const int64_t t = e / row_bytes, byte = e - t * row_bytes;
+    const int64_t d0 = byte * per_byte;
+    const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim + d0;
+    float r[8];
+    for (int j = 0; j < per_byte; ++j) r[j] = __fsub_rn(load_elem(p.emb, t * dim + d0 + j, p.emb_dtype), centroid[j]);
+    const float* words = p.codebook + byte * 256 * per_byte;
+    float best = INFINITY;
+    int best_v = 0;
+    for (int v = 0; v < 256; ++v) {
+      float dist = 0.f;
+      for (int j = 0; j < per_byte; ++j) {
+        const float diff = __fsub_rn(r[j], __ldg(words + v * per_byte + j));
+        dist = __fadd_rn(dist, __fmul_rn(diff, diff));
+      }
+      if (dist < best) {  // strict: ties keep the lowest v
+        best = dist;
+        best_v = v;
+      }
+    }
+    p.residuals[e] = static_cast<uint8_t>(best_v);
+  }
+}
+
+// Inverse norms of C[code] + the codebook's values of the bytes nearest_codeword_kernel wrote.
+__global__ void __launch_bounds__(kThreads)
+codeword_norm_kernel(QuantizeParams p) {
+  const int per_byte = 8 / p.nbits;
+  const int64_t dim = p.dim, row_bytes = dim * p.nbits / 8;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
+       t += static_cast<int64_t>(gridDim.x) * kThreads) {
+    const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
+    float partial[16] = {};  // the CPU's summation order (see sum_partials16)
+    for (int64_t byte = 0; byte < row_bytes; ++byte) {
+      const uint8_t value = p.residuals[t * row_bytes + byte];
+      for (int j = 0; j < per_byte; ++j) {
+        const int64_t d = byte * per_byte + j;
+        const float decoded = __fadd_rn(centroid[d], codeword(p.codebook, byte, value, j, per_byte));
+        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
+      }
+    }
+    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(sum_partials16(partial))));
+  }
 }
 
 // One thread per packed byte: out = C[code] + w, times the stored inverse norm if asked.
@@ -100,7 +156,7 @@ decompress_bytes_kernel(DecompressParams p) {
     const uint8_t packed = p.residuals[e];
     const float scale = scaled ? __half2float(__ushort_as_half(p.inv_norms[t])) : 1.f;
     for (int j = 0; j < per_byte; ++j) {
-      float v = __fadd_rn(centroid[j], decoded_weight(p.bucket_weights, d0 + j, packed, j, p.nbits));
+      float v = __fadd_rn(centroid[j], codeword(p.codebook, byte, packed, j, per_byte));
       if (scaled) v = __fmul_rn(v, scale);
       store_elem(p.out, t * dim + d0 + j, v, p.out_dtype);
     }
@@ -121,7 +177,7 @@ decompress_renorm_kernel(DecompressParams p) {
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       for (int j = 0; j < per_byte; ++j) {
         const int64_t d = byte * per_byte + j;
-        const float v = __fadd_rn(centroid[d], decoded_weight(p.bucket_weights, d, packed[byte], j, p.nbits));
+        const float v = __fadd_rn(centroid[d], codeword(p.codebook, byte, packed[byte], j, per_byte));
         partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(v, v));
       }
     }
@@ -130,7 +186,7 @@ decompress_renorm_kernel(DecompressParams p) {
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       for (int j = 0; j < per_byte; ++j) {
         const int64_t d = byte * per_byte + j;
-        const float w = decoded_weight(p.bucket_weights, d, packed[byte], j, p.nbits);
+        const float w = codeword(p.codebook, byte, packed[byte], j, per_byte);
         store_elem(p.out, t * dim + d, __fmul_rn(__fadd_rn(centroid[d], w), scale), p.out_dtype);
       }
     }
@@ -157,7 +213,10 @@ bool valid_nbits(int nbits, int64_t dim) {
 int quantize_residuals_cuda(const QuantizeParams& p, Stream stream) {
   if (p.n_tokens == 0) return 0;
   if (!valid_nbits(p.nbits, p.dim)) return static_cast<int>(cudaErrorInvalidValue);
-  return static_cast<int>(launch_strided(quantize_kernel, p.n_tokens, stream, p));
+  if (p.bucket_cutoffs != nullptr) return static_cast<int>(launch_strided(quantize_kernel, p.n_tokens, stream, p));
+  const cudaError_t err = launch_strided(nearest_codeword_kernel, p.n_tokens * (p.dim * p.nbits / 8), stream, p);
+  if (err != cudaSuccess) return static_cast<int>(err);
+  return static_cast<int>(launch_strided(codeword_norm_kernel, p.n_tokens, stream, p));
 }
 
 int decompress_residuals_cuda(const DecompressParams& p, Stream stream) {

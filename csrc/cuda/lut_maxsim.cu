@@ -2,7 +2,7 @@
 //
 // Two kernels on the caller's stream:
 //   build: one thread per lookup-table entry lut[q][pos][byte][i]
-//          = sum_j q_i[pos * k + j] * w[pos * k + j, bucket_j(byte)], summed in j order;
+//          = sum_j q_i[pos * k + j] * codebook[pos][byte][j], summed in j order;
 //   score: one warp per (query, candidate), query-major so a query's tables stay in L2;
 //          lanes are query tokens (chunks of 32), so every table row read is one coalesced
 //          128-byte line; the token's residual bytes are broadcasts. The sum over query
@@ -39,9 +39,8 @@ build_lut_kernel(LutMaxSimParams p) {
     const int64_t pos = qpos % positions, q = qpos / positions;
     const float* query = p.queries + (q * lq + i) * dim + pos * per_byte;
     float entry = 0.f;
-    for (int j = 0; j < per_byte; ++j)
-      entry += query[j] * p.bucket_weights[(pos * per_byte + j) * (1 << nbits) +
-                                           codec_unpack(static_cast<uint8_t>(byte), j, nbits)];
+    const float* word = p.codebook + (pos * 256 + byte) * per_byte;
+    for (int j = 0; j < per_byte; ++j) entry += query[j] * word[j];
     p.lut[e] = entry;
   }
 }

@@ -1,6 +1,6 @@
-"""The codec's bucket layout on disk: per-dimension tables (the default for new builds),
-pooled tables (ColBERT's; every older index), the manifest's ``bucket_layout`` field and
-the checks that refuse bad tables naming the file."""
+"""The codec's bucket layout on disk: per-dimension tables, pooled tables (ColBERT's; every
+older index), the manifest's ``bucket_layout`` field and the checks that refuse bad tables
+naming the file. (The default for new builds, ``"codebook"``: test_codec_codebook.py.)"""
 
 from __future__ import annotations
 
@@ -28,8 +28,25 @@ def _ids(results):
     return [[i for i, _ in r] for r in results]
 
 
-def test_new_build_is_per_dim_and_round_trips(built_index, collection, tmp_path):
-    assert DEFAULT_BUCKET_LAYOUT == "per_dim"
+@pytest.fixture(scope="module")
+def per_dim_index(collection, tmp_path_factory):
+    """A read-only 2-bit index with per-dimension bucket tables."""
+    path = tmp_path_factory.mktemp("per_dim") / "base"
+    Index.build(path, collection.doc_emb, collection.doc_offsets, ids=[f"doc-{i}" for i in range(collection.n_docs)],
+                nbits=2, bucket_layout="per_dim").close()
+    return path
+
+
+@pytest.fixture
+def index_copy(per_dim_index, tmp_path):
+    path = tmp_path / "copy"
+    shutil.copytree(per_dim_index, path)
+    return path
+
+
+def test_per_dim_build_round_trips(per_dim_index, collection, tmp_path):
+    assert DEFAULT_BUCKET_LAYOUT == "codebook"
+    built_index = per_dim_index
     body = _manifest(built_index)
     assert body["bucket_layout"] == "per_dim"
     dim, levels = body["dim"], 1 << body["nbits"]
@@ -63,7 +80,7 @@ def test_exact_search_scores_the_per_dim_decode(collection, tmp_path):
     n_docs = 120
     end = int(collection.doc_offsets[n_docs])
     emb, offsets = collection.doc_emb[:end], collection.doc_offsets[: n_docs + 1]
-    with Index.build(tmp_path / "i", emb, offsets, nbits=2) as index:
+    with Index.build(tmp_path / "i", emb, offsets, nbits=2, bucket_layout="per_dim") as index:
         codec, seg = index.codec, index.segments[0]
         assert codec.bucket_layout == "per_dim"
         decoded = ops.decompress_residuals(seg.codes, seg.residuals, codec.centroids, codec.bucket_weights,
@@ -107,7 +124,8 @@ def test_build_takes_the_layout(collection, tmp_path):
         Index.build(tmp_path / "mismatch", emb, offsets, codec=codec, bucket_layout="per_dim")
 
 
-def test_per_dim_index_is_version_2_and_older_readers_say_newer(built_index, monkeypatch):
+def test_per_dim_index_is_version_2_and_older_readers_say_newer(per_dim_index, monkeypatch):
+    built_index = per_dim_index
     assert _manifest(built_index)["format_version"] == 2
     monkeypatch.setattr(F, "FORMAT_VERSION", 1)  # a reader from before per-dimension tables
     with pytest.raises(ValueError, match="newer than this colbert-engine reads"):

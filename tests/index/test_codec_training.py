@@ -63,9 +63,9 @@ def test_round_trip_error_shrinks_with_bits(dim):
     for nbits in (1, 2, 4):
         codec = C.train_codec(data, data.shape[0], nbits, seed=0)
         codes, residuals, inv_norms = ops.compress_residuals(data, codec.centroids, codec.bucket_cutoffs,
-                                                            codec.bucket_weights, nbits)
+                                                            codec.byte_codebook, nbits)
         assert codes.dtype == torch.int32 and residuals.shape == (data.shape[0], dim * nbits // 8)
-        back = ops.decompress_residuals(codes, residuals, codec.centroids, codec.bucket_weights, nbits)
+        back = ops.decompress_residuals(codes, residuals, codec.centroids, codec.byte_codebook, nbits)
         cos = (back * data).sum(dim=1)
         errors.append(float(1 - cos.mean()))
     assert errors[0] > errors[1] > errors[2]

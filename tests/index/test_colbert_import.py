@@ -122,8 +122,8 @@ def test_imported_inverse_norms_follow_the_kernels_rule():
     data = clustered_collection(n_docs=50, mean_doc_len=20, dim=32, n_queries=1, seed=4)
     codec = train_codec(data.doc_emb, data.doc_emb.shape[0], 2, n_centroids=32)
     codes, residuals, stored = ops.compress_residuals(data.doc_emb, codec.centroids, codec.bucket_cutoffs,
-                                                      codec.bucket_weights, 2)
-    vectors = ops.decompress_residuals(codes, residuals, codec.centroids, codec.bucket_weights, 2, normalize=False)
+                                                      codec.byte_codebook, 2)
+    vectors = ops.decompress_residuals(codes, residuals, codec.centroids, codec.byte_codebook, 2, normalize=False)
     got = inverse_norms(vectors.norm(dim=1))
     assert got.dtype == torch.float16
     # the kernel takes 1/sqrtf of a float32 sum of squares: at most one fp16 step apart

@@ -18,7 +18,7 @@ def _brute_force(index: Index, queries, k, allowed=None):
     results = [[] for _ in range(queries.shape[0])]
     for seg in index.segments:
         emb = reference.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids,
-                                             index.codec.bucket_weights, index.codec.nbits, inv_norms=seg.inv_norms)
+                                             index.codec.byte_codebook, index.codec.nbits, inv_norms=seg.inv_norms)
         scores = reference.maxsim(queries, emb, seg.doc_offsets)  # (nq, n_docs)
         for d in range(seg.n_docs):
             doc_id = seg.doc_base + d
@@ -92,7 +92,7 @@ def test_stats(built_index, collection):
         stats = index.stats()
     assert stats["docs"] == stats["live_docs"] == collection.n_docs
     assert stats["tokens"] == int(collection.doc_offsets[-1])
-    assert stats["nbits"] == 2 and stats["dim"] == 64 and stats["format_version"] == 2
+    assert stats["nbits"] == 2 and stats["dim"] == 64 and stats["format_version"] == 3
     assert stats["segments"] == 1 and 16 <= stats["centroids"] <= 2 ** 18
     # 4 B code + 16 B residual (64 dims x 2 bits) + 2 B inv_norm + offsets/ivf
     assert 22 <= stats["bytes_per_token"] < 40

@@ -178,6 +178,21 @@ int bucket_of(const uint8_t* packed, int64_t d, int nbits) {
   return bucket;
 }
 
+// Byte codebook [dim*nbits/8][256][8/nbits] of per-dimension tables weights [dim, 2^nbits]
+// (what ops/codec.py byte_codebook builds): entry [p][v][j] = weights[p*k + j, bucket_j(v)].
+std::vector<float> byte_codebook(const std::vector<float>& weights, int64_t dim, int nbits) {
+  const int per_byte = 8 / nbits;
+  const int64_t positions = dim * nbits / 8;
+  std::vector<float> codebook(positions * 256 * per_byte);
+  for (int64_t p = 0; p < positions; ++p)
+    for (int v = 0; v < 256; ++v) {
+      const uint8_t byte = static_cast<uint8_t>(v);
+      for (int j = 0; j < per_byte; ++j)
+        codebook[(p * 256 + v) * per_byte + j] = weights[((p * per_byte + j) << nbits) + bucket_of(&byte, j, nbits)];
+    }
+  return codebook;
+}
+
 void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int nbits, int64_t n_docs) {
   const int64_t n_centroids = 5;
   const std::vector<int64_t> offsets = random_offsets(rng, n_docs, 30);
@@ -186,6 +201,7 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
   const std::vector<float> scores = small_ints(rng, nq * n_centroids * lq);
   // Per-dimension bucket weights [dim, 2^nbits], every row different (common/codec.h).
   const std::vector<float> weights = small_ints(rng, dim << nbits);
+  const std::vector<float> codebook = byte_codebook(weights, dim, nbits);
   std::vector<int32_t> codes(n_tokens);
   std::vector<uint8_t> residuals(n_tokens * positions);
   std::vector<uint16_t> inv_norms(n_tokens);
@@ -201,7 +217,7 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
   std::vector<float> lut(nq * ce::lut_workspace_floats_cpu(dim, nbits, lq));
   std::vector<float> out(nq * n_cand, 12345.f);
   ce::LutMaxSimParams p{queries.data(), scores.data(), codes.data(), residuals.data(), inv_norms.data(),
-                        offsets.data(), candidates.data(), /*cand_offsets=*/nullptr, weights.data(), lut.data(), out.data(),
+                        offsets.data(), candidates.data(), /*cand_offsets=*/nullptr, codebook.data(), lut.data(), out.data(),
                         nq, lq, dim, n_centroids, n_tokens, n_docs, n_cand, nbits};
   ce::lut_maxsim_cpu(p);
   for (int64_t q = 0; q < nq; ++q)
@@ -232,6 +248,7 @@ void test_codec_per_dim(std::mt19937& rng, int64_t dim, int nbits, int64_t n_tok
   for (auto& x : emb) x *= 0.5f;
   std::vector<float> cutoffs = small_ints(rng, dim * (levels - 1));
   const std::vector<float> weights = small_ints(rng, dim * levels);
+  const std::vector<float> codebook = byte_codebook(weights, dim, nbits);
   for (int64_t d = 0; d < dim; ++d)  // each row non-decreasing
     std::sort(cutoffs.begin() + d * (levels - 1), cutoffs.begin() + (d + 1) * (levels - 1));
   std::vector<int32_t> codes(n_tokens);
@@ -239,11 +256,11 @@ void test_codec_per_dim(std::mt19937& rng, int64_t dim, int nbits, int64_t n_tok
   for (auto& c : codes) c = code(rng);
   std::vector<uint8_t> residuals(n_tokens * row_bytes);
   std::vector<uint16_t> inv_norms(n_tokens);
-  ce::QuantizeParams qp{emb.data(), centroids.data(), codes.data(), cutoffs.data(), weights.data(),
+  ce::QuantizeParams qp{emb.data(), centroids.data(), codes.data(), cutoffs.data(), codebook.data(),
                         residuals.data(), inv_norms.data(), n_tokens, dim, n_centroids, nbits, ce::DType::F32};
   ce::quantize_residuals_cpu(qp);
   std::vector<float> out(n_tokens * dim);
-  ce::DecompressParams dp{codes.data(), residuals.data(), centroids.data(), weights.data(), nullptr, out.data(),
+  ce::DecompressParams dp{codes.data(), residuals.data(), centroids.data(), codebook.data(), nullptr, out.data(),
                           n_tokens, dim, n_centroids, nbits, /*normalize=*/false, ce::DType::F32};
   ce::decompress_residuals_cpu(dp);
   for (int64_t t = 0; t < n_tokens; ++t) {
@@ -259,6 +276,52 @@ void test_codec_per_dim(std::mt19937& rng, int64_t dim, int nbits, int64_t n_tok
       norm_sq += decoded * decoded;
     }
     expect(inv_norms[t] == ce::float_to_half(ce::codec_inv_norm(norm_sq)), "codec per-dim inv_norm", t, dim);
+  }
+}
+
+// quantize_residuals_cpu with a product-quantized codebook (bucket_cutoffs nullptr): every
+// byte is the nearest codeword of its k residual values by squared L2 (ties -> lowest v), and
+// decompression gives C[code] + that codeword. Small integers: every distance is exact, and
+// ties (duplicate codewords) are frequent.
+void test_codec_codebook(std::mt19937& rng, int64_t dim, int nbits, int64_t n_tokens) {
+  const int64_t n_centroids = 5, row_bytes = dim * nbits / 8, per_byte = 8 / nbits;
+  const std::vector<float> emb = small_ints(rng, n_tokens * dim), centroids = small_ints(rng, n_centroids * dim);
+  const std::vector<float> codebook = small_ints(rng, row_bytes * 256 * per_byte);
+  std::vector<int32_t> codes(n_tokens);
+  std::uniform_int_distribution<int> code(0, n_centroids - 1);
+  for (auto& c : codes) c = code(rng);
+  std::vector<uint8_t> residuals(n_tokens * row_bytes);
+  std::vector<uint16_t> inv_norms(n_tokens);
+  ce::QuantizeParams qp{emb.data(), centroids.data(), codes.data(), /*bucket_cutoffs=*/nullptr, codebook.data(),
+                        residuals.data(), inv_norms.data(), n_tokens, dim, n_centroids, nbits, ce::DType::F32};
+  ce::quantize_residuals_cpu(qp);
+  std::vector<float> out(n_tokens * dim);
+  ce::DecompressParams dp{codes.data(), residuals.data(), centroids.data(), codebook.data(), nullptr, out.data(),
+                          n_tokens, dim, n_centroids, nbits, /*normalize=*/false, ce::DType::F32};
+  ce::decompress_residuals_cpu(dp);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    float norm_sq = 0.f;
+    for (int64_t p = 0; p < row_bytes; ++p) {
+      int want = 0;
+      float best = kInf;
+      for (int v = 0; v < 256; ++v) {
+        float dist = 0.f;
+        for (int64_t j = 0; j < per_byte; ++j) {
+          const int64_t d = p * per_byte + j;
+          const float diff = emb[t * dim + d] - centroids[codes[t] * dim + d] - codebook[(p * 256 + v) * per_byte + j];
+          dist += diff * diff;
+        }
+        if (dist < best) { best = dist; want = v; }
+      }
+      expect(residuals[t * row_bytes + p] == want, "codec codebook nearest codeword", t, p);
+      for (int64_t j = 0; j < per_byte; ++j) {
+        const int64_t d = p * per_byte + j;
+        const float decoded = centroids[codes[t] * dim + d] + codebook[(p * 256 + want) * per_byte + j];
+        expect(out[t * dim + d] == decoded, "codec codebook decoded value", t, d);
+        norm_sq += decoded * decoded;
+      }
+    }
+    expect(inv_norms[t] == ce::float_to_half(ce::codec_inv_norm(norm_sq)), "codec codebook inv_norm", t, dim);
   }
 }
 
@@ -281,6 +344,8 @@ int main() {
       for (int64_t dim : {8, 24, 128}) test_lut_maxsim(rng, 1 + lq % 2, lq, dim, nbits, 1 + (lq + dim) % 13);
   for (int nbits : {1, 2, 4})
     for (int64_t dim : {8, 24, 128}) test_codec_per_dim(rng, dim, nbits, 300);
+  for (int nbits : {1, 2, 4})
+    for (int64_t dim : {8, 24, 128}) test_codec_codebook(rng, dim, nbits, 300);
   std::printf("%d checks, %d failed\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;
 }

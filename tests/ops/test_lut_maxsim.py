@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from colbert_engine import ops
 from colbert_engine.ops import reference
+from colbert_engine.ops.codec import byte_codebook
 
 NBITS = [1, 2, 4]
 
@@ -231,8 +232,9 @@ def test_lut_maxsim_per_query_offsets_property(lengths, sizes, nbits, query_len,
     try:
         if one_per_group:
             module._LUT_WORKSPACE_BYTES = 1
-        module.lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, offsets, candidates, weights, nbits,
-                                 out, cand_offsets=torch.tensor(host), host_offsets=host)
+        module.lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, offsets, candidates,
+                                 byte_codebook(weights, nbits, 16), nbits, out, cand_offsets=torch.tensor(host),
+                                 host_offsets=host)
     finally:
         module._LUT_WORKSPACE_BYTES = budget
     want = reference.lut_maxsim_per_query(queries, scores, codes, residuals, inv_norms, offsets, candidates, host,

@@ -76,7 +76,7 @@ def test_exact_matches_decompressed_maxsim(searched):
     index, queries = searched
     want_scores, want_ids = [], []
     for seg in index.segments:
-        emb = ops.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids, index.codec.bucket_weights,
+        emb = ops.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids, index.codec.byte_codebook,
                                        index.codec.nbits, inv_norms=seg.inv_norms)
         want_scores.append(ops.maxsim(queries, emb, seg.doc_offsets))
         want_ids.append(torch.arange(seg.n_docs) + seg.doc_base)

@@ -15,21 +15,21 @@ from colbert_engine.sharded import manifest as M
 
 def test_layout_recorded_in_the_manifest_and_every_shard(sharded_built):
     m = M.read_manifest(sharded_built)
-    assert m["bucket_layout"] == "per_dim"
+    assert m["bucket_layout"] == "codebook"  # the default
     with ShardedIndex.open(sharded_built) as sharded:
-        assert sharded.codec.bucket_layout == "per_dim"
-        assert tuple(sharded.codec.bucket_weights.shape) == (m["dim"], 1 << m["nbits"])
+        assert sharded.codec.bucket_layout == "codebook"
+        assert tuple(sharded.codec.residual_codebook.shape) == (m["dim"] * m["nbits"] // 8, 256, 8 // m["nbits"])
     for entry in m["shards"]:
-        assert json.loads((sharded_built / entry["name"] / F.MANIFEST).read_text())["bucket_layout"] == "per_dim"
+        assert json.loads((sharded_built / entry["name"] / F.MANIFEST).read_text())["bucket_layout"] == "codebook"
         with Index.open(sharded_built / entry["name"]) as shard:
-            assert shard.codec.bucket_layout == "per_dim"
+            assert shard.codec.bucket_layout == "codebook"
 
 
 def test_layout_that_disagrees_with_the_arrays_is_refused(sharded_copy):
     body = M.read_manifest(sharded_copy)
     body["bucket_layout"] = "pooled"
     F.write_json_manifest(sharded_copy, M.SHARDED_MANIFEST, body, "test")
-    with pytest.raises(ValueError, match=r"codec\.bucket_cutoffs\.npy: shape .*bucket_layout 'pooled'"):
+    with pytest.raises(ValueError, match=r"sharded\.json: codec names .*bucket_layout 'pooled'"):
         ShardedIndex.open(sharded_copy)
 
 
@@ -57,3 +57,28 @@ def test_shared_codec_is_trained_like_index_build(shard_collection, tmp_path):
         assert index.codec.bucket_layout == "pooled"
     with pytest.raises(ValueError, match="bucket_layout"):
         ShardedIndex.build(tmp_path / "bad", c.doc_emb, c.doc_offsets, n_shards=2, bucket_layout="perdim")
+
+
+def test_codebook_layout_travels_with_the_shared_codec(shard_collection, tmp_path, monkeypatch):
+    """A product-quantized shared codec: its codebook file is the shared codec's, every shard
+    holds the same one, searches match a plain index with the same codec, and a reader from
+    before the layout says "newer" instead of failing on a missing file."""
+    c = shard_collection
+    end = int(c.doc_offsets[200])
+    with ShardedIndex.build(tmp_path / "cb", c.doc_emb[:end], c.doc_offsets[:201], n_shards=2,
+                            bucket_layout="codebook") as index:
+        assert index.codec.bucket_layout == "codebook"
+        hits = index.search(c.queries[:3], k=5)
+    m = M.read_manifest(tmp_path / "cb")
+    assert m["bucket_layout"] == "codebook" and m["format_version"] == 2
+    assert sorted(m["codec"]) == ["codec.centroids.npy", "codec.residual_codebook.npy"]
+    for entry in m["shards"]:
+        body = json.loads((tmp_path / "cb" / entry["name"] / F.MANIFEST).read_text())
+        assert body["bucket_layout"] == "codebook" and body["format_version"] == 3
+        assert {n: e["crc32"] for n, e in body["codec"].items()} == {n: e["crc32"] for n, e in m["codec"].items()}
+    with ShardedIndex.open(tmp_path / "cb") as index:
+        assert index.codec.bucket_layout == "codebook"
+        assert [[i for i, _ in r] for r in index.search(c.queries[:3], k=5)] == [[i for i, _ in r] for r in hits]
+    monkeypatch.setattr(M, "SHARDED_FORMAT_VERSION", 1)
+    with pytest.raises(ValueError, match="newer than this colbert-engine reads"):
+        ShardedIndex.open(tmp_path / "cb")

@@ -36,7 +36,7 @@ def single_with_codec(sharded_built, shard_collection, tmp_path_factory):
 
 def test_layout_manifest_and_shards_open_alone(sharded_built, shard_collection):
     m = M.read_manifest(sharded_built)
-    assert m["format"] == "colbert-engine-sharded" and m["format_version"] == 1 and m["generation"] == 1
+    assert m["format"] == "colbert-engine-sharded" and m["format_version"] == 2 and m["generation"] == 1
     assert [e["name"] for e in m["shards"]] == ["shard-0000", "shard-0001", "shard-0002"]
     assert sum(e["n_docs"] for e in m["shards"]) == shard_collection.n_docs
     assert sum(e["n_tokens"] for e in m["shards"]) == shard_collection.doc_emb.shape[0]

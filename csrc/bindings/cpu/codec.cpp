@@ -46,27 +46,27 @@ void bind_codec(py::module_& m) {
   m.def(
       "quantize_residuals",
       [](uintptr_t emb, uintptr_t centroids, uintptr_t codes, uintptr_t bucket_cutoffs,
-         uintptr_t bucket_weights, uintptr_t residuals, uintptr_t inv_norms, int64_t n_tokens,
+         uintptr_t codebook, uintptr_t residuals, uintptr_t inv_norms, int64_t n_tokens,
          int64_t dim, int64_t n_centroids, int nbits, int emb_dtype) {
-        const auto p = ce_bind::quantize_params(emb, centroids, codes, bucket_cutoffs, bucket_weights, residuals,
+        const auto p = ce_bind::quantize_params(emb, centroids, codes, bucket_cutoffs, codebook, residuals,
                                                 inv_norms, n_tokens, dim, n_centroids, nbits, emb_dtype);
         py::gil_scoped_release release;
         ce::quantize_residuals_cpu(p);
       },
       py::arg("emb"), py::arg("centroids"), py::arg("codes"), py::arg("bucket_cutoffs"),
-      py::arg("bucket_weights"), py::arg("residuals"), py::arg("inv_norms"), py::arg("n_tokens"),
+      py::arg("codebook"), py::arg("residuals"), py::arg("inv_norms"), py::arg("n_tokens"),
       py::arg("dim"), py::arg("n_centroids"), py::arg("nbits"), py::arg("emb_dtype"));
   m.def(
       "decompress_residuals",
-      [](uintptr_t codes, uintptr_t residuals, uintptr_t centroids, uintptr_t bucket_weights,
+      [](uintptr_t codes, uintptr_t residuals, uintptr_t centroids, uintptr_t codebook,
          uintptr_t inv_norms, uintptr_t out, int64_t n_tokens, int64_t dim, int64_t n_centroids,
          int nbits, bool normalize, int out_dtype) {
-        const auto p = ce_bind::decompress_params(codes, residuals, centroids, bucket_weights, inv_norms, out,
+        const auto p = ce_bind::decompress_params(codes, residuals, centroids, codebook, inv_norms, out,
                                                   n_tokens, dim, n_centroids, nbits, normalize, out_dtype);
         py::gil_scoped_release release;
         ce::decompress_residuals_cpu(p);
       },
-      py::arg("codes"), py::arg("residuals"), py::arg("centroids"), py::arg("bucket_weights"),
+      py::arg("codes"), py::arg("residuals"), py::arg("centroids"), py::arg("codebook"),
       py::arg("inv_norms"), py::arg("out"), py::arg("n_tokens"), py::arg("dim"),
       py::arg("n_centroids"), py::arg("nbits"), py::arg("normalize"), py::arg("out_dtype"));
 }

@@ -13,11 +13,18 @@ ColBERTv2's recipe (DESIGN.md section 4) without faiss and without ``torch.quant
   sample affordable (32 points per centroid, the old default, cost recall on hard data);
 - bucket cutoffs at the j/2^b quantiles and weights at the (j + 1/2)/2^b quantiles of the
   residuals of held-out sample tokens over all dimensions (nearest rank, one sort)
-  (``bucket_layout="pooled"``, ColBERT's); or, the default for new builds
-  (``"per_dim"``), the same quantiles of each dimension's residuals, then refined by
+  (``bucket_layout="pooled"``, ColBERT's); or (``"per_dim"``) the same quantiles of
+  each dimension's residuals, then refined by
   16 Lloyd-Max steps per dimension (:func:`per_dim_bucket_tables`). Residual
   spread differs by dimension on anisotropic data; per-dimension tables cost no bytes
-  per token (benchmarks/RESULTS.md, search quality, has the measurements).
+  per token (benchmarks/RESULTS.md, search quality, has the measurements);
+- or, the default for new builds (``"codebook"``, product quantization at the same bytes
+  per token), for each residual byte position p a codebook of 256 codewords over its
+  ``8 / nbits`` dimensions, trained by k-means on up to ``CODEBOOK_TOKENS`` residual
+  sub-vectors (the held-out tokens first) starting from the per-dimension grid
+  (:func:`train_residual_codebook`); a byte is the index of the nearest codeword. The
+  per-dimension scalar codes are the special case of a product grid of 2^nbits levels per
+  dimension, so this is at least as expressive; it measured better at 1, 2 and 4 bits.
 """
 
 from __future__ import annotations
@@ -213,11 +220,22 @@ def bucket_tables(residuals: torch.Tensor, nbits: int):
     return torch.tensor(cutoffs, dtype=torch.float32), torch.tensor(weights, dtype=torch.float32)
 
 
-# Bucket table layouts: "pooled" (ColBERT's, one table for all dimensions) and
-# "per_dim" (one row per dimension). New builds use DEFAULT_BUCKET_LAYOUT; an index
-# records its layout in the manifest (absent: pooled, every index written before).
-BUCKET_LAYOUTS = ("pooled", "per_dim")
-DEFAULT_BUCKET_LAYOUT = "per_dim"
+# Residual table layouts: "pooled" (ColBERT's, one bucket table for all dimensions),
+# "per_dim" (one bucket table row per dimension) and "codebook" (a trained byte codebook,
+# product quantization). New builds use DEFAULT_BUCKET_LAYOUT; an index records its layout
+# in the manifest (absent: pooled, every index written before the field).
+BUCKET_LAYOUTS = ("pooled", "per_dim", "codebook")
+# "codebook": higher exact-on-codes and default-search recall@10 than "per_dim" on every
+# suite member measured at 1, 2 and 4 bits, same bytes per token; its training costs build
+# time (benchmarks/RESULTS.md, search quality).
+DEFAULT_BUCKET_LAYOUT = "codebook"
+# The default by nbits where it differs from DEFAULT_BUCKET_LAYOUT (none today).
+DEFAULT_LAYOUT_BY_NBITS: dict = {}
+
+
+def default_bucket_layout(nbits: int) -> str:
+    """The layout a new build at ``nbits`` uses when none is given."""
+    return DEFAULT_LAYOUT_BY_NBITS.get(nbits, DEFAULT_BUCKET_LAYOUT)
 # Lloyd-Max iterations after the per-dimension quantiles (0: quantiles only). 16: from 4 to
 # 16 lifted exact-on-codes recall@10 by up to 0.024 (aniso-stop-3k, 2 bits); 32 and 64 did
 # not lift it further (benchmarks/RESULTS.md, search quality). Each step is a searchsorted
@@ -225,10 +243,80 @@ DEFAULT_BUCKET_LAYOUT = "per_dim"
 DEFAULT_LLOYD_ITERS = 16
 
 
-def check_bucket_layout(bucket_layout) -> str:
-    """``bucket_layout`` as given, or DEFAULT_BUCKET_LAYOUT for None; ValueError naming it."""
+# k-means steps of the "codebook" layout's per-position codebooks (the experiment's 20).
+DEFAULT_CODEBOOK_ITERS = 20
+# Residual sub-vectors the codebooks train on: the held-out tokens, then sample tokens after
+# them up to this many (200k: lower held-out error and higher recall than 50k, RESULTS.md).
+CODEBOOK_TOKENS = 200_000
+# Residual values per assignment chunk of codebook training (16 MB of fp32 rows).
+_CODEBOOK_CHUNK_VALUES = 1 << 22
+
+
+def train_residual_codebook(residuals: torch.Tensor, nbits: int, iters: int = DEFAULT_CODEBOOK_ITERS,
+                            seed: int = 0, init: torch.Tensor | None = None) -> torch.Tensor:
+    """Byte codebook float32 ``(dim * nbits / 8, 256, 8 / nbits)`` by k-means per byte position.
+
+    residuals: ``(n, dim)`` float. Position p's codewords are 256 centres of the sub-vectors
+    ``residuals[:, p*k:(p+1)*k]`` (``k = 8 / nbits``). Start: ``init`` (a byte codebook, e.g.
+    the expansion of per-dimension scalar tables), or the sub-vectors of 256 seeded random
+    rows (with repeats when n < 256). Each step assigns every sub-vector its nearest
+    codeword with the encoding kernel itself (``ops.compress_residuals`` against a zero
+    centroid: squared L2, ties to the lowest index, all positions of a row in one pass) and
+    moves each codeword to its members' mean (``ops.codec.accumulate_rows``, fixed order); a
+    codeword without members keeps its place. Deterministic for a seed.
+    """
+    if residuals.dim() != 2 or residuals.shape[0] == 0:
+        raise ValueError(f"residuals: expected a non-empty (n, dim) tensor, got shape {tuple(residuals.shape)}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters: expected an int >= 0, got {iters!r}")
+    n, dim = residuals.shape
+    nbits = ops_codec.check_nbits(nbits, dim)
+    per_byte = 8 // nbits
+    positions = dim // per_byte
+    x = residuals.to(torch.float32).contiguous()
+    if init is not None:
+        codebook = ops_codec.check_codebook(init, nbits, dim, x.device, "init").clone()
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        start = torch.randperm(n, generator=gen)
+        start = start.repeat((256 + n - 1) // n)[:256].to(x.device)
+        codebook = x[start].view(256, positions, per_byte).transpose(0, 1).contiguous()  # (P, 256, k)
+    zero = torch.zeros(1, dim, dtype=torch.float32, device=x.device)
+    slots = torch.arange(positions, dtype=torch.int32, device=x.device) * 256
+    chunk = max(1, _CODEBOOK_CHUNK_VALUES // dim)
+    for _ in range(iters):
+        sums = torch.zeros(positions * 256, per_byte, device=x.device)
+        counts = torch.zeros(positions * 256, dtype=torch.int64, device=x.device)
+        for first in range(0, n, chunk):
+            rows = x[first:first + chunk]
+            _, nearest, _ = ops.compress_residuals(rows, zero, None, codebook, nbits)      # (m, P) uint8
+            assigned = (nearest.to(torch.int32) + slots).flatten()  # row t*P + p: residual t, position p
+            ops_codec.accumulate_rows(rows.view(-1, per_byte), assigned, sums)
+            counts += torch.bincount(assigned, minlength=positions * 256)
+        counts = counts.view(positions, 256, 1)
+        means = sums.view(positions, 256, per_byte) / counts.clamp(min=1)
+        codebook = torch.where(counts > 0, means, codebook).contiguous()
+    return codebook
+
+
+def check_residual_codebook(codebook, nbits: int, dim: int, where: str = "residual codebook") -> torch.Tensor:
+    """Validate a "codebook" codec's byte codebook ``(dim * nbits / 8, 256, 8 / nbits)`` of
+    finite floats; returns it as float32. ``where`` names the source in the ValueError."""
+    codebook = torch.as_tensor(codebook)
+    want = (dim * nbits // 8, 256, 8 // nbits)
+    if tuple(codebook.shape) != want:
+        raise ValueError(f"{where}: shape {tuple(codebook.shape)}, expected (dim * nbits / 8, 256, 8 / nbits) = "
+                         f"{want} for dim {dim}, nbits {nbits}")
+    if not codebook.is_floating_point() or not bool(torch.isfinite(codebook).all()):
+        raise ValueError(f"{where}: the residual codebook must hold finite floats")
+    return codebook.float()
+
+
+def check_bucket_layout(bucket_layout, nbits: int | None = None) -> str:
+    """``bucket_layout`` as given, or for None the default (:func:`default_bucket_layout` of
+    ``nbits``, DEFAULT_BUCKET_LAYOUT without); ValueError naming it."""
     if bucket_layout is None:
-        return DEFAULT_BUCKET_LAYOUT
+        return DEFAULT_BUCKET_LAYOUT if nbits is None else default_bucket_layout(nbits)
     if bucket_layout not in BUCKET_LAYOUTS:
         raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS} or None, got {bucket_layout!r:.40}")
     return bucket_layout
@@ -331,17 +419,25 @@ def check_bucket_tables(cutoffs, weights, nbits: int, dim: int, where: str = "bu
 
 @dataclass
 class Codec:
-    """Centroids and residual buckets: everything needed to (de)compress token vectors.
+    """Centroids and residual tables: everything needed to (de)compress token vectors.
 
-    centroids float32 ``(K, dim)`` (unit rows); bucket tables float32, pooled (ColBERT's
-    layout) ``bucket_cutoffs (2^nbits - 1,)`` and ``bucket_weights (2^nbits,)``, or per
-    dimension ``(dim, 2^nbits - 1)`` and ``(dim, 2^nbits)`` (:attr:`bucket_layout`).
+    centroids float32 ``(K, dim)`` (unit rows); then one of (:attr:`bucket_layout`)
+    scalar bucket tables float32, pooled (ColBERT's layout) ``bucket_cutoffs
+    (2^nbits - 1,)`` and ``bucket_weights (2^nbits,)``, or per dimension ``(dim, 2^nbits -
+    1)`` and ``(dim, 2^nbits)``; or (``"codebook"``) no bucket tables (None) and a trained
+    ``residual_codebook`` ``(dim * nbits / 8, 256, 8 / nbits)``. Every layout decodes
+    through :attr:`byte_codebook` (built once per codec).
     """
 
     centroids: torch.Tensor
-    bucket_cutoffs: torch.Tensor
-    bucket_weights: torch.Tensor
+    bucket_cutoffs: torch.Tensor | None
+    bucket_weights: torch.Tensor | None
     nbits: int
+    residual_codebook: torch.Tensor | None = None
+    # The byte codebook the kernels decode with, expanded once from the scalar tables
+    # (kept with the tables it came from: train_codec sets them after construction).
+    _byte_codebook: object = field(default=None, init=False, repr=False, compare=False)
+    _byte_codebook_of: object = field(default=None, init=False, repr=False, compare=False)
     # Built on first use by compress(); a pure function of the centroids (seeded), so
     # every build, add and compaction assigns a token the same code.
     _cells: object = field(default=None, init=False, repr=False, compare=False)
@@ -355,8 +451,23 @@ class Codec:
 
     @property
     def bucket_layout(self) -> str:
-        """"pooled" (one table for all dimensions) or "per_dim" (a row per dimension)."""
+        """"pooled" (one table for all dimensions), "per_dim" (a row per dimension) or
+        "codebook" (a trained byte codebook, product quantization)."""
+        if self.residual_codebook is not None:
+            return "codebook"
         return "per_dim" if self.bucket_weights.dim() == 2 else "pooled"
+
+    @property
+    def byte_codebook(self) -> torch.Tensor:
+        """float32 ``(dim * nbits / 8, 256, 8 / nbits)`` on the codec's device: what every
+        decode (decompression, lut_maxsim) reads; :func:`ops.codec.byte_codebook` of the
+        scalar tables, or the trained codebook."""
+        if self.residual_codebook is not None:
+            return self.residual_codebook
+        if self._byte_codebook is None or self._byte_codebook_of is not self.bucket_weights:
+            self._byte_codebook = ops_codec.byte_codebook(self.bucket_weights, self.nbits, self.dim)
+            self._byte_codebook_of = self.bucket_weights
+        return self._byte_codebook
 
     @property
     def cells(self):
@@ -370,20 +481,23 @@ class Codec:
         """(codes, residuals, inv_norms) of token vectors: :func:`ops.compress_residuals`
         with this codec's centroid cells (probed assignment for large K on CPU)."""
         start = time.perf_counter()
-        out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.bucket_weights, self.nbits,
+        out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.byte_codebook, self.nbits,
                                      cells=self.cells if emb.device.type == "cpu" else None)
         self.compress_seconds += time.perf_counter() - start
         return out
 
     def to(self, device) -> "Codec":
-        return Codec(self.centroids.to(device), self.bucket_cutoffs.to(device), self.bucket_weights.to(device),
-                     self.nbits)
+        def moved(t):
+            return None if t is None else t.to(device)
+        return Codec(self.centroids.to(device), moved(self.bucket_cutoffs), moved(self.bucket_weights), self.nbits,
+                     moved(self.residual_codebook))
 
 
 def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
                 n_centroids: int | None = None, max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
                 rows: torch.Tensor | None = None, device=None, timings: dict | None = None,
-                bucket_layout: str | None = None, lloyd_iters: int | None = None) -> Codec:
+                bucket_layout: str | None = None, lloyd_iters: int | None = None,
+                codebook_tokens: int | None = None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
@@ -393,16 +507,22 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         n_tokens: tokens in the whole collection (sets K); ``n_centroids`` overrides K.
         device: where k-means runs (default ``sample.device``).
         timings: optional dict that receives the seconds of "kmeans" and "buckets".
-        bucket_layout: "per_dim" or "pooled" (ColBERT's); default ``DEFAULT_BUCKET_LAYOUT``.
+        bucket_layout: "codebook" (product quantization), "per_dim" or "pooled" (ColBERT's);
+            default :func:`default_bucket_layout`.
         lloyd_iters: Lloyd-Max steps of the per-dimension tables (default
             ``DEFAULT_LLOYD_ITERS``; 0 keeps the quantiles).
+        codebook_tokens: residuals the "codebook" layout trains on (default
+            ``CODEBOOK_TOKENS``): the held-out tokens, then sample tokens after them.
     Returns:
         a :class:`Codec` on ``device``.
     """
     if nbits not in (1, 2, 4):
         raise ValueError(f"nbits: must be 1, 2 or 4, got {nbits}")
-    bucket_layout = check_bucket_layout(bucket_layout)
+    bucket_layout = check_bucket_layout(bucket_layout, nbits)
     lloyd_iters = _check_lloyd_iters(DEFAULT_LLOYD_ITERS if lloyd_iters is None else lloyd_iters)
+    wanted = CODEBOOK_TOKENS if codebook_tokens is None else codebook_tokens
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+        raise ValueError(f"codebook_tokens: expected an int >= 1, got {wanted!r}")
     n = sample.shape[0] if rows is None else rows.numel()
     if sample.dim() != 2 or n == 0:
         raise ValueError(f"codec training needs at least one token vector, got shape {tuple(sample.shape)}")
@@ -428,10 +548,23 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
     codec = Codec(centroids, None, None, nbits)
     # gathered after k-means, residuals in place: at 1M tokens the held-out vectors (25 MB)
     # and their copies were a third of the build's peak memory
+    if bucket_layout == "codebook":
+        if n_heldout:  # the held-out tokens, then sample tokens after them, gathered once
+            heldout_rows = torch.cat([heldout_rows, train_rows[:max(0, wanted - n_heldout)]])[:wanted]
     heldout = sample[heldout_rows].to(device, torch.float32)
     del order, heldout_rows, train_rows
     codes, _ = _assign(heldout, centroids, codec.cells)
     residuals = heldout.sub_(centroids[codes])
+    if bucket_layout == "codebook":
+        # start from the per-dimension grid (a product codebook already): lower error than
+        # random rows at every iteration count measured (RESULTS.md, search quality)
+        _, grid_weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
+        grid = ops_codec.byte_codebook(grid_weights.to(residuals.device), nbits, dim)
+        codec.residual_codebook = train_residual_codebook(residuals, nbits, seed=seed, init=grid).to(device)
+        if timings is not None:
+            timings["kmeans"] = mid - start
+            timings["buckets"] = time.perf_counter() - mid
+        return codec
     if bucket_layout == "per_dim":
         cutoffs, weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
     else:

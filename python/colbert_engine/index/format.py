@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 FORMAT_NAME = "colbert-engine-index"
-FORMAT_VERSION = 2  # the newest this reader reads; what a build writes: format_version_for()
+FORMAT_VERSION = 3  # the newest this reader reads; what a build writes: format_version_for()
 MANIFEST = "manifest.json"
 TMP_SUFFIX = ".tmp"
 # Fixed npy header length for streamed arrays (the shape is patched in at the end).
@@ -290,10 +290,11 @@ def read_json_manifest(folder: Path, name: str, format_name: str, max_version: i
 
 
 def format_version_for(bucket_layout: str) -> int:
-    """Version 2 marks per-dimension bucket tables, so that a reader from before them says
-    "newer than this colbert-engine reads" instead of "corrupt"; pooled indexes stay 1
-    (what every older reader, and colbert-ai's layout, read)."""
-    return 2 if bucket_layout == "per_dim" else 1
+    """Version 2 marks per-dimension bucket tables and 3 a product-quantized residual
+    codebook, so that a reader from before them says "newer than this colbert-engine reads"
+    instead of "corrupt"; pooled indexes stay 1 (what every older reader, and colbert-ai's
+    layout, read)."""
+    return {"per_dim": 2, "codebook": 3}.get(bucket_layout, 1)
 
 
 def write_manifest(folder: Path, body: dict) -> None:

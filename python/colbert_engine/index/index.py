@@ -225,9 +225,11 @@ class Index(IndexReader):
             n_centroids: override K; kmeans_niters, seed: k-means settings.
             codec: a trained :class:`Codec` to compress with instead of training one (the
                 shards of a sharded index share one); the collection may then be empty.
-            bucket_layout: residual bucket tables, ``"per_dim"`` (default: one table per
-                dimension, Lloyd-Max fitted, format_version 2) or ``"pooled"`` (ColBERTv2's
-                one table, the layout colbert-ai reads, format_version 1). See FORMAT.md.
+            bucket_layout: residual tables, ``"codebook"`` (default: 256 trained codewords
+                per residual byte, product quantization, format_version 3), ``"per_dim"``
+                (a bucket table per dimension, Lloyd-Max fitted, format_version 2) or
+                ``"pooled"`` (ColBERTv2's one table, the layout colbert-ai reads,
+                format_version 1); all cost the same bytes per token. See FORMAT.md.
         """
         device = _resolve_device(device)
         build_index(Path(path), doc_emb, doc_offsets, ids, metadata, nbits, device, n_centroids=n_centroids,

@@ -12,7 +12,7 @@ import numpy as np
 
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import BUCKET_LAYOUTS
-from colbert_engine.index.codec_files import CODEC_FILES, codec_shapes
+from colbert_engine.index.codec_files import codec_files, codec_shapes
 from colbert_engine.index.segment import ARRAYS, file_name
 
 SEGMENT_NAME = re.compile(r"^seg\d{6,}$")
@@ -62,15 +62,16 @@ def check_manifest(folder: Path, body: dict) -> dict:
     n_tokens = _int(path, body.get("n_tokens"), "n_tokens")
     _int(path, body.get("n_deleted"), "n_deleted", 0, n_docs)
 
-    codec = body.get("codec")
-    if not isinstance(codec, dict) or set(codec) != set(CODEC_FILES.values()):
-        _fail(path, f"codec names {sorted(codec) if isinstance(codec, dict) else codec!r:.120}, "
-                    f"expected {sorted(CODEC_FILES.values())}")
     layout = body.get("bucket_layout", "pooled")  # absent: written before the field existed
     if layout not in BUCKET_LAYOUTS:
         _fail(path, f"bucket_layout is {layout!r:.40}, expected one of {list(BUCKET_LAYOUTS)}")
+    names = codec_files(layout)
+    codec = body.get("codec")
+    if not isinstance(codec, dict) or set(codec) != set(names.values()):
+        _fail(path, f"codec names {sorted(codec) if isinstance(codec, dict) else codec!r:.120}, "
+                    f"expected {sorted(names.values())} (bucket_layout {layout!r})")
     for key, shape in codec_shapes(layout, nbits, dim, k).items():
-        _entry(path, CODEC_FILES[key], codec[CODEC_FILES[key]], "<f4", shape)
+        _entry(path, names[key], codec[names[key]], "<f4", shape)
 
     segments = body.get("segments")
     if not isinstance(segments, list) or not segments:

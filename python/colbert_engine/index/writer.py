@@ -26,7 +26,7 @@ from colbert_engine.index.segment import SegmentWriter
 # anything else in the folder (a user's notes.tmp used to vanish on build and delete).
 _OWN_FILE = re.compile(r"^(?:seg(?P<seg_gen>\d{6,})\.(?:codes|residuals|inv_norms|doc_offsets|ivf|ivf_offsets)\.npy"
                        r"|ids\.(?P<db_gen>\d{6,})\.sqlite(?:-journal|-wal|-shm)?"
-                       r"|codec\.(?:centroids|bucket_cutoffs|bucket_weights)\.npy"
+                       r"|codec\.(?:centroids|bucket_cutoffs|bucket_weights|residual_codebook)\.npy"
                        r"|manifest\.json)(?P<tmp>\.tmp)?$"
                        r"|^(?P<spill>build\.spill\.(?:vectors|docs))$")  # spill.SPILL_NAMES
 LOCK_FILE = "writer.lock"

@@ -79,7 +79,7 @@ def _(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, buc
 
 
 @torch.library.custom_op(f"{NAMESPACE}::compress_residuals", mutates_args=())
-def compress_residuals(emb: Tensor, centroids: Tensor, bucket_cutoffs: Tensor, bucket_weights: Tensor,
+def compress_residuals(emb: Tensor, centroids: Tensor, bucket_cutoffs: Optional[Tensor], bucket_weights: Tensor,
                        nbits: int) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`colbert_engine.ops.compress_residuals` as a registered op."""
     return _codec.compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits)

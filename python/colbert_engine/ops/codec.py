@@ -12,8 +12,17 @@ bytes (``numpy.packbits``): ``dim * nbits / 8`` bytes per token.
 
 Bucket tables are pooled (ColBERT's: cutoffs ``(2^nbits - 1,)`` and weights ``(2^nbits,)``
 for every dimension) or per dimension (``(dim, 2^nbits - 1)`` and ``(dim, 2^nbits)``,
-dimension d bucketed by row d). The kernels take per-dimension tables only; pooled ones
-are repeated to dim rows here, which decodes bit-identically to a pooled lookup.
+dimension d bucketed by row d).
+
+One decoding contract for every layout: byte p of a token covers dimensions
+``p*k .. p*k + k - 1`` (``k = 8 / nbits``) and decodes through a *byte codebook* float32
+``(dim * nbits / 8, 256, k)``, entry ``[p, v, j]`` the residual value of dimension ``p*k + j``
+when byte p is v. Scalar bucket weights are expanded to it here (:func:`byte_codebook`, with
+the bit layout above), so pooled and per-dimension tables decode bit-identically to a
+per-bucket lookup; a product-quantized codec (layout ``"codebook"``) trains the codebook
+itself and encodes each byte as the nearest of its 256 codewords (squared L2, ties to the
+lowest index) instead of by cutoffs. Where an op takes ``bucket_weights`` it accepts any of
+the three forms: ``(2^nbits,)``, ``(dim, 2^nbits)`` or a codebook ``(dim * nbits / 8, 256, k)``.
 """
 
 from __future__ import annotations
@@ -79,6 +88,58 @@ def check_bucket_weights(bucket_weights, nbits: int, dim: int, device) -> torch.
     """bucket_weights pooled ``(2^nbits,)`` or per dimension ``(dim, 2^nbits)`` ->
     fp32 contiguous ``(dim, 2^nbits)`` (what the kernels read)."""
     return _check_buckets(bucket_weights, "bucket_weights", 1 << nbits, dim, device)
+
+
+def _byte_buckets(nbits: int, device=None) -> torch.Tensor:
+    """int64 ``(256, 8 / nbits)``: the bucket of the j-th dimension a byte value holds
+    (csrc/common/codec.h: bit b of dimension j's bucket is bit ``k*j + b`` from the MSB)."""
+    per_byte = 8 // nbits
+    values = torch.arange(256, device=device).unsqueeze(1)                       # (256, 1)
+    shifts = 7 - (torch.arange(per_byte, device=device).unsqueeze(1) * nbits
+                  + torch.arange(nbits, device=device).unsqueeze(0))              # (k, nbits)
+    bits = (values.unsqueeze(-1) >> shifts) & 1                                  # (256, k, nbits)
+    return (bits << torch.arange(nbits, device=device)).sum(dim=-1)
+
+
+def byte_codebook(bucket_weights, nbits: int, dim: int) -> torch.Tensor:
+    """The byte codebook of scalar bucket weights: fp32 contiguous ``(dim * nbits / 8, 256, k)``,
+    ``k = 8 / nbits``, entry ``[p, v, j] = bucket_weights[p*k + j, bucket_j(v)]`` where
+    ``bucket_j(v)`` is the bucket of the j-th dimension packed in byte value v (ColBERT's bit
+    layout, module docstring). bucket_weights pooled ``(2^nbits,)`` or per dimension
+    ``(dim, 2^nbits)``, on any device (the codebook is on the same one).
+    Reference: :func:`colbert_engine.ops.reference.byte_codebook`.
+    """
+    nbits = check_nbits(nbits, dim)
+    weights = V.as_tensor(bucket_weights, "bucket_weights")
+    weights = check_bucket_weights(weights, nbits, dim, weights.device)                 # (dim, 2^b)
+    per_byte = 8 // nbits
+    per_position = weights.view(dim // per_byte, per_byte, 1 << nbits)                   # (P, k, 2^b)
+    buckets = _byte_buckets(nbits, weights.device)                                      # (256, k)
+    slot = torch.arange(per_byte, device=weights.device).expand(256, per_byte)
+    return per_position[:, slot, buckets].contiguous()                                  # (P, 256, k)
+
+
+def check_codebook(codebook, nbits: int, dim: int, device, name: str = "codebook") -> torch.Tensor:
+    """A byte codebook ``(dim * nbits / 8, 256, 8 / nbits)`` of finite floats -> fp32 contiguous."""
+    codebook = V.as_tensor(codebook, name)
+    V.check_same_device(device, **{name: codebook})
+    V.check_dtype(codebook, name, V.FLOAT_DTYPES)
+    want = (dim * nbits // 8, 256, 8 // nbits)
+    if tuple(codebook.shape) != want:
+        raise ValueError(f"{name}: a byte codebook must have shape (dim * nbits / 8, 256, 8 / nbits) = {want}, "
+                         f"got {tuple(codebook.shape)}")
+    V.check_finite(codebook, name)
+    return codebook.to(torch.float32).contiguous()
+
+
+def decode_codebook(bucket_weights, nbits: int, dim: int, device) -> torch.Tensor:
+    """What the kernels decode with: a given byte codebook (3-D) checked, or scalar bucket
+    weights (pooled / per dimension) expanded by :func:`byte_codebook`."""
+    weights = V.as_tensor(bucket_weights, "bucket_weights")
+    if weights.dim() == 3:
+        return check_codebook(weights, nbits, dim, device, "bucket_weights")
+    V.check_same_device(device, bucket_weights=weights)
+    return byte_codebook(weights, nbits, dim)
 
 
 def check_bucket_cutoffs(bucket_cutoffs, nbits: int, dim: int, device) -> torch.Tensor:
@@ -350,9 +411,13 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
         emb: ``(T, dim)`` float32/float16/bfloat16 token vectors (T may be 0).
         centroids: ``(K, dim)`` float32 (or float16/bfloat16, used as fp32).
         bucket_cutoffs: float32 ``(2^nbits - 1,)`` pooled (ColBERT's: one table for every
-            dimension) or ``(dim, 2^nbits - 1)`` per dimension; each row non-decreasing.
-        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension:
-            the decoded value of each bucket.
+            dimension) or ``(dim, 2^nbits - 1)`` per dimension, each row non-decreasing; or
+            None with a codebook: each byte is then the nearest codeword of its ``k``
+            residual values (squared L2, ties to the lowest index: product quantization).
+        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension
+            (the decoded value of each bucket), or a byte codebook ``(dim * nbits / 8, 256,
+            8 / nbits)`` (module docstring). With cutoffs and a codebook, bytes come from the
+            cutoffs and inverse norms from the codebook (a scalar codec's own expansion).
         nbits: 1, 2 or 4; ``dim * nbits`` must be a multiple of 8.
         cells: optional :class:`CentroidCells` of ``centroids`` (:func:`centroid_cells`):
             on CPU, codes come from the probed two-level search (>= 99.5% exact argmax
@@ -363,8 +428,8 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
     Returns:
         ``codes`` int32 ``(T,)``: nearest centroid by inner product (first maximum on ties);
         ``residuals`` uint8 ``(T, dim * nbits / 8)``: buckets of ``emb - centroids[codes]``
-        in ColBERT's layout (module docstring); ``inv_norms`` float16 ``(T,)``:
-        ``1 / ||centroids[code] + bucket_weights[d, bucket]||`` (0 for a zero vector).
+        in ColBERT's layout, or nearest codewords (module docstring); ``inv_norms`` float16
+        ``(T,)``: ``1 / ||centroids[code] + decoded residual||`` (0 for a zero vector).
         numpy in, numpy out.
     """
     return_numpy = not isinstance(emb, torch.Tensor)
@@ -377,8 +442,14 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
     nbits = check_nbits(nbits, dim)
     centroids = _check_centroids(centroids, device)
     V.check_size(centroids, "centroids", 1, dim, "emb's dim")
-    cutoffs = check_bucket_cutoffs(bucket_cutoffs, nbits, dim, device)
-    weights = check_bucket_weights(bucket_weights, nbits, dim, device)
+    codebook = decode_codebook(bucket_weights, nbits, dim, device)
+    if bucket_cutoffs is None:
+        if V.as_tensor(bucket_weights, "bucket_weights").dim() != 3:
+            raise ValueError("bucket_cutoffs: None encodes by nearest codeword, which needs a byte codebook "
+                             f"(dim * nbits / 8, 256, 8 / nbits) as bucket_weights, got scalar bucket weights")
+        cutoffs = None
+    else:
+        cutoffs = check_bucket_cutoffs(bucket_cutoffs, nbits, dim, device)
     V.check_finite(emb, "emb")
     emb = emb.contiguous()
 
@@ -395,8 +466,8 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
     residuals = torch.empty(n_tokens, dim * nbits // 8, dtype=torch.uint8, device=device)
     inv_norms = torch.empty(n_tokens, dtype=torch.float16, device=device)
     if n_tokens:
-        args = (emb.data_ptr(), centroids.data_ptr(), codes.data_ptr(), cutoffs.data_ptr(),
-                weights.data_ptr(), residuals.data_ptr(), inv_norms.data_ptr(), n_tokens, dim,
+        args = (emb.data_ptr(), centroids.data_ptr(), codes.data_ptr(), 0 if cutoffs is None else cutoffs.data_ptr(),
+                codebook.data_ptr(), residuals.data_ptr(), inv_norms.data_ptr(), n_tokens, dim,
                 centroids.shape[0], nbits, V.DTYPE_CODE[emb.dtype])
         if device.type == "cuda":
             with torch.cuda.device(device):
@@ -410,13 +481,14 @@ def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits, *,
 
 def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
                          out_dtype=torch.float32, *, inv_norms=None, out=None):
-    """Token vectors back from (codes, residuals): ``centroids[code] + bucket_weights[d, bucket]``.
+    """Token vectors back from (codes, residuals): ``centroids[code] + codebook[p, byte_p]``.
 
     Args:
         codes: ``(T,)`` int32 (int64 accepted) in ``[0, K)``.
         residuals: ``(T, dim * nbits / 8)`` uint8 in ColBERT's layout (module docstring).
         centroids: ``(K, dim)`` float32 (or float16/bfloat16).
-        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension.
+        bucket_weights: float32 ``(2^nbits,)`` pooled, ``(dim, 2^nbits)`` per dimension, or a
+            byte codebook ``(dim * nbits / 8, 256, 8 / nbits)`` (module docstring).
         nbits: 1, 2 or 4.
         normalize: L2-normalise each vector (ColBERT's decompress does). The norm is
             recomputed in fp32, unless ``inv_norms`` is given.
@@ -442,7 +514,7 @@ def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, nor
     residuals = check_residuals(residuals_t, dim, nbits, device)
     n_tokens = residuals.shape[0]
     codes = check_codes(codes, n_tokens, n_centroids, device)
-    weights = check_bucket_weights(bucket_weights, nbits, dim, device)
+    codebook = decode_codebook(bucket_weights, nbits, dim, device)
     if inv_norms is not None:
         inv_norms = check_inv_norms(inv_norms, n_tokens, device)
     shape = (n_tokens, dim)
@@ -452,7 +524,7 @@ def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, nor
             or out.device != device or not out.is_contiguous():
         raise ValueError(f"out: expected a contiguous {out_dtype} tensor of shape {shape} on {device}")
     if n_tokens:
-        args = (codes.data_ptr(), residuals.data_ptr(), centroids.data_ptr(), weights.data_ptr(),
+        args = (codes.data_ptr(), residuals.data_ptr(), centroids.data_ptr(), codebook.data_ptr(),
                 0 if inv_norms is None else inv_norms.data_ptr(), out.data_ptr(), n_tokens, dim,
                 n_centroids, nbits, bool(normalize), V.DTYPE_CODE[out_dtype])
         if device.type == "cuda":

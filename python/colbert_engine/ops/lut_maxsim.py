@@ -1,7 +1,7 @@
 """Late interaction on compressed documents without decompressing them.
 
 ``<q_i, x> = (S[c, i] + sum_p LUT_i[p][byte_p]) * inv_norm`` with ``S = C @ q.T`` and
-per-query lookup tables built from the queries and the bucket weights (PLAID's stage 4,
+per-query lookup tables built from the queries and the byte codebook (PLAID's stage 4,
 WARP's idea). Kernels: ``csrc/cpu/lut_maxsim.cpp`` (+ ``_avx2`` / ``_avx512`` builds) and
 ``csrc/cuda/lut_maxsim.cu``, contract in ``csrc/common/lut_maxsim.h``; reference:
 :func:`colbert_engine.ops.reference.lut_maxsim`.
@@ -26,7 +26,7 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
     """Exact-equivalent late-interaction scores of compressed candidate documents.
 
     ``score[q, m] = sum_i max_t <queries[q, i], x_t>`` over the tokens t of document
-    ``candidates[m]``, x_t the decoded token ``(C[code] + bucket_weights[d, bucket]) * inv_norm``
+    ``candidates[m]``, x_t the decoded token ``(C[code] + codebook[p, byte_p]) * inv_norm``
     scaled by its *stored* fp16 inverse norm: equal, to float rounding, to
     ``maxsim(queries, decompress_residuals(..., inv_norms=inv_norms), doc_offsets)``. An
     empty document scores -inf.
@@ -40,7 +40,8 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
         inv_norms: ``(T,)`` float16 stored inverse norms.
         doc_offsets: ``(n_docs + 1,)`` int64 over the packed tokens.
         candidates: ``(m,)`` int32/int64 document ids in ``[0, n_docs)``.
-        bucket_weights: float32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per dimension.
+        bucket_weights: float32 ``(2^nbits,)`` pooled, ``(dim, 2^nbits)`` per dimension, or a
+            byte codebook ``(dim * nbits / 8, 256, 8 / nbits)`` (:mod:`colbert_engine.ops.codec`).
         nbits: 1, 2 or 4.
         out: optional preallocated contiguous float32 output of the result's shape.
 
@@ -79,7 +80,7 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
     candidates = V.as_tensor(candidates, "candidates")
     V.check_same_device(device, candidates=candidates)
     candidates = V.check_index_range(candidates, "candidates", n_docs)
-    weights = _codec.check_bucket_weights(bucket_weights, nbits, dim, device)
+    codebook = _codec.decode_codebook(bucket_weights, nbits, dim, device)
     V.check_finite(queries, "queries")
     V.check_finite(scores, "scores")
 
@@ -93,20 +94,20 @@ def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candid
             raise ValueError(f"out: expected a contiguous float32 tensor of shape {want} on {device}")
         out = out.view(shape)
     lut_maxsim_launch(queries.to(torch.float32).contiguous(), scores.to(torch.float32).contiguous(), codes,
-                      residuals, inv_norms, doc_offsets, candidates, weights, nbits, out)
+                      residuals, inv_norms, doc_offsets, candidates, codebook, nbits, out)
     result = out[0] if squeeze else out
     return result.numpy() if return_numpy else result
 
 
-def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, bucket_weights,
+def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, codebook,
                       nbits, out, *, cand_offsets=None, host_offsets=None, backend=None) -> None:
     """Unchecked launch for callers that already validated (the index's search path).
 
     queries fp32 ``(nq, Lq, dim)``, scores fp32 ``(nq, K, Lq)``, codes int32 ``(T,)``,
     residuals uint8 ``(T, dim*nbits/8)``, inv_norms fp16 ``(T,)``, doc_offsets int64,
-    candidates int64, bucket_weights fp32 ``(2^nbits,)`` pooled or ``(dim, 2^nbits)`` per
-    dimension; all contiguous and on one device. A pooled table is repeated to dim rows
-    here (the kernels read per-dimension tables only; a few KiB per call).
+    candidates int64, codebook fp32 ``(dim*nbits/8, 256, 8/nbits)`` (the codec's byte
+    codebook, :attr:`colbert_engine.index.codec.Codec.byte_codebook`, built once per codec);
+    all contiguous and on one device.
 
     - ``cand_offsets`` None: every query scores every candidate (``(m,)``) into out fp32
       ``(nq, m)``.
@@ -122,8 +123,6 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
     n_queries, query_len, dim = queries.shape
     if out.numel() == 0:
         return
-    if bucket_weights.dim() == 1:
-        bucket_weights = bucket_weights.expand(dim, bucket_weights.numel()).contiguous()
     device = queries.device
     module = kernels_for(device, backend)
     if hasattr(module, "lut_workspace_floats"):
@@ -146,7 +145,7 @@ def lut_maxsim_launch(queries, scores, codes, residuals, inv_norms, doc_offsets,
         kwargs = dict(queries=queries[start:stop].data_ptr(), scores=scores[start:stop].data_ptr(),
                       codes=codes.data_ptr(), residuals=residuals.data_ptr(), inv_norms=inv_norms.data_ptr(),
                       doc_offsets=doc_offsets.data_ptr(), candidates=candidates.data_ptr(),
-                      cand_offsets=offsets_ptr, bucket_weights=bucket_weights.data_ptr(), lut=lut.data_ptr(),
+                      cand_offsets=offsets_ptr, codebook=codebook.data_ptr(), lut=lut.data_ptr(),
                       out=out_ptr, n_queries=stop - start, query_len=query_len, dim=dim,
                       n_centroids=scores.shape[1], n_tokens=codes.numel(), n_docs=doc_offsets.numel() - 1,
                       n_candidates=n_pairs, nbits=nbits)

@@ -76,29 +76,65 @@ def per_dim_table(table, dim):
     return table.expand(dim, -1) if table.dim() == 1 else table
 
 
-def _decode_weights(weights, buckets):
-    """weights ``(dim, 2^b)``, buckets ``(T, dim)`` -> ``weights[d, buckets[t, d]]`` ``(T, dim)``."""
-    return weights[torch.arange(weights.shape[0]), buckets]
+def byte_codebook(bucket_weights, nbits, dim):
+    """Reference of :func:`colbert_engine.ops.codec.byte_codebook`: entry ``[p, v, j]`` is the
+    weight of dimension ``p*k + j`` for the bucket that byte value v holds in its j-th field,
+    read with :func:`_unpack_buckets` (the bit layout's own inverse)."""
+    weights = per_dim_table(bucket_weights, dim)
+    per_byte = 8 // nbits
+    fields = _unpack_buckets(torch.arange(256, dtype=torch.uint8).unsqueeze(1), nbits)  # (256, k)
+    codebook = torch.empty(dim // per_byte, 256, per_byte)
+    for p in range(dim // per_byte):
+        for j in range(per_byte):
+            codebook[p, :, j] = weights[p * per_byte + j, fields[:, j]]
+    return codebook
+
+
+def _as_codebook(bucket_weights, nbits, dim):
+    """Scalar tables expanded to a byte codebook; a codebook (3-D) as given, fp32."""
+    table = torch.as_tensor(bucket_weights).float()
+    return table if table.dim() == 3 else byte_codebook(table, nbits, dim)
+
+
+def _decode_codebook(codebook, residuals):
+    """codebook ``(P, 256, k)``, residuals ``(T, P)`` uint8 -> decoded residuals ``(T, P*k)``."""
+    residuals = torch.as_tensor(residuals).long()
+    positions = torch.arange(codebook.shape[0])
+    return codebook[positions, residuals].reshape(residuals.shape[0], codebook.shape[0] * codebook.shape[2])
+
+
+def nearest_codewords(residual, codebook):
+    """Product quantization: for residuals ``(T, P*k)`` the byte ``(T, P)`` uint8 whose
+    codeword is nearest by squared L2 (ties -> lowest index)."""
+    n_positions, _, per_byte = codebook.shape
+    r = residual.reshape(residual.shape[0], n_positions, 1, per_byte)
+    dist = ((r - codebook.unsqueeze(0)) ** 2).sum(dim=-1)                  # (T, P, 256)
+    return dist.argmin(dim=-1).to(torch.uint8)  # argmin: the first minimum
 
 
 def compress_residuals(emb, centroids, bucket_cutoffs, bucket_weights, nbits):
     """Reference of :func:`colbert_engine.ops.compress_residuals` (fp32 math).
 
-    code = argmax_k <x, C_k> (first maximum), r = x - C[code], bucket of dimension d = the
-    count of cutoffs[d] strictly below r[d] (``torch.bucketize`` right=False, as ColBERT),
-    inv_norm = 1/||C[code] + weights[d, bucket]|| in fp16 (0 for a zero vector). Tables
-    pooled ``(n,)`` or per dimension ``(dim, n)``.
+    code = argmax_k <x, C_k> (first maximum), r = x - C[code]; with cutoffs, the bucket of
+    dimension d = the count of cutoffs[d] strictly below r[d] (``torch.bucketize``
+    right=False, as ColBERT), packed; without (``bucket_cutoffs`` None, a codebook given),
+    each byte the nearest codeword (:func:`nearest_codewords`). inv_norm = 1/||C[code] +
+    decoded residual|| in fp16 (0 for a zero vector). Tables pooled ``(n,)``, per dimension
+    ``(dim, n)``, or a byte codebook ``(dim*nbits/8, 256, 8/nbits)``.
     """
     x = torch.as_tensor(emb).float()
     cents = torch.as_tensor(centroids).float()
-    cutoffs = per_dim_table(bucket_cutoffs, x.shape[1])
-    weights = per_dim_table(bucket_weights, x.shape[1])
+    codebook = _as_codebook(bucket_weights, nbits, x.shape[1])
     codes = (x @ cents.T).argmax(dim=1) if x.shape[0] else torch.zeros(0, dtype=torch.int64)
     nearest = cents[codes]
-    buckets = ((x - nearest).unsqueeze(-1) > cutoffs).sum(dim=-1)
-    norms = torch.linalg.vector_norm(nearest + _decode_weights(weights, buckets), dim=1)
+    if bucket_cutoffs is None:
+        packed = nearest_codewords(x - nearest, codebook)
+    else:
+        cutoffs = per_dim_table(bucket_cutoffs, x.shape[1])
+        packed = _pack_buckets(((x - nearest).unsqueeze(-1) > cutoffs).sum(dim=-1), nbits)
+    norms = torch.linalg.vector_norm(nearest + _decode_codebook(codebook, packed), dim=1)
     inv_norms = torch.where(norms > 0, 1.0 / norms, torch.zeros_like(norms)).clamp(max=65504.0)
-    return codes.to(torch.int32), _pack_buckets(buckets, nbits), inv_norms.half()
+    return codes.to(torch.int32), packed, inv_norms.half()
 
 
 def nearest_centroids_probed(emb, centroids, coarse, cell_of, nprobe):
@@ -126,13 +162,13 @@ def accumulate_rows(x, codes, sums):
 
 def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, normalize=True,
                          out_dtype=torch.float32, *, inv_norms=None):
-    """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + weights[d, bucket],
-    scaled by the stored ``inv_norms`` when given, else L2-normalised (when ``normalize``)."""
+    """Reference of :func:`colbert_engine.ops.decompress_residuals`: C[code] + codebook[p, byte_p]
+    (scalar tables expanded by :func:`byte_codebook`), scaled by the stored ``inv_norms`` when
+    given, else L2-normalised (when ``normalize``)."""
     codes = torch.as_tensor(codes).long()
     cents = torch.as_tensor(centroids).float()
-    weights = per_dim_table(bucket_weights, cents.shape[1])
-    buckets = _unpack_buckets(torch.as_tensor(residuals), nbits)
-    x = cents[codes] + _decode_weights(weights, buckets)
+    codebook = _as_codebook(bucket_weights, nbits, cents.shape[1])
+    x = cents[codes] + _decode_codebook(codebook, residuals)
     if normalize:
         if inv_norms is not None:
             x = x * torch.as_tensor(inv_norms).float().unsqueeze(1)
@@ -146,15 +182,14 @@ def decompress_residuals(codes, residuals, centroids, bucket_weights, nbits, nor
 
 def lut_maxsim(queries, scores, codes, residuals, inv_norms, doc_offsets, candidates, bucket_weights, nbits):
     """Reference of :func:`colbert_engine.ops.lut_maxsim`, densely:
-    <q_i, x_t> = (S[c_t, i] + <q_i, weights[d, bucket_t[d]]>) * inv_norm_t, then MaxSim."""
+    <q_i, x_t> = (S[c_t, i] + <q_i, codebook[p, byte_p]>) * inv_norm_t, then MaxSim."""
     queries = torch.as_tensor(queries)
     squeeze = queries.dim() == 2
     q = (queries.unsqueeze(0) if squeeze else queries).float()             # (nq, Lq, dim)
     s = torch.as_tensor(scores).float()
     s = s.unsqueeze(0) if squeeze else s                                   # (nq, K, Lq)
     codes = torch.as_tensor(codes).long()
-    weights = per_dim_table(bucket_weights, q.shape[2])
-    decoded = _decode_weights(weights, _unpack_buckets(torch.as_tensor(residuals), nbits))
+    decoded = _decode_codebook(_as_codebook(bucket_weights, nbits, q.shape[2]), residuals)
     inv = torch.as_tensor(inv_norms).float()
     offsets = torch.as_tensor(doc_offsets).long()
     docs = [int(d) for d in torch.as_tensor(candidates)]

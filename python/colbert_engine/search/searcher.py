@@ -210,7 +210,7 @@ class Searcher:
         """Stage 4 for every query against the same documents ``ids`` (int64, segment-local)."""
         out = torch.empty((queries.shape[0], ids.numel()), dtype=torch.float32, device=self.device)
         lut_maxsim_launch(queries, scores, seg.codes, seg.residuals, seg.inv_norms, seg.doc_offsets, ids,
-                          self.codec.bucket_weights, self.codec.nbits, out, backend=self.backend)
+                          self.codec.byte_codebook, self.codec.nbits, out, backend=self.backend)
         return out, (ids + seg.doc_base).unsqueeze(0).expand(queries.shape[0], -1)
 
     def _funnel(self, queries, scores, seg, subset, params: SearchParams):
@@ -261,7 +261,7 @@ class Searcher:
         ids = candidates.to(torch.int64)
         exact = torch.empty(ids.numel(), dtype=torch.float32, device=device)
         lut_maxsim_launch(queries, scores, seg.codes, seg.residuals, seg.inv_norms, doc_offsets, ids,
-                          self.codec.bucket_weights, self.codec.nbits, exact, cand_offsets=offsets,
+                          self.codec.byte_codebook, self.codec.nbits, exact, cand_offsets=offsets,
                           host_offsets=host_offsets, backend=backend)
         return self._rows(exact, ids + seg.doc_base, sizes, host_offsets)
 

@@ -37,13 +37,12 @@ from colbert_engine.index import format as F
 from colbert_engine.index.batches import sample_documents
 from colbert_engine.index.codec import (HELDOUT_TOKENS, MAX_POINTS_PER_CENTROID, Codec, check_bucket_layout,
                                         num_centroids, train_codec)
+from colbert_engine.index.codec_files import write_codec
 from colbert_engine.index.ids import normalize_id
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import manifest as M
 
 SPOOL = ".spool"
-CODEC_FILES = {"centroids": "codec.centroids.npy", "bucket_cutoffs": "codec.bucket_cutoffs.npy",
-               "bucket_weights": "codec.bucket_weights.npy"}
 # Parts handed to Ray per Dataset: bounds the driver's memory for a streamed input.
 DEFAULT_WINDOW_PARTS = 64
 _OWN_ENTRY = re.compile(r"^(shard-\d{4}|\.spool|codec\..*\.npy(\.tmp)?|sharded\.json\.tmp)$")
@@ -300,7 +299,7 @@ def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 
         codec = train_shared_codec(spool, summaries, nbits, seed, kmeans_niters, n_centroids,
                                    max_points_per_centroid, device, bucket_layout)
         codec = codec.to("cpu")
-        codec_entries = {name: F.write_npy(folder, name, getattr(codec, key)) for key, name in CODEC_FILES.items()}
+        codec_entries = write_codec(folder, codec)  # the files of the codec's bucket layout
         report["codec_s"] = time.perf_counter() - t1
         report["driver_peak_rss_mb"] = _peak_rss_mb()
         t2 = time.perf_counter()
@@ -312,7 +311,8 @@ def build_sharded(folder, parts: Iterable[dict], n_shards: int, *, nbits: int = 
                       for s in tqdm(range(n_shards), desc="shards", unit="shard", disable=quiet)]
         report["shards_s"] = time.perf_counter() - t2
         report["shards"] = shards
-        body = {"format": M.SHARDED_FORMAT_NAME, "format_version": M.SHARDED_FORMAT_VERSION, "generation": 1,
+        body = {"format": M.SHARDED_FORMAT_NAME, "format_version": M.sharded_format_version_for(codec.bucket_layout),
+                "generation": 1,
                 "dim": codec.dim, "nbits": nbits, "n_centroids": int(codec.centroids.shape[0]),
                 "codec": codec_entries, "codec_checksum": M.codec_checksum(codec_entries),
                 "bucket_layout": codec.bucket_layout, "routing": M.ROUTING,

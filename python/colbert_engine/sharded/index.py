@@ -23,7 +23,7 @@ import torch
 
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import MAX_POINTS_PER_CENTROID, Codec
-from colbert_engine.index.codec_files import bucket_layout_of, codec_shapes
+from colbert_engine.index.codec_files import bucket_layout_of, codec_files, codec_from_arrays
 from colbert_engine.ops import _validate as V
 from colbert_engine.sharded import build as B
 from colbert_engine.sharded import manifest as M
@@ -212,17 +212,18 @@ class ShardedIndex:
     # ------------------------------------------------------------------ opening
     def _load_codec(self, verify: bool) -> Codec:
         m = self._manifest
+        try:
+            names = codec_files(bucket_layout_of(m))
+        except ValueError as exc:
+            raise ValueError(f"{self.path / M.SHARDED_MANIFEST}: {exc}") from None
+        if not isinstance(m.get("codec"), dict) or set(m["codec"]) != set(names.values()):
+            raise ValueError(f"{self.path / M.SHARDED_MANIFEST}: codec names {sorted(m.get('codec') or [])!r:.120}, "
+                             f"expected {sorted(names.values())} (bucket_layout {bucket_layout_of(m)!r})")
         arrays = {key: F.as_torch(F.load_npy(self.path, name, m["codec"][name], verify)).clone()
-                  for key, name in B.CODEC_FILES.items()}
+                  for key, name in names.items()}
         if M.codec_checksum(m["codec"]) != m["codec_checksum"]:
             raise ValueError(f"{self.path / M.SHARDED_MANIFEST}: codec_checksum does not match its codec entries")
-        layout = bucket_layout_of(m)
-        shapes = codec_shapes(layout, m["nbits"], m["dim"], m["n_centroids"])
-        for key, name in B.CODEC_FILES.items():
-            if tuple(arrays[key].shape) != shapes[key]:
-                raise ValueError(f"{self.path / name}: shape {tuple(arrays[key].shape)}, expected {shapes[key]} "
-                                 f"(bucket_layout {layout!r} in {M.SHARDED_MANIFEST})")
-        return Codec(arrays["centroids"], arrays["bucket_cutoffs"], arrays["bucket_weights"], m["nbits"])
+        return codec_from_arrays(arrays, self.path, m)
 
     def _check_shards(self) -> list:
         """Every shard must hold the shared codec and be at least at the recorded generation

@@ -17,9 +17,15 @@ from colbert_engine.index import format as F
 from colbert_engine.index.ids import normalize_id
 
 SHARDED_FORMAT_NAME = "colbert-engine-sharded"
-SHARDED_FORMAT_VERSION = 1
+SHARDED_FORMAT_VERSION = 2  # the newest this reader reads; a build writes sharded_format_version_for()
 SHARDED_MANIFEST = "sharded.json"
 ROUTING = "crc32-mod-n"  # shard of an id: crc32(routing key of the id) mod n_shards
+
+
+def sharded_format_version_for(bucket_layout: str) -> int:
+    """2 for a shared "codebook" codec (its files differ, so an older reader says "newer"
+    instead of failing on a missing file), 1 otherwise."""
+    return 2 if bucket_layout == "codebook" else 1
 
 
 def shard_name(i: int) -> str:
