@@ -78,7 +78,7 @@ def test_exact_matches_decompressed_maxsim(searched):
     for seg in index.segments:
         emb = ops.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids, index.codec.byte_codebook,
                                        index.codec.nbits, inv_norms=seg.inv_norms)
-        want_scores.append(ops.maxsim(queries, emb, seg.doc_offsets))
+        want_scores.append(ops.maxsim(index.codec.rotate(queries), emb, seg.doc_offsets))
         want_ids.append(torch.arange(seg.n_docs) + seg.doc_base)
     scores = torch.cat(want_scores, dim=1)
     scores[:, index._live.logical_not()] = float("-inf")
