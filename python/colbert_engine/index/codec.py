@@ -249,6 +249,8 @@ DEFAULT_CODEBOOK_ITERS = 20
 # Residual sub-vectors the codebooks train on: the held-out tokens, then sample tokens after
 # them up to this many (200k: lower held-out error and higher recall than 50k, RESULTS.md).
 CODEBOOK_TOKENS = 200_000
+# "codebook" codecs learn a rotation of the space by default (index/rotation.py).
+DEFAULT_ROTATE = True
 # Rows rotated at a time by Codec.compress (32 MB of fp32 at dim 128).
 _ROTATE_ROWS = 1 << 16
 # Residual values per assignment chunk of codebook training (16 MB of fp32 rows).
@@ -528,7 +530,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
                 n_centroids: int | None = None, max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
                 rows: torch.Tensor | None = None, device=None, timings: dict | None = None,
                 bucket_layout: str | None = None, lloyd_iters: int | None = None,
-                codebook_tokens: int | None = None, rotate: bool = True) -> Codec:
+                codebook_tokens: int | None = None, rotate: bool | None = None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
@@ -545,7 +547,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         codebook_tokens: residuals the "codebook" layout trains on (default
             ``CODEBOOK_TOKENS``): the held-out tokens, then sample tokens after them.
         rotate: "codebook" only: learn a rotation of the space (index/rotation.py), kept
-            where it lowers the residuals' coding error.
+            where it lowers the residuals' coding error (default ``DEFAULT_ROTATE``).
     Returns:
         a :class:`Codec` on ``device``.
     """
@@ -599,7 +601,7 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         _, grid_weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
         grid = ops_codec.byte_codebook(grid_weights.to(residuals.device), nbits, dim)
         codebook = train_residual_codebook(residuals, nbits, seed=seed, init=grid)
-        if rotate:
+        if DEFAULT_ROTATE if rotate is None else rotate:
             def retrain(rotated, init):
                 return train_residual_codebook(rotated, nbits, iters=ROTATION_CODEBOOK_ITERS, seed=seed, init=init)
             rotation, codebook = train_rotation(residuals, nbits, codebook, retrain)
