@@ -25,7 +25,7 @@ def _mixed_anisotropic(n: int, dim: int = DIM, seed: int = 0) -> torch.Tensor:
     over every dimension: product quantization of the raw dimensions wastes codewords, so a
     rotation pays."""
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, dim, generator=gen) * torch.linspace(1.0, 0.02, dim)
+    z = torch.randn(n, dim, generator=gen) * torch.logspace(0, -3, dim)
     mix, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen))
     return (z @ mix.T).contiguous()
 
@@ -142,3 +142,18 @@ def test_non_orthogonal_rotation_file_is_refused(rotated_index, tmp_path):
     F.write_manifest(path, body)
     with pytest.raises(ValueError, match=r"codec\.rotation\.npy.*orthogonal"):
         Index.open(path)
+
+
+def test_isotropic_residuals_keep_no_rotation_and_stop_early():
+    # no direction to align: the alternation stops after EARLY_STOP_STEPS steps, identity kept
+    x = torch.randn(3000, DIM, generator=torch.Generator().manual_seed(9))
+    codebook = _codebook_for(x)
+    calls = []
+
+    def retrain(rotated, init):
+        calls.append(1)
+        return C.train_residual_codebook(rotated, 2, iters=3, seed=0, init=init)
+
+    rotation, kept = R.train_rotation(x, 2, codebook, retrain, steps=6)
+    assert rotation is None and kept is codebook
+    assert len(calls) == R.EARLY_STOP_STEPS
