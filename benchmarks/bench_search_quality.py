@@ -58,10 +58,11 @@ def _recall(found, truth, k) -> float:
     return float(np.mean(values))
 
 
-# --buckets variants: (bucket_layout, Lloyd-Max iterations, codebook training tokens) of the
-# codec's residual tables (None: the default).
-BUCKET_VARIANTS = {"pooled": ("pooled", 0, None), "quantile": ("per_dim", 0, None), "lloyd": ("per_dim", None, None),
-                   "codebook": ("codebook", None, None), "codebook-50k": ("codebook", None, 50_000)}
+# --buckets variants: (bucket_layout, Lloyd-Max iterations, codebook training tokens, learned
+# rotation) of the codec's residual tables (None: the default).
+BUCKET_VARIANTS = {"pooled": ("pooled", 0, None, None), "quantile": ("per_dim", 0, None, None),
+                   "lloyd": ("per_dim", None, None, None), "codebook": ("codebook", None, None, None),
+                   "codebook-50k": ("codebook", None, 50_000, None), "codebook-norot": ("codebook", None, None, False)}
 
 
 def measure(name: str, data: dict, nbits: int, threads: int, repeats: int = 3, buckets: str | None = None) -> dict:
@@ -69,18 +70,19 @@ def measure(name: str, data: dict, nbits: int, threads: int, repeats: int = 3, b
     from colbert_engine.index import codec as codec_module
 
     if buckets is not None:  # the build's defaults, for this measurement only
-        layout, iters, tokens = BUCKET_VARIANTS[buckets]
+        layout, iters, tokens, rotate = BUCKET_VARIANTS[buckets]
         saved = (codec_module.DEFAULT_BUCKET_LAYOUT, codec_module.DEFAULT_LLOYD_ITERS,
-                 codec_module.CODEBOOK_TOKENS, codec_module.DEFAULT_LAYOUT_BY_NBITS)
+                 codec_module.CODEBOOK_TOKENS, codec_module.DEFAULT_LAYOUT_BY_NBITS, codec_module.DEFAULT_ROTATE)
         codec_module.DEFAULT_BUCKET_LAYOUT = layout
         codec_module.DEFAULT_LAYOUT_BY_NBITS = {}
         codec_module.DEFAULT_LLOYD_ITERS = saved[1] if iters is None else iters
         codec_module.CODEBOOK_TOKENS = saved[2] if tokens is None else tokens
+        codec_module.DEFAULT_ROTATE = saved[4] if rotate is None else rotate
         try:
             return measure(name, data, nbits, threads, repeats) | {"buckets": buckets}
         finally:
             (codec_module.DEFAULT_BUCKET_LAYOUT, codec_module.DEFAULT_LLOYD_ITERS, codec_module.CODEBOOK_TOKENS,
-             codec_module.DEFAULT_LAYOUT_BY_NBITS) = saved
+             codec_module.DEFAULT_LAYOUT_BY_NBITS, codec_module.DEFAULT_ROTATE) = saved
     ops.set_num_threads(threads)
     torch.set_num_threads(threads)
     queries = data["queries"]
@@ -91,7 +93,7 @@ def measure(name: str, data: dict, nbits: int, threads: int, repeats: int = 3, b
         build_s = time.perf_counter() - start
         row = {"member": name, "nbits": nbits, "threads": threads, "build_s": round(build_s, 2),
                "docs": index.n_docs, "tokens": index.n_tokens, "centroids": int(index.codec.centroids.shape[0]),
-               "layout": index.codec.bucket_layout,
+               "layout": index.codec.bucket_layout, "rotated": getattr(index.codec, "rotation", None) is not None,
                "build_split": {k: v for k, v in index.stats().items() if k.startswith("build_s_")}}
         codes = index.search_internal(queries, 100, exact=True)
         row["codes@10"] = _recall(codes, truth, 10)

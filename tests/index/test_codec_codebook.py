@@ -61,13 +61,15 @@ def test_exact_search_scores_the_codebook_decode(codebook_index, collection):
         decoded = ops.decompress_residuals(seg.codes, seg.residuals, codec.centroids, codec.residual_codebook,
                                            codec.nbits, inv_norms=seg.inv_norms)
         queries = collection.queries[:5]
-        want_scores, want_ids = ops.maxsim_topk(queries, decoded, seg.doc_offsets, 5)
+        # decoded vectors live in the codec's space (a learned rotation, index/rotation.py)
+        want_scores, want_ids = ops.maxsim_topk(codec.rotate(queries), decoded, seg.doc_offsets, 5)
         got = index.search(queries, k=5, exact=True)
         assert [[int(i.split("-")[1]) for i in r] for r in _ids(got)] == want_ids.tolist()
         np.testing.assert_allclose([[s for _, s in r] for r in got], want_scores.numpy(), rtol=1e-5, atol=1e-5)
         # the residual bytes are the nearest codewords of the original vectors' residuals
         emb = collection.doc_emb[:int(collection.doc_offsets[N_DOCS])]
-        codes, packed, inv = ops.compress_residuals(emb, codec.centroids, None, codec.residual_codebook, 2)
+        codes, packed, inv = ops.compress_residuals(codec.rotate(emb), codec.centroids, None,
+                                                    codec.residual_codebook, 2)
         agree = (codes == seg.codes) & (packed == seg.residuals).all(dim=1)
         assert float(agree.float().mean()) > 0.99  # the build's probed argmax may differ on near-ties
 

@@ -102,7 +102,7 @@ def test_probed_build_streamed_equals_packed(tmp_path, monkeypatch):
         assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
     # codes are the probed search's over the stored centroids, >= 99.5% the exact argmax
     codes = torch.as_tensor(packed.segments[0].codes).long()
-    exact = (data.doc_emb @ packed.codec.centroids.T).argmax(1)
+    exact = (packed.codec.rotate(data.doc_emb) @ packed.codec.centroids.T).argmax(1)
     assert float((codes == exact).float().mean()) >= 0.995
     stats = packed.stats()
     for stage in ("sampling", "kmeans", "buckets", "compression", "writing", "total"):

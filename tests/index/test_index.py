@@ -19,7 +19,8 @@ def _brute_force(index: Index, queries, k, allowed=None):
     for seg in index.segments:
         emb = reference.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids,
                                              index.codec.byte_codebook, index.codec.nbits, inv_norms=seg.inv_norms)
-        scores = reference.maxsim(queries, emb, seg.doc_offsets)  # (nq, n_docs)
+        # the codes live in the codec's space (a "codebook" codec may rotate it)
+        scores = reference.maxsim(index.codec.rotate(queries), emb, seg.doc_offsets)  # (nq, n_docs)
         for d in range(seg.n_docs):
             doc_id = seg.doc_base + d
             if (allowed is not None and doc_id not in allowed) or \

@@ -78,7 +78,7 @@ def test_exact_matches_decompressed_maxsim(searched):
     for seg in index.segments:
         emb = ops.decompress_residuals(seg.codes, seg.residuals, index.codec.centroids, index.codec.byte_codebook,
                                        index.codec.nbits, inv_norms=seg.inv_norms)
-        want_scores.append(ops.maxsim(queries, emb, seg.doc_offsets))
+        want_scores.append(ops.maxsim(index.codec.rotate(queries), emb, seg.doc_offsets))
         want_ids.append(torch.arange(seg.n_docs) + seg.doc_base)
     scores = torch.cat(want_scores, dim=1)
     scores[:, index._live.logical_not()] = float("-inf")
@@ -123,11 +123,13 @@ def test_default_params_adapt_to_the_collection():
     from colbert_engine.search import default_params
 
     fixed = default_params(10)
-    assert (fixed.nprobe, fixed.ndocs, fixed.exact_docs, fixed.exhaustive_docs) == (1, 256, 64, 128)
-    assert default_params(10, nbits=4).ndocs == 512 and default_params(100).exact_docs == 512
-    # ~120 tokens per cell (1M tokens, K = 8,192): PLAID's nprobe; ~17 (34k, K = 2,048): more cells.
-    assert default_params(10, n_centroids=8192, n_tokens=1_000_000).nprobe == 1
-    assert default_params(10, n_centroids=2048, n_tokens=34_000).nprobe == 6
+    assert (fixed.nprobe, fixed.ndocs, fixed.exact_docs, fixed.exhaustive_docs) == (1, 512, 128, 256)
+    assert default_params(10, nbits=2).ndocs == 512 and default_params(100).exact_docs == 512
+    # 160 tokens probed per query token at k <= 10: ~122 per cell (1M tokens, K = 8,192) -> 2
+    # cells, ~70 (Vaswani) -> 3, ~17 (34k, K = 2,048) -> 10.
+    assert default_params(10, n_centroids=8192, n_tokens=1_000_000).nprobe == 2
+    assert default_params(10, n_centroids=8192, n_tokens=571_311).nprobe == 3
+    assert default_params(10, n_centroids=2048, n_tokens=34_000).nprobe == 10
     assert default_params(100, n_centroids=2048, n_tokens=2_000).nprobe == 16
     assert default_params(100, n_centroids=8192, n_tokens=300_000).nprobe == 7   # 256 tokens / 36.6 per cell
     assert default_params(100, n_centroids=8192, n_tokens=1_000_000).nprobe == 3

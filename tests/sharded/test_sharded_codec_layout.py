@@ -71,7 +71,7 @@ def test_codebook_layout_travels_with_the_shared_codec(shard_collection, tmp_pat
         hits = index.search(c.queries[:3], k=5)
     m = M.read_manifest(tmp_path / "cb")
     assert m["bucket_layout"] == "codebook" and m["format_version"] == 2
-    assert sorted(m["codec"]) == ["codec.centroids.npy", "codec.residual_codebook.npy"]
+    assert sorted(m["codec"]) == ["codec.centroids.npy", "codec.residual_codebook.npy", "codec.rotation.npy"]
     for entry in m["shards"]:
         body = json.loads((tmp_path / "cb" / entry["name"] / F.MANIFEST).read_text())
         assert body["bucket_layout"] == "codebook" and body["format_version"] == 3

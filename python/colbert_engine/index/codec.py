@@ -39,6 +39,7 @@ import torch
 
 from colbert_engine import ops
 from colbert_engine.index.memory import release_freed_memory
+from colbert_engine.index.rotation import ROTATION_CODEBOOK_ITERS, train_rotation
 from colbert_engine.ops import codec as ops_codec
 
 # Scores matrix budget for one assignment chunk (floats): 2^22 = 16 MB of fp32.
@@ -248,6 +249,10 @@ DEFAULT_CODEBOOK_ITERS = 20
 # Residual sub-vectors the codebooks train on: the held-out tokens, then sample tokens after
 # them up to this many (200k: lower held-out error and higher recall than 50k, RESULTS.md).
 CODEBOOK_TOKENS = 200_000
+# "codebook" codecs learn a rotation of the space by default (index/rotation.py).
+DEFAULT_ROTATE = True
+# Rows rotated at a time by Codec.compress (32 MB of fp32 at dim 128).
+_ROTATE_ROWS = 1 << 16
 # Residual values per assignment chunk of codebook training (16 MB of fp32 rows).
 _CODEBOOK_CHUNK_VALUES = 1 << 22
 
@@ -427,6 +432,11 @@ class Codec:
     1)`` and ``(dim, 2^nbits)``; or (``"codebook"``) no bucket tables (None) and a trained
     ``residual_codebook`` ``(dim * nbits / 8, 256, 8 / nbits)``. Every layout decodes
     through :attr:`byte_codebook` (built once per codec).
+
+    ``rotation``: None, or (``"codebook"`` only) an orthogonal float32 ``(dim, dim)`` the
+    codec's space is rotated by (index/rotation.py): centroids are stored rotated, and
+    :meth:`compress` and :meth:`rotate` (queries) apply it; decoded vectors live in the
+    rotated space (:meth:`unrotate` maps them back).
     """
 
     centroids: torch.Tensor
@@ -434,6 +444,7 @@ class Codec:
     bucket_weights: torch.Tensor | None
     nbits: int
     residual_codebook: torch.Tensor | None = None
+    rotation: torch.Tensor | None = None
     # The byte codebook the kernels decode with, expanded once from the scalar tables
     # (kept with the tables it came from: train_codec sets them after construction).
     _byte_codebook: object = field(default=None, init=False, repr=False, compare=False)
@@ -477,12 +488,34 @@ class Codec:
             self._cells_built = True
         return self._cells
 
+    def rotate(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Vectors (``(..., dim)``, e.g. queries) in the codec's space: ``vectors @ rotation``
+        in float32, or ``vectors`` unchanged without a rotation."""
+        if self.rotation is None:
+            return vectors
+        return torch.matmul(vectors.to(torch.float32), self.rotation)
+
+    def unrotate(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Decoded vectors back in the caller's space (inverse of :meth:`rotate`), same dtype."""
+        if self.rotation is None:
+            return vectors
+        return torch.matmul(vectors.to(torch.float32), self.rotation.T).to(vectors.dtype)
+
     def compress(self, emb: torch.Tensor):
         """(codes, residuals, inv_norms) of token vectors: :func:`ops.compress_residuals`
-        with this codec's centroid cells (probed assignment for large K on CPU)."""
+        with this codec's centroid cells (probed assignment for large K on CPU), after the
+        codec's rotation (in row chunks: a rotated copy of a whole batch would double it)."""
         start = time.perf_counter()
-        out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.byte_codebook, self.nbits,
-                                     cells=self.cells if emb.device.type == "cpu" else None)
+        cells = self.cells if emb.device.type == "cpu" else None
+        if self.rotation is None or not isinstance(emb, torch.Tensor) or emb.dim() != 2:
+            # (anything else: compress_residuals names the argument's problem)
+            out = ops.compress_residuals(emb, self.centroids, self.bucket_cutoffs, self.byte_codebook, self.nbits,
+                                         cells=cells)
+        else:
+            parts = [ops.compress_residuals(self.rotate(emb[first:first + _ROTATE_ROWS]), self.centroids,
+                                            self.bucket_cutoffs, self.byte_codebook, self.nbits, cells=cells)
+                     for first in range(0, max(1, emb.shape[0]), _ROTATE_ROWS)]
+            out = tuple(torch.cat(column) for column in zip(*parts)) if len(parts) > 1 else parts[0]
         self.compress_seconds += time.perf_counter() - start
         return out
 
@@ -490,14 +523,14 @@ class Codec:
         def moved(t):
             return None if t is None else t.to(device)
         return Codec(self.centroids.to(device), moved(self.bucket_cutoffs), moved(self.bucket_weights), self.nbits,
-                     moved(self.residual_codebook))
+                     moved(self.residual_codebook), moved(self.rotation))
 
 
 def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, niters: int = 4,
                 n_centroids: int | None = None, max_points_per_centroid: int = MAX_POINTS_PER_CENTROID,
                 rows: torch.Tensor | None = None, device=None, timings: dict | None = None,
                 bucket_layout: str | None = None, lloyd_iters: int | None = None,
-                codebook_tokens: int | None = None) -> Codec:
+                codebook_tokens: int | None = None, rotate: bool | None = None) -> Codec:
     """Train a codec on sample token vectors.
 
     Args:
@@ -513,6 +546,8 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
             ``DEFAULT_LLOYD_ITERS``; 0 keeps the quantiles).
         codebook_tokens: residuals the "codebook" layout trains on (default
             ``CODEBOOK_TOKENS``): the held-out tokens, then sample tokens after them.
+        rotate: "codebook" only: learn a rotation of the space (index/rotation.py), kept
+            where it lowers the residuals' coding error (default ``DEFAULT_ROTATE``).
     Returns:
         a :class:`Codec` on ``device``.
     """
@@ -560,7 +595,15 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
         # random rows at every iteration count measured (RESULTS.md, search quality)
         _, grid_weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
         grid = ops_codec.byte_codebook(grid_weights.to(residuals.device), nbits, dim)
-        codec.residual_codebook = train_residual_codebook(residuals, nbits, seed=seed, init=grid).to(device)
+        codebook = train_residual_codebook(residuals, nbits, seed=seed, init=grid)
+        if DEFAULT_ROTATE if rotate is None else rotate:
+            def retrain(rotated, init):
+                return train_residual_codebook(rotated, nbits, iters=ROTATION_CODEBOOK_ITERS, seed=seed, init=init)
+            rotation, codebook = train_rotation(residuals, nbits, codebook, retrain)
+            if rotation is not None:  # the space is rotated: centroids stored as C R
+                codec = Codec(torch.matmul(centroids, rotation.to(centroids.device)), None, None, nbits,
+                              rotation=rotation.to(device))
+        codec.residual_codebook = codebook.to(device)
         if timings is not None:
             timings["kmeans"] = mid - start
             timings["buckets"] = time.perf_counter() - mid

@@ -8,12 +8,15 @@ import torch
 
 from colbert_engine.index import format as F
 from colbert_engine.index.codec import BUCKET_LAYOUTS, Codec, check_residual_codebook
+from colbert_engine.index.rotation import check_rotation
 
 # The scalar layouts' files ("pooled", "per_dim"), by Codec field.
 CODEC_FILES = {"centroids": "codec.centroids.npy", "bucket_cutoffs": "codec.bucket_cutoffs.npy",
                "bucket_weights": "codec.bucket_weights.npy"}
-# The "codebook" layout's files: centroids and the byte codebook, no bucket tables.
-CODEBOOK_CODEC_FILES = {"centroids": "codec.centroids.npy", "residual_codebook": "codec.residual_codebook.npy"}
+# The "codebook" layout's files: centroids, the byte codebook and the rotation of the space
+# (the identity where training kept none), no bucket tables.
+CODEBOOK_CODEC_FILES = {"centroids": "codec.centroids.npy", "residual_codebook": "codec.residual_codebook.npy",
+                        "rotation": "codec.rotation.npy"}
 # Largest float16: csrc/common/codec.h saturates the stored inverse norm here.
 FP16_MAX = 65504.0
 
@@ -45,7 +48,8 @@ def codec_shapes(layout: str, nbits: int, dim: int, n_centroids: int) -> dict:
     if layout not in BUCKET_LAYOUTS:
         raise ValueError(f"bucket_layout: expected one of {BUCKET_LAYOUTS}, got {layout!r:.40}")
     if layout == "codebook":
-        return {"centroids": (n_centroids, dim), "residual_codebook": (dim * nbits // 8, 256, 8 // nbits)}
+        return {"centroids": (n_centroids, dim), "residual_codebook": (dim * nbits // 8, 256, 8 // nbits),
+                "rotation": (dim, dim)}
     rows = (dim,) if layout == "per_dim" else ()
     return {"centroids": (n_centroids, dim), "bucket_cutoffs": rows + ((1 << nbits) - 1,),
             "bucket_weights": rows + (1 << nbits,)}
@@ -54,8 +58,11 @@ def codec_shapes(layout: str, nbits: int, dim: int, n_centroids: int) -> dict:
 def write_codec(folder: Path, codec: Codec) -> dict:
     """Write the codec's arrays crash-safely; returns the manifest's ``codec`` field (its
     ``bucket_layout`` field is ``codec.bucket_layout``)."""
-    return {name: F.write_npy(folder, name, getattr(codec, key).cpu())
-            for key, name in codec_files(codec.bucket_layout).items()}
+    def array(key):
+        if key == "rotation" and codec.rotation is None:
+            return torch.eye(codec.dim, dtype=torch.float32)
+        return getattr(codec, key).cpu()
+    return {name: F.write_npy(folder, name, array(key)) for key, name in codec_files(codec.bucket_layout).items()}
 
 
 def codec_from_arrays(arrays: dict, folder: Path, manifest: dict) -> Codec:
@@ -72,7 +79,9 @@ def codec_from_arrays(arrays: dict, folder: Path, manifest: dict) -> Codec:
     if layout == "codebook":
         codebook = check_residual_codebook(arrays["residual_codebook"], nbits, manifest["dim"],
                                            str(folder / names["residual_codebook"]))
-        return Codec(arrays["centroids"], None, None, nbits, codebook)
+        rotation = check_rotation(arrays["rotation"], manifest["dim"], str(folder / names["rotation"]))
+        identity = torch.equal(rotation, torch.eye(manifest["dim"], dtype=torch.float32))
+        return Codec(arrays["centroids"], None, None, nbits, codebook, None if identity else rotation)
     for key in ("bucket_cutoffs", "bucket_weights"):
         if not bool(torch.isfinite(arrays[key]).all()):
             raise ValueError(f"{folder / CODEC_FILES[key]}: {key} holds non-finite values")

@@ -187,7 +187,8 @@ class IndexReader:
                 raise KeyError(f"ids: {raw!r} is not a live document of {self.path}")
             seg = next(s for s in self.segments if s.doc_base <= doc < s.doc_base + s.n_docs)
             t0, t1 = int(seg.doc_offsets[doc - seg.doc_base]), int(seg.doc_offsets[doc - seg.doc_base + 1])
-            out.append(ops.decompress_residuals(seg.codes[t0:t1], seg.residuals[t0:t1], self.codec.centroids,
-                                                self.codec.byte_codebook, self.codec.nbits,
-                                                inv_norms=seg.inv_norms[t0:t1]))
+            decoded = ops.decompress_residuals(seg.codes[t0:t1], seg.residuals[t0:t1], self.codec.centroids,
+                                               self.codec.byte_codebook, self.codec.nbits,
+                                               inv_norms=seg.inv_norms[t0:t1])
+            out.append(self.codec.unrotate(decoded))  # back from the codec's (rotated) space
         return out

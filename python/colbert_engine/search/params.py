@@ -8,7 +8,7 @@ import numbers
 
 # Tokens of the collection the default nprobe probes per query token, at least (by k: more
 # results need more of each relevant document's tokens found); and the cap.
-PROBED_TOKENS = {10: 96, 100: 256}
+PROBED_TOKENS = {10: 160, 100: 256}
 PROBED_TOKENS_BEYOND = 512
 MAX_AUTO_NPROBE = 16
 
@@ -42,7 +42,7 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
     value overrides its default.
 
     | k      | nprobe | t_cs | ndocs                      | stage 4 |
-    | <= 10  | 1      | 0.5  | 256 (512 at 4 bits)        | ndocs/4 |
+    | <= 10  | 1      | 0.5  | 512 (PLAID: 256)           | ndocs/4 |
     | <= 100 | 2      | 0.45 | 2048 (PLAID: 1024)         | ndocs/4 |
     | > 100  | 4      | 0.4  | max(4k, 4096)              | ndocs/4 |
 
@@ -51,8 +51,10 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
     documents left recall@100 at 0.855 / 0.876 (anisotropic stop-word member / hard 1M
     tokens, 4 bits) with the codes' ceiling at 0.961 / 0.958; 512 give 0.932 / 0.932 at
     ~1.45x the latency (1,024: 0.954 / 0.948 at 2.2x). At k = 10 and 4 bits, 64 documents
-    left Vaswani at 0.962 (codes 0.977); 128 give 0.973 at ~1.4x the latency. At 1-2 bits
-    and k = 10 the funnel already returns the codes' top 10 on every suite member.
+    left Vaswani at 0.962 (codes 0.977); 128 give 0.973 at ~1.4x the latency. With the
+    product-quantized codes (index/codec.py, "codebook") the same holds at 2 bits: Vaswani
+    0.943 at 256 documents and nprobe 2, 0.947 at 512, 0.952 = the codes' ceiling at 512
+    with nprobe 3 (1.25x the latency per query).
 
     From the collection (``n_centroids``, ``n_tokens``), where the fixed values fail:
 
@@ -61,10 +63,10 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
       few of the relevant documents' tokens (MiniLM on XQuAD-R, 2 bits: recall@10 0.79 at
       nprobe 1, 0.86 at 2, 0.87 at 4 with the codes' ceiling at 0.876). The default probes
       at least ``PROBED_TOKENS[k]`` tokens per query token, at most 16 cells:
-      - k <= 10: 96 tokens, ``ceil(96 / (T / K))`` cells. 64 left XQuAD-R at 4 bits (per-
-        dimension buckets) at 0.969 with the codes at 0.982; 96 gives nprobe 6 there and
-        0.976; nprobe 3 instead of 2 at 300k tokens (~10% latency, no recall change); PLAID's
-        1 at 1M tokens.
+      - k <= 10: 160 tokens, ``ceil(160 / (T / K))`` cells. 64 left XQuAD-R at 4 bits (per-
+        dimension buckets) at 0.969 with the codes at 0.982; 96 gave nprobe 6 there and
+        0.976, but left Vaswani (70 tokens per cell) at nprobe 2, where 3 cells lift 2-bit
+        recall@10 by 0.003-0.005 (above); 160 gives 3 there, 5 at 300k tokens, 2 at 1M.
       - k <= 100: 256 tokens. On the anisotropic stop-word member at 2 bits (pooled
         codes), recall@100 was 0.701 at PLAID's nprobe 2, 0.721 at 4, 0.726 at 8 with the
         codes' ceiling at 0.727; ndocs and t_cs changed nothing there.
@@ -75,7 +77,7 @@ def default_params(k: int, nprobe=None, centroid_score_threshold=None, ndocs=Non
     """
     k = check_count(k, "k")
     if k <= 10:
-        d_nprobe, d_tcs, d_ndocs = 1, 0.5, 512 if nbits == 4 else 256
+        d_nprobe, d_tcs, d_ndocs = 1, 0.5, 512
     elif k <= 100:
         d_nprobe, d_tcs, d_ndocs = 2, 0.45, 2048
     else:

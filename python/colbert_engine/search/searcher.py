@@ -197,6 +197,8 @@ class Searcher:
         results = []
         team = search_thread_team() if self.device.type == "cpu" else contextlib.nullcontext()
         with team, plaid_ops.device_guard(self.device):
+            # the codec's space (a "codebook" codec may rotate it; scores are unchanged)
+            queries = self.codec.rotate(queries)
             scores = self.centroid_scores(queries)
             for start in range(0, nq, group):
                 top_scores, top_ids = topk_of_group(queries[start:start + group], scores[start:start + group])
