@@ -40,7 +40,7 @@ def _cached_member(name: str) -> dict:
 
     if name in REAL:
         return load_member(name)
-    path = cache_dir() / f"suite-{name}.pt"
+    path = cache_dir() / f"suite-{name}-q{MEMBERS[name].n_queries}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     data = load_member(name)
