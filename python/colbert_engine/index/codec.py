@@ -604,15 +604,12 @@ def train_codec(sample: torch.Tensor, n_tokens: int, nbits: int, seed: int = 0, 
                 codec = Codec(torch.matmul(centroids, rotation.to(centroids.device)), None, None, nbits,
                               rotation=rotation.to(device))
         codec.residual_codebook = codebook.to(device)
-        if timings is not None:
-            timings["kmeans"] = mid - start
-            timings["buckets"] = time.perf_counter() - mid
-        return codec
-    if bucket_layout == "per_dim":
-        cutoffs, weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
     else:
-        cutoffs, weights = bucket_tables(residuals, nbits)
-    codec.bucket_cutoffs, codec.bucket_weights = cutoffs.to(device), weights.to(device)
+        if bucket_layout == "per_dim":
+            cutoffs, weights = per_dim_bucket_tables(residuals, nbits, lloyd_iters)
+        else:
+            cutoffs, weights = bucket_tables(residuals, nbits)
+        codec.bucket_cutoffs, codec.bucket_weights = cutoffs.to(device), weights.to(device)
     if timings is not None:
         timings["kmeans"] = mid - start
         timings["buckets"] = time.perf_counter() - mid

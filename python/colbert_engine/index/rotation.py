@@ -38,8 +38,11 @@ EARLY_STOP_STEPS = 2
 
 def coding_error(residuals: torch.Tensor, codebook: torch.Tensor, nbits: int) -> float:
     """Mean squared L2 error of coding ``residuals`` (n, dim) with a byte codebook."""
-    decoded = decode(residuals, codebook, nbits)
-    return float((residuals - decoded).pow_(2).sum(1).mean())
+    return _squared_error(residuals, decode(residuals, codebook, nbits))
+
+
+def _squared_error(x: torch.Tensor, decoded: torch.Tensor) -> float:
+    return float((x - decoded).pow_(2).sum(1).mean())
 
 
 def decode(residuals: torch.Tensor, codebook: torch.Tensor, nbits: int) -> torch.Tensor:
@@ -75,21 +78,21 @@ def train_rotation(residuals: torch.Tensor, nbits: int, codebook: torch.Tensor, 
     ``MIN_ERROR_GAIN``; else the best rotation seen and the codebook trained for it.
     """
     x = residuals.to(torch.float32).contiguous()
-    base_error = coding_error(x, codebook, nbits)
+    # each step's decode serves its error and the next step's Procrustes fit
+    decoded = decode(x, codebook, nbits)
+    base_error = _squared_error(x, decoded)
     best = (base_error, None, codebook)
-    rotation = torch.eye(x.shape[1], dtype=torch.float32, device=x.device)
     current = codebook
     for step in range(steps):
         if step == EARLY_STOP_STEPS and best[0] > base_error * (1 - MIN_ERROR_GAIN / 2):
             break
-        rotated = x @ rotation
-        decoded = decode(rotated, current, nbits)
         # Procrustes: the orthogonal R minimising ||x R - decoded||: U V^T of x^T decoded.
         u, _, vt = torch.linalg.svd((x.T.double() @ decoded.double()))
         rotation = (u @ vt).float()
         rotated = x @ rotation
         current = train_codebook(rotated, current)
-        error = coding_error(rotated, current, nbits)
+        decoded = decode(rotated, current, nbits)
+        error = _squared_error(rotated, decoded)
         if error < best[0]:
             best = (error, rotation, current)
     if best[1] is None or best[0] > base_error * (1 - MIN_ERROR_GAIN):
