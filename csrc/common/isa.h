@@ -15,8 +15,15 @@ enum class Isa : int { Scalar = 0, AVX2 = 1, AVX512 = 2, NEON = 3 };
 Isa cpu_isa();
 const char* isa_name(Isa isa);
 
-// OpenMP thread control (1 when built without OpenMP).
+// Threads the calling thread's kernel calls use: the search kernels' pool (cpu/parallel.h)
+// and the OpenMP regions of the codec kernels. set_num_threads sets both for the calling
+// thread; until it is called the count follows OpenMP's (every core without OpenMP).
 int max_threads();
 void set_num_threads(int n);
+// The calling thread's own setting (0: none, follow OpenMP's) and a change of it alone, so a
+// caller can hold the kernels' count while it lowers torch's (torch.set_num_threads moves
+// OpenMP's), then give it back.
+int kernel_threads_setting();
+void set_kernel_threads_setting(int n);
 
 }  // namespace ce

@@ -46,8 +46,8 @@ struct CandidatesParams {
   int64_t bitmap_words;        // (n_docs + 63) / 64
 };
 
-// CPU: OpenMP, dynamic schedule, over (query, block of centroids) scan tasks, then over
-// queries for merging and marking; small calls stay on the calling thread.
+// CPU: the kernels' pool (cpu/parallel.h) over (query, block of centroids) scan tasks, then
+// over queries for merging and marking; small calls stay on the calling thread.
 void candidates_mark_cpu(const CandidatesParams& p);
 void candidates_collect_cpu(const CandidatesParams& p);
 
@@ -75,10 +75,24 @@ struct CentroidInteractionParams {
   int32_t prune;                   // 0: no pruning (PLAID stage 3), 1: prune with threshold
 };
 
-// CPU: OpenMP, dynamic schedule, over small chunks of all queries' candidates at once (a
-// lone query uses every thread, a batch needs no per-query barrier), then one selection per
-// query; small calls stay on the calling thread.
+// CPU: the kernels' pool (cpu/parallel.h) over small chunks of all queries' candidates at
+// once (a lone query uses every thread, a batch needs no per-query barrier), then one
+// selection per query; small calls stay on the calling thread.
 void centroid_interaction_cpu(const CentroidInteractionParams& p);
+
+// Centroid scores S[q, c, i] = <C[c], Q[q, i]> in the layout above, fp32 (a GEMM; on CUDA
+// the search uses cuBLAS through torch). On CPU it runs on the kernels' pool, not on an
+// OpenMP team, like the stages that read S: the search then has no OpenMP barrier at all.
+struct CentroidScoresParams {
+  const float* centroids;  // [n_centroids, dim] fp32
+  const float* queries;    // [n_queries, query_len, dim] fp32
+  float* scores;           // [n_queries, n_centroids, query_len]
+  int64_t n_queries;
+  int64_t n_centroids;
+  int64_t query_len;
+  int64_t dim;
+};
+void centroid_scores_cpu(const CentroidScoresParams& p);
 
 }  // namespace ce
 

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <thread>
 
 #ifdef CE_HAVE_OPENMP
 #include <omp.h>
@@ -58,20 +59,30 @@ const char* isa_name(Isa isa) {
   return "unknown";
 }
 
+// The calling thread's kernel thread count; 0 follows OpenMP's setting (which
+// torch.set_num_threads also moves), as the kernels did when they all ran on OpenMP.
+static thread_local int t_kernel_threads = 0;
+
 int max_threads() {
+  if (t_kernel_threads > 0) return t_kernel_threads;
 #ifdef CE_HAVE_OPENMP
   return omp_get_max_threads();
 #else
-  return 1;
+  const unsigned cores = std::thread::hardware_concurrency();
+  return cores > 0 ? static_cast<int>(cores) : 1;
 #endif
 }
 
 void set_num_threads(int n) {
+  if (n <= 0) return;
+  t_kernel_threads = n;
 #ifdef CE_HAVE_OPENMP
-  if (n > 0) omp_set_num_threads(n);
-#else
-  (void)n;
+  omp_set_num_threads(n);
 #endif
 }
+
+int kernel_threads_setting() { return t_kernel_threads; }
+
+void set_kernel_threads_setting(int n) { t_kernel_threads = n > 0 ? n : 0; }
 
 }  // namespace ce

@@ -9,8 +9,8 @@
 
 namespace ce {
 
-void lut_maxsim_avx2(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats);
-void lut_maxsim_avx512(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats);
+void lut_maxsim_avx2(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats, int threads);
+void lut_maxsim_avx512(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats, int threads);
 
 // Tables per residual byte (256 entries, from the byte codebook). Nibble tables (16 entries,
 // twice the lookups into tables 16x smaller, L1/L2-resident; scalar layouts only) had
@@ -21,18 +21,19 @@ int64_t lut_workspace_floats_cpu(int64_t dim, int nbits, int64_t query_len) {
 }
 
 void lut_maxsim_cpu(const LutMaxSimParams& p) {
-  // Scratch for every thread the region may start, allocated here: nothing may throw
-  // inside an OpenMP region.
+  // Scratch for every slot of the parallel loops, allocated here: nothing may throw inside
+  // a task.
+  const int threads = max_threads();
   const int64_t per_thread = lut_scratch_floats(p.query_len, p.nbits);
-  std::vector<float> scratch(static_cast<size_t>(max_threads() * per_thread));
+  std::vector<float> scratch(static_cast<size_t>(threads * per_thread));
   switch (cpu_isa()) {
 #ifdef CE_HAVE_X86_SIMD
-    case Isa::AVX512: lut_maxsim_avx512(p, scratch.data(), per_thread); return;
-    case Isa::AVX2: lut_maxsim_avx2(p, scratch.data(), per_thread); return;
+    case Isa::AVX512: lut_maxsim_avx512(p, scratch.data(), per_thread, threads); return;
+    case Isa::AVX2: lut_maxsim_avx2(p, scratch.data(), per_thread, threads); return;
 #endif
     default: break;
   }
-  lut_maxsim_dispatch(p, scratch.data(), per_thread);
+  lut_maxsim_dispatch(p, scratch.data(), per_thread, threads);
 }
 
 }  // namespace ce

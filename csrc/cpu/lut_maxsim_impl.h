@@ -11,12 +11,10 @@
 #include <cstdint>
 
 #include "common/lut_maxsim.h"
+#include "cpu/parallel.h"
 
 #if defined(__F16C__)
 #include <immintrin.h>
-#endif
-#ifdef CE_HAVE_OPENMP
-#include <omp.h>
 #endif
 
 // The vector type below never crosses a non-inlined call boundary between builds.
@@ -191,78 +189,64 @@ inline int64_t lut_query_of(const int64_t* cand_offsets, int64_t n_queries, int6
   return lo;
 }
 
-inline int lut_thread_num() {
-#ifdef CE_HAVE_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-inline int lut_team_size() {
-#ifdef CE_HAVE_OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-
 // Below this many (query, candidate) pairs with a single query, the call stays on the
-// calling thread: waking the team and its barrier cost more than the work, and a barrier
-// of an oversubscribed team waits for a descheduled thread.
+// calling thread: waking a worker costs more than the work.
 constexpr int64_t kLutParallelMinPairs = 16;
 
-// scratch: lut_scratch_floats(...) floats per thread of the team, allocated by the
-// caller before the region (nothing in the region allocates).
-void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
+// scratch: lut_scratch_floats(...) floats per slot of `threads`, allocated by the caller
+// before the loops (nothing in a task allocates).
+void lut_maxsim_impl(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats, int threads) {
   const int64_t lq = p.query_len;
   const int64_t units = p.dim * p.nbits / 8;
   const bool per_query = p.cand_offsets != nullptr;
   const int64_t table_floats = units * table_stride(lq);  // one query's tables
   const int64_t first = per_query ? p.cand_offsets[0] : 0;
   const int64_t pairs = per_query ? p.n_candidates : p.n_queries * p.n_candidates;
-#pragma omp parallel if (p.n_queries > 1 || pairs >= kLutParallelMinPairs)
-  {
-    float* query_t = scratch + lut_thread_num() * scratch_floats;
-    float* best = query_t + (8 / p.nbits) * lq;
-    if (p.n_queries >= 2 * lut_team_size()) {
-      // A batch: one query per task, its tables built and used by the same thread while
-      // they are in its cache (tables built for the whole batch first were evicted before
-      // use: a batch cost more CPU per query than single queries). No barrier but the end.
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t q = 0; q < p.n_queries; ++q) {
-        // The thread's own slot of the workspace (the batch holds more slots than threads):
-        // reused, so it stays in cache and its pages are touched once.
-        float* tables = p.lut + lut_thread_num() * table_floats;
-        for (int64_t unit = 0; unit < units; ++unit) build_lut_block(p, q, unit, query_t, tables);
-        if (per_query) {
-          for (int64_t j = p.cand_offsets[q]; j < p.cand_offsets[q + 1]; ++j)
-            p.out[j] = score_document(p, q, p.candidates[j], best, tables);
-        } else {
-          for (int64_t m = 0; m < p.n_candidates; ++m)
-            p.out[q * p.n_candidates + m] = score_document(p, q, p.candidates[m], best, tables);
-        }
+  if (!(p.n_queries > 1 || pairs >= kLutParallelMinPairs)) threads = 1;
+  auto query_t_of = [&](int slot) { return scratch + slot * scratch_floats; };
+  auto best_of = [&](int slot) { return scratch + slot * scratch_floats + (8 / p.nbits) * lq; };
+  if (p.n_queries >= 2 * threads) {
+    // A batch: one query per task, its tables built and used by the same thread while they
+    // are in its cache (tables built for the whole batch first were evicted before use: a
+    // batch cost more CPU per query than single queries). No barrier but the end.
+    auto query = [&](int64_t q, int slot) {
+      // The slot's own part of the workspace (the batch holds more slots than threads):
+      // reused, so it stays in cache and its pages are touched once.
+      float* tables = p.lut + slot * table_floats;
+      float* best = best_of(slot);
+      for (int64_t unit = 0; unit < units; ++unit) build_lut_block(p, q, unit, query_t_of(slot), tables);
+      if (per_query) {
+        for (int64_t j = p.cand_offsets[q]; j < p.cand_offsets[q + 1]; ++j)
+          p.out[j] = score_document(p, q, p.candidates[j], best, tables);
+      } else {
+        for (int64_t m = 0; m < p.n_candidates; ++m)
+          p.out[q * p.n_candidates + m] = score_document(p, q, p.candidates[m], best, tables);
       }
-    } else {
-      // A few queries: every thread on every query's tables, then on all pairs of all
-      // queries, query-major (a query's tables stay in cache while the threads sweep its
-      // candidates), with one barrier between.
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t block = 0; block < p.n_queries * units; ++block)
-        build_lut_block(p, block / units, block % units, query_t, p.lut + block / units * table_floats);
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t w = 0; w < pairs; ++w) {
-        if (per_query) {
-          const int64_t j = first + w;
-          const int64_t q = lut_query_of(p.cand_offsets, p.n_queries, j);
-          p.out[j] = score_document(p, q, p.candidates[j], best, p.lut + q * table_floats);
-        } else {
-          const int64_t q = w / p.n_candidates;
-          p.out[w] = score_document(p, q, p.candidates[w - q * p.n_candidates], best, p.lut + q * table_floats);
-        }
+    };
+    parallel_for(p.n_queries, threads, query);
+    return;
+  }
+  // A few queries: every thread on every query's tables, then on all pairs of all queries,
+  // query-major (a query's tables stay in cache while the threads sweep its candidates).
+  auto build = [&](int64_t block, int slot) {
+    build_lut_block(p, block / units, block % units, query_t_of(slot), p.lut + block / units * table_floats);
+  };
+  parallel_for(p.n_queries * units, threads, build);
+  constexpr int64_t kPairsPerTask = 4;
+  auto score = [&](int64_t task, int slot) {
+    float* best = best_of(slot);
+    for (int64_t w = task * kPairsPerTask; w < std::min(pairs, (task + 1) * kPairsPerTask); ++w) {
+      if (per_query) {
+        const int64_t j = first + w;
+        const int64_t q = lut_query_of(p.cand_offsets, p.n_queries, j);
+        p.out[j] = score_document(p, q, p.candidates[j], best, p.lut + q * table_floats);
+      } else {
+        const int64_t q = w / p.n_candidates;
+        p.out[w] = score_document(p, q, p.candidates[w - q * p.n_candidates], best, p.lut + q * table_floats);
       }
     }
-  }
+  };
+  parallel_for((pairs + kPairsPerTask - 1) / kPairsPerTask, threads, score);
 }
 
 // Per-thread scratch of lut_maxsim_impl: a transposed query unit and the maxes.
@@ -270,8 +254,8 @@ inline int64_t lut_scratch_floats(int64_t query_len, int nbits) {
   return (8 / nbits) * query_len + query_len;
 }
 
-inline void lut_maxsim_dispatch(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats) {
-  lut_maxsim_impl(p, scratch, scratch_floats);
+inline void lut_maxsim_dispatch(const LutMaxSimParams& p, float* scratch, int64_t scratch_floats, int threads) {
+  lut_maxsim_impl(p, scratch, scratch_floats, threads);
 }
 
 }  // namespace

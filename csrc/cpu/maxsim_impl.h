@@ -28,11 +28,9 @@
 #include <limits>
 #include <new>
 
-#ifdef CE_HAVE_OPENMP
-#include <omp.h>
-#endif
-
+#include "common/isa.h"
 #include "common/maxsim.h"
+#include "cpu/parallel.h"
 
 namespace ce {
 
@@ -53,21 +51,9 @@ constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-inline int thread_count() {
-#ifdef CE_HAVE_OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
-inline int thread_index() {
-#ifdef CE_HAVE_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
+// Documents per task of the parallel loops (cpu/parallel.h).
+constexpr int64_t kDocsPerTask = 4;
 
 // a * b for element counts, or std::bad_alloc when the product cannot be a real size (a
 // negative count or int64 overflow): an impossible request surfaces as MemoryError in
@@ -261,20 +247,17 @@ int run_maxsim(const MaxSimParams& p) {
   if (n_out == 0 || p.n_queries == 0) return 0;
   const PackedQueries<Kernel> pq(p);
   const int64_t panel_rows = panel_tokens<Kernel>(p.dim);
-  const int threads = thread_count();
+  const int threads = max_threads();
   Scratch<Kernel> scratch(pq, panel_rows, threads);
-#pragma omp parallel
-  {
-    const int tid = thread_index();
-    float* best = scratch.best_of(tid);
-    float* panel = scratch.panel_of(tid);
-    float* check = scratch.check_of(tid);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t o = 0; o < n_out; ++o) {
+  // Tasks of kDocsPerTask documents.
+  auto score = [&](int64_t task, int slot) {
+    for (int64_t o = task * kDocsPerTask; o < min_i64(n_out, (task + 1) * kDocsPerTask); ++o) {
       const int64_t d = p.doc_subset ? p.doc_subset[o] : o;
-      score_document<Kernel>(p, pq, panel_rows, d, best, panel, check, p.scores + o, n_out);
+      score_document<Kernel>(p, pq, panel_rows, d, scratch.best_of(slot), scratch.panel_of(slot),
+                             scratch.check_of(slot), p.scores + o, n_out);
     }
-  }
+  };
+  parallel_for((n_out + kDocsPerTask - 1) / kDocsPerTask, threads, score);
   return scratch.status(threads);
 }
 
@@ -328,7 +311,7 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
   if (nq == 0 || k == 0) return 0;
   const PackedQueries<Kernel> pq(p);
   const int64_t panel_rows = panel_tokens<Kernel>(p.dim);
-  const int threads = thread_count();
+  const int threads = max_threads();
   Scratch<Kernel> scratch(pq, panel_rows, threads);
   // Per-thread heaps (threads * nq * k hits) and, for the merge, the same again.
   const int64_t heap_hits = count_product(count_product(threads, nq), k);
@@ -338,19 +321,14 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
   Buffer<int64_t> heap_size_buffer(count_product(threads, nq));
   int64_t* heap_sizes = heap_size_buffer.get();
   for (int64_t i = 0; i < static_cast<int64_t>(threads) * nq; ++i) heap_sizes[i] = 0;
-#pragma omp parallel
-  {
-    const int tid = thread_index();
-    float* best = scratch.best_of(tid);
-    float* panel = scratch.panel_of(tid);
-    float* check = scratch.check_of(tid);
-    float* mine = doc_scores.get() + tid * nq;
-    Hit* my_heaps = heaps.get() + static_cast<int64_t>(tid) * nq * k;
-    int64_t* my_sizes = heap_sizes + tid * nq;
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t o = 0; o < n_out; ++o) {
+  auto score = [&](int64_t task, int slot) {
+    float* mine = doc_scores.get() + slot * nq;
+    Hit* my_heaps = heaps.get() + static_cast<int64_t>(slot) * nq * k;
+    int64_t* my_sizes = heap_sizes + slot * nq;
+    for (int64_t o = task * kDocsPerTask; o < min_i64(n_out, (task + 1) * kDocsPerTask); ++o) {
       const int64_t d = p.doc_subset ? p.doc_subset[o] : o;
-      score_document<Kernel>(p, pq, panel_rows, d, best, panel, check, mine, 1);
+      score_document<Kernel>(p, pq, panel_rows, d, scratch.best_of(slot), scratch.panel_of(slot),
+                             scratch.check_of(slot), mine, 1);
       if (p.doc_offsets[d + 1] == p.doc_offsets[d]) continue;  // empty: never returned
       for (int64_t q = 0; q < nq; ++q) {
         // A NaN score (reported through the status) would break the order the heaps and
@@ -361,11 +339,11 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
         my_sizes[q] = heap.size;
       }
     }
-  }
-  // Merge: per query, the union of the threads' heaps holds the k best under a strict
-  // order, so the result does not depend on how documents were spread over threads.
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t q = 0; q < nq; ++q) {
+  };
+  parallel_for((n_out + kDocsPerTask - 1) / kDocsPerTask, threads, score);
+  // Merge: per query, the union of the slots' heaps holds the k best under a strict order,
+  // so the result does not depend on how documents were spread over threads.
+  auto merge = [&](int64_t q, int) {
     Hit* all = merged.get() + q * threads * k;
     int64_t count = 0;
     for (int t = 0; t < threads; ++t) {
@@ -378,7 +356,8 @@ int run_maxsim_topk(const MaxSimTopkParams& tp) {
       tp.top_scores[q * k + i] = i < keep ? all[i].score : kMinusInf;
       tp.top_indices[q * k + i] = i < keep ? all[i].id : -1;
     }
-  }
+  };
+  parallel_for(nq, threads, merge);
   return scratch.status(threads);
 }
 

@@ -7,12 +7,9 @@
 #include <limits>
 #include <vector>
 
-#ifdef CE_HAVE_OPENMP
-#include <omp.h>
-#endif
-
 #include "common/isa.h"
 #include "common/plaid.h"
+#include "cpu/parallel.h"
 
 namespace ce {
 namespace {
@@ -41,15 +38,8 @@ inline bool better(const Scored& a, const Scored& b) {
   return a.score > b.score || (a.score == b.score && a.id < b.id);
 }
 
-// Workspaces are allocated before each parallel region, one slice per thread the region may
-// start: nothing inside a region allocates (an exception must not escape it).
-inline int thread_num() {
-#ifdef CE_HAVE_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
+// Workspaces are allocated before each parallel loop (cpu/parallel.h), one slice per slot
+// the loop may use: nothing inside a task allocates (an exception must not escape it).
 
 // ---------------------------------------------------------------- stage 1: top cells
 
@@ -133,71 +123,65 @@ void candidates_mark_cpu(const CandidatesParams& p) {
   std::vector<int32_t> cells_all(static_cast<size_t>(threads * max_cells));
   std::vector<Scored> merged_all(static_cast<size_t>(threads * n_chunks * nprobe));
 
-#pragma omp parallel if (nq * k_cells * lq >= kParallelMinScores)
-  {
-    const int64_t t = thread_num();
-    if (!all_cells && insertion) {
-      float* worst = worst_all.data() + t * lq;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < nq * n_chunks; ++task) {
-        const int64_t q = task / n_chunks, chunk = task % n_chunks;
-        const int64_t c_begin = chunk * kScanChunk;
-        const int64_t c_end = std::min(k_cells, c_begin + kScanChunk);
-        scan_top_cells(p.scores + q * k_cells * lq, lq, nprobe, c_begin, c_end,
-                       top.data() + task * lq * nprobe, worst);
-      }
-    } else if (!all_cells) {
+  const int team = nq * k_cells * lq >= kParallelMinScores ? static_cast<int>(threads) : 1;
+  if (!all_cells && insertion) {
+    auto scan = [&](int64_t task, int t) {
+      const int64_t q = task / n_chunks, chunk = task % n_chunks;
+      const int64_t c_begin = chunk * kScanChunk;
+      const int64_t c_end = std::min(k_cells, c_begin + kScanChunk);
+      scan_top_cells(p.scores + q * k_cells * lq, lq, nprobe, c_begin, c_end,
+                     top.data() + task * lq * nprobe, worst_all.data() + t * lq);
+    };
+    parallel_for(nq * n_chunks, team, scan);
+  } else if (!all_cells) {
+    auto select = [&](int64_t task, int t) {
       Scored* column = column_all.data() + t * k_cells;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < nq * lq; ++task) {
-        const int64_t q = task / lq, i = task % lq;
-        const float* scores = p.scores + q * k_cells * lq;
-        for (int64_t c = 0; c < k_cells; ++c)
-          column[c] = Scored{scores[c * lq + i], static_cast<int32_t>(c)};
-        std::nth_element(column, column + (nprobe - 1), column + k_cells, better);
-        std::copy(column, column + nprobe, top.begin() + task * nprobe);
-      }
-    }
+      const int64_t q = task / lq, i = task % lq;
+      const float* scores = p.scores + q * k_cells * lq;
+      for (int64_t c = 0; c < k_cells; ++c)
+        column[c] = Scored{scores[c * lq + i], static_cast<int32_t>(c)};
+      std::nth_element(column, column + (nprobe - 1), column + k_cells, better);
+      std::copy(column, column + nprobe, top.begin() + task * nprobe);
+    };
+    parallel_for(nq * lq, team, select);
+  }
 
+  auto mark = [&](int64_t q, int t) {
     uint8_t* seen = seen_all.data() + t * k_cells;
     int32_t* cells = cells_all.data() + t * max_cells;
     Scored* merged = merged_all.data() + t * n_chunks * nprobe;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t q = 0; q < nq; ++q) {
-      int64_t n_cells = 0;
-      if (all_cells) {
-        for (int64_t c = 0; c < k_cells; ++c) cells[n_cells++] = static_cast<int32_t>(c);
-      } else {
-        const Scored* query_top = top.data() + q * n_chunks * lq * nprobe;
-        for (int64_t i = 0; i < lq; ++i) {
-          // Token i's candidates from every chunk; the best nprobe over all of them.
-          int64_t n_merged = 0;
-          for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
-            const Scored* list = query_top + (chunk * lq + i) * nprobe;
-            for (int64_t j = 0; j < nprobe; ++j)
-              if (list[j].id != std::numeric_limits<int32_t>::max()) merged[n_merged++] = list[j];
-          }
-          const int64_t take = std::min(nprobe, n_merged);
-          std::partial_sort(merged, merged + take, merged + n_merged, better);
-          for (int64_t j = 0; j < take; ++j) {
-            const int32_t c = merged[j].id;
-            if (!seen[c]) {
-              seen[c] = 1;
-              cells[n_cells++] = c;
-            }
+    int64_t n_cells = 0;
+    if (all_cells) {
+      for (int64_t c = 0; c < k_cells; ++c) cells[n_cells++] = static_cast<int32_t>(c);
+    } else {
+      const Scored* query_top = top.data() + q * n_chunks * lq * nprobe;
+      for (int64_t i = 0; i < lq; ++i) {
+        // Token i's candidates from every chunk; the best nprobe over all of them.
+        int64_t n_merged = 0;
+        for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+          const Scored* list = query_top + (chunk * lq + i) * nprobe;
+          for (int64_t j = 0; j < nprobe; ++j)
+            if (list[j].id != std::numeric_limits<int32_t>::max()) merged[n_merged++] = list[j];
+        }
+        const int64_t take = std::min(nprobe, n_merged);
+        std::partial_sort(merged, merged + take, merged + n_merged, better);
+        for (int64_t j = 0; j < take; ++j) {
+          const int32_t c = merged[j].id;
+          if (!seen[c]) {
+            seen[c] = 1;
+            cells[n_cells++] = c;
           }
         }
-        for (int64_t j = 0; j < n_cells; ++j) seen[cells[j]] = 0;
       }
-      p.counts[q] = mark_cells(p, cells, n_cells, p.bitmap + q * p.bitmap_words);
+      for (int64_t j = 0; j < n_cells; ++j) seen[cells[j]] = 0;
     }
-  }
+    p.counts[q] = mark_cells(p, cells, n_cells, p.bitmap + q * p.bitmap_words);
+  };
+  parallel_for(nq, team, mark);
 }
 
 void candidates_collect_cpu(const CandidatesParams& p) {
-#pragma omp parallel for schedule(dynamic, 1) \
-    if (p.n_queries > 1 && p.n_queries * p.bitmap_words >= kParallelMinBitmapWords)
-  for (int64_t q = 0; q < p.n_queries; ++q) {
+  auto collect = [&](int64_t q, int) {
     const uint64_t* bitmap = p.bitmap + q * p.bitmap_words;
     int32_t* out = p.out_ids + p.out_offsets[q];
     for (int64_t w = 0; w < p.bitmap_words; ++w) {
@@ -207,7 +191,9 @@ void candidates_collect_cpu(const CandidatesParams& p) {
         bits &= bits - 1;
       }
     }
-  }
+  };
+  const bool split = p.n_queries > 1 && p.n_queries * p.bitmap_words >= kParallelMinBitmapWords;
+  parallel_for(p.n_queries, split ? max_threads() : 1, collect);
 }
 
 // ---------------------------------------------------------------- stages 2-3
@@ -322,36 +308,35 @@ void centroid_interaction_cpu(const CentroidInteractionParams& p) {
   if (nq == 0) return;
   const int64_t first = p.cand_offsets[0];
   const int64_t total = p.cand_offsets[nq] - first;
-  std::vector<float> best_all(static_cast<size_t>(max_threads() * lq));
+  const int threads = max_threads();
+  const int team = total >= kParallelMinCandidates ? threads : 1;
+  std::vector<float> best_all(static_cast<size_t>(threads * lq));
   std::vector<Scored> items(static_cast<size_t>(total));
-#pragma omp parallel if (total >= kParallelMinCandidates)
-  {
-    if (p.prune) {
-      // keep[q, c]: PLAID's t_cs test, once per query and centroid.
-#pragma omp for schedule(dynamic, 1024)
-      for (int64_t qc = 0; qc < nq * k_cells; ++qc) {
+  if (p.prune) {
+    // keep[q, c]: PLAID's t_cs test, once per query and centroid, in blocks of 1024.
+    const int64_t cells = nq * k_cells, block = 1024;
+    auto keep = [&](int64_t b, int) {
+      for (int64_t qc = b * block; qc < std::min(cells, (b + 1) * block); ++qc)
         p.keep[qc] = row_max(p.scores + qc * lq, lq) >= p.threshold;
-      }
-    }
-    float* best = best_all.data() + thread_num() * lq;
-    // All candidates of all queries as one pool of small chunks: a lone query spreads over
-    // every thread, and a batch needs no per-query barrier.
-    const int64_t n_tasks = (total + kCandidateChunk - 1) / kCandidateChunk;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < n_tasks; ++task) {
-      const int64_t j_begin = first + task * kCandidateChunk;
-      const int64_t j_end = std::min(first + total, j_begin + kCandidateChunk);
-      // Chunks may straddle queries: split at query boundaries.
-      int64_t q = std::upper_bound(p.cand_offsets, p.cand_offsets + nq + 1, j_begin) - p.cand_offsets - 1;
-      for (int64_t j = j_begin; j < j_end; ++q) {
-        const int64_t stop = std::min(j_end, p.cand_offsets[q + 1]);
-        score_candidates(p, q, j, stop, best);
-        j = stop;
-      }
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t q = 0; q < nq; ++q) select_top(p, q, items.data() + (p.cand_offsets[q] - first));
+    };
+    parallel_for((cells + block - 1) / block, team, keep);
   }
+  // All candidates of all queries as one pool of small chunks: a lone query spreads over
+  // every thread, and a batch needs no per-query barrier.
+  auto score = [&](int64_t task, int t) {
+    const int64_t j_begin = first + task * kCandidateChunk;
+    const int64_t j_end = std::min(first + total, j_begin + kCandidateChunk);
+    // Chunks may straddle queries: split at query boundaries.
+    int64_t q = std::upper_bound(p.cand_offsets, p.cand_offsets + nq + 1, j_begin) - p.cand_offsets - 1;
+    for (int64_t j = j_begin; j < j_end; ++q) {
+      const int64_t stop = std::min(j_end, p.cand_offsets[q + 1]);
+      score_candidates(p, q, j, stop, best_all.data() + t * lq);
+      j = stop;
+    }
+  };
+  parallel_for((total + kCandidateChunk - 1) / kCandidateChunk, team, score);
+  auto select = [&](int64_t q, int) { select_top(p, q, items.data() + (p.cand_offsets[q] - first)); };
+  parallel_for(nq, team, select);
 }
 
 }  // namespace ce

@@ -17,12 +17,13 @@ from colbert_engine.index.segment import build_ivf
 from colbert_engine.ops import reference
 
 # Functions of colbert_engine._C that are not kernels (CPU thread / ISA control).
-CPU_ONLY_UTILITIES = {"isa", "max_threads", "set_num_threads"}
+CPU_ONLY_UTILITIES = {"isa", "max_threads", "set_num_threads", "kernel_threads_setting", "set_kernel_threads_setting"}
 # CPU kernels whose CUDA path is composed on the caller side from other CUDA kernels and
 # torch ops that queue on the stream without syncing (see the op's module for how):
 # maxsim_topk = chunked _cuda.maxsim + stable torch sorts (ops/maxsim.py); argmax_rows =
-# torch.argmax on the GEMM output (common/codec.h says so).
-COMPOSED_ON_CUDA = {"maxsim_topk", "argmax_rows"}
+# torch.argmax on the GEMM output (common/codec.h says so); centroid_scores = cuBLAS through
+# torch (ops/plaid.py; the CPU kernel exists to run the search's GEMM on the kernels' pool).
+COMPOSED_ON_CUDA = {"maxsim_topk", "argmax_rows", "centroid_scores"}
 # CPU-only build kernels: the probed (two-level) nearest-centroid search and the k-means row
 # accumulation replace a dense GEMM that the CPU cannot afford at large K; on CUDA the codec
 # keeps the exact dense GEMM + argmax and torch's index_add_ (ops/codec.py says so).

@@ -155,12 +155,15 @@ def test_lut_maxsim_thread_count_invariance():
     previous = ops.get_num_threads()
     try:
         results = []
-        for threads in (1, 2):
+        for threads in (1, 2, 3):
             ops.set_num_threads(threads)
             results.append(ops.lut_maxsim(queries, scores, codes, residuals, inv_norms, offsets, candidates, weights, 2))
+            # one query: every thread on its tables, then on its candidates
+            results.append(ops.lut_maxsim(queries[:1], scores[:1], codes, residuals, inv_norms, offsets, candidates,
+                                          weights, 2))
     finally:
         ops.set_num_threads(previous)
-    assert torch.equal(results[0], results[1])
+    assert all(torch.equal(r, w) for r, w in zip(results[2:], results[:2] * 2))
 
 
 @pytest.mark.parametrize("isa", ["scalar", "avx2"])

@@ -15,6 +15,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("isa", [] { return std::string(ce::isa_name(ce::cpu_isa())); });
   m.def("max_threads", &ce::max_threads);
   m.def("set_num_threads", &ce::set_num_threads, py::arg("n"));
+  m.def("kernel_threads_setting", &ce::kernel_threads_setting);
+  m.def("set_kernel_threads_setting", &ce::set_kernel_threads_setting, py::arg("n"));
 #ifdef CE_HAVE_OPENMP
   m.attr("openmp") = true;
 #else

@@ -48,4 +48,15 @@ void bind_plaid(py::module_& m) {
       py::arg("out_scores"), py::arg("out_ids"), py::arg("n_queries"), py::arg("n_centroids"),
       py::arg("query_len"), py::arg("n_docs"), py::arg("ndocs"), py::arg("threshold"),
       py::arg("prune"));
+  m.def(
+      "centroid_scores",
+      [](uintptr_t centroids, uintptr_t queries, uintptr_t scores, int64_t n_queries, int64_t n_centroids,
+         int64_t query_len, int64_t dim) {
+        const ce::CentroidScoresParams p{ce_bind::ptr<const float>(centroids), ce_bind::ptr<const float>(queries),
+                                         ce_bind::ptr<float>(scores), n_queries, n_centroids, query_len, dim};
+        py::gil_scoped_release release;
+        ce::centroid_scores_cpu(p);
+      },
+      py::arg("centroids"), py::arg("queries"), py::arg("scores"), py::arg("n_queries"),
+      py::arg("n_centroids"), py::arg("query_len"), py::arg("dim"));
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -38,7 +39,8 @@ def info() -> dict:
 
 
 def set_num_threads(n: int) -> None:
-    """Number of OpenMP threads the CPU kernels use (like ``torch.set_num_threads``)."""
+    """Threads the CPU kernels called from this thread use (like ``torch.set_num_threads``;
+    until it is called they follow torch's / OpenMP's count)."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n: expected a positive int, got {n!r}")
     _native.cpu().set_num_threads(n)
@@ -46,3 +48,17 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     return _native.cpu().max_threads()
+
+
+@contextlib.contextmanager
+def hold_num_threads():
+    """Keep the kernels' thread count for the calling thread as it is now while the enclosed
+    code changes torch's (``torch.set_num_threads`` moves OpenMP's, which the kernels follow
+    until :func:`set_num_threads` is called); the thread's own setting is given back after."""
+    native = _native.cpu()
+    setting = native.kernel_threads_setting()
+    native.set_kernel_threads_setting(native.max_threads())
+    try:
+        yield
+    finally:
+        native.set_kernel_threads_setting(setting)

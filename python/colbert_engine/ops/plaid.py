@@ -176,10 +176,27 @@ def centroid_scores(queries, centroids):
         raise ValueError(f"queries: needs at least one query token, got shape {tuple(queries.shape)}")
     _check_finite(queries, "queries")
     _check_finite(centroids, "centroids")
-    c = centroids.to(torch.float32)
+    c = centroids.to(torch.float32).contiguous()
     q = queries.to(torch.float32)
-    scores = (c @ q.T if q.dim() == 2 else torch.matmul(c, q.transpose(1, 2))).contiguous()
+    scores = centroid_scores_launch(q.unsqueeze(0) if q.dim() == 2 else q, c)
+    scores = scores[0] if q.dim() == 2 else scores
     return scores.numpy() if return_numpy else scores
+
+
+def centroid_scores_launch(queries, centroids) -> torch.Tensor:
+    """Unchecked :func:`centroid_scores` of fp32 ``(nq, Lq, dim)`` queries and contiguous fp32
+    ``(K, dim)`` centroids: ``(nq, K, Lq)``. CPU: the native kernel on the kernels' thread
+    pool (no OpenMP team, csrc/cpu/parallel.h); CUDA: cuBLAS through torch. Chosen by the
+    device alone: the CUDA path's stand-in on CPU tensors (tests) scores like the CPU path."""
+    if centroids.device.type == "cuda":
+        return torch.matmul(centroids, queries.transpose(1, 2)).contiguous()
+    queries = queries.contiguous()
+    nq, query_len, dim = queries.shape
+    scores = torch.empty((nq, centroids.shape[0], query_len), dtype=torch.float32, device=centroids.device)
+    _native.cpu().centroid_scores(centroids=centroids.data_ptr(), queries=queries.data_ptr(),
+                                  scores=scores.data_ptr(), n_queries=nq, n_centroids=centroids.shape[0],
+                                  query_len=query_len, dim=dim)
+    return scores
 
 
 # --------------------------------------------------------------------------- stage 1

@@ -111,6 +111,7 @@ class Searcher:
         self.segments = [seg for seg in segments if seg.n_docs]
         self.device = codec.centroids.device
         self.backend = backend or self.device.type
+        self._centroids_fp32 = codec.centroids.to(torch.float32).contiguous()
         # CUDA: every size must be known to the host without reading the device.
         self.padded = self.backend == "cuda"
 
@@ -152,8 +153,7 @@ class Searcher:
 
     def centroid_scores(self, queries) -> torch.Tensor:
         """``S[q, c, i] = <C[c], Q[q, i]>`` as fp32 ``(nq, K, Lq)`` (unchecked)."""
-        centroids = self.codec.centroids.to(torch.float32)
-        return torch.matmul(centroids, queries.transpose(1, 2)).contiguous()
+        return plaid_ops.centroid_scores_launch(queries.to(torch.float32), self._centroids_fp32)
 
     def topk(self, queries, params: SearchParams, allowed=None, *, scores=None):
         """The funnel's best ``k`` per query as device tensors ``(nq, k')`` (scores, internal

@@ -1,17 +1,20 @@
-"""How many threads a search uses: what the caller allows, fewer while other work already
-occupies the cores.
+"""How many threads torch's work inside a search uses: what the caller allows, fewer while
+other work already occupies the cores.
 
 OpenMP threads that wait at a barrier spin, and a barrier waits for its slowest thread: when
 another process (a co-located encoder running torch, other tenants) keeps the cores busy, a
-2-thread search waits for a descheduled thread at every barrier. On the shared 2-core
+2-thread OpenMP team waits for a descheduled thread at every barrier. On the shared 2-core
 machine of benchmarks/RESULTS.md ("Search under load") that made one query of a 300-document
-index take 330 ms at p50 instead of 1.3 ms on one thread. The wait policy cannot be changed
-once the process's OpenMP runtime (torch's, which the kernels share) has started, and the
-library must not depend on the user's environment, so the search picks its team size
-instead: ``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s
-instantaneous count minus this process's running threads), the smallest of the samples of
-the last ``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet machine
-that is every allowed thread.
+index take 330 ms at p50 instead of 1.3 ms on one thread. Our kernels no longer use an
+OpenMP team on the search path (they run on their own pool, csrc/cpu/parallel.h, which lets
+the calling thread take every task a descheduled worker has not started); torch's ops in the
+search (the top-k, small tensor work) still run on torch's team, whose wait policy cannot be
+changed once torch has started it, and the library must not depend on the user's
+environment. So the search lowers torch's team while the cores are busy:
+``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s instantaneous
+count minus this process's running threads), the smallest of the samples of the last
+``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet machine that is
+every allowed thread.
 """
 
 from __future__ import annotations
@@ -79,30 +82,30 @@ _torch_users = [0, None]  # searches inside a reduced torch setting, the setting
 
 @contextlib.contextmanager
 def search_thread_team():
-    """Run the enclosed kernels and torch's work (the centroid-score GEMM, the top-k) on
-    :func:`search_threads` threads; the caller's settings are restored after. Our kernels'
-    count is the calling thread's own OpenMP setting; torch's is shared, so it is lowered
-    once for overlapping searches and restored by the last one."""
+    """Run torch's work inside the search (the centroid-score GEMM, the top-k) on
+    :func:`search_threads` threads; the caller's setting is restored after. torch's OpenMP
+    team spins at barriers and waits for a descheduled thread; our kernels run on their own
+    pool (csrc/cpu/parallel.h), which does not, and keep every allowed thread. torch's count
+    is process-wide, so it is lowered once for overlapping searches and restored by the
+    last one."""
     import torch
 
     from colbert_engine import ops
 
-    ours = ops.get_num_threads()
-    threads = search_threads(ours)
-    if threads >= ours and threads >= torch.get_num_threads():
+    threads = search_threads(torch.get_num_threads())
+    if threads >= torch.get_num_threads():
         yield
         return
-    ops.set_num_threads(threads)
-    with _torch_lock:
-        if _torch_users[0] == 0:
-            _torch_users[1] = torch.get_num_threads()
-            torch.set_num_threads(min(threads, _torch_users[1]))
-        _torch_users[0] += 1
-    try:
-        yield
-    finally:
+    with ops.hold_num_threads():
         with _torch_lock:
-            _torch_users[0] -= 1
             if _torch_users[0] == 0:
-                torch.set_num_threads(_torch_users[1])
-        ops.set_num_threads(ours)
+                _torch_users[1] = torch.get_num_threads()
+                torch.set_num_threads(min(threads, _torch_users[1]))
+            _torch_users[0] += 1
+        try:
+            yield
+        finally:
+            with _torch_lock:
+                _torch_users[0] -= 1
+                if _torch_users[0] == 0:
+                    torch.set_num_threads(_torch_users[1])

@@ -1,0 +1,189 @@
+// The search kernels' thread pool (contract and reasons: cpu/parallel.h).
+//
+// A loop is a "job" numbered by `job`. Claims are tagged with the job's number in the high 32
+// bits of `claim` (next task in the low 32) and `slots` (slots handed out): a worker that
+// read a job's fields late, after the caller finished it and started the next, fails its
+// tagged claim and runs nothing. The caller closes a job (its claim word to "no task left")
+// before it writes the next job's fields.
+#include "cpu/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <pthread.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define CE_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define CE_PAUSE() asm volatile("yield")
+#else
+#define CE_PAUSE() ((void)0)
+#endif
+
+namespace ce {
+namespace {
+
+// How long an idle worker, or a caller waiting for the last task, spins before sleeping:
+// longer than the gap between two kernels of one query (the Python between them), far
+// shorter than a time slice.
+constexpr auto kSpin = std::chrono::microseconds(50);
+constexpr uint64_t kNoTask = 0xffffffffu;  // low half of a closed job's claim word
+constexpr int kMaxWorkers = 255;
+
+inline uint64_t tag(uint32_t job, uint64_t low) { return (static_cast<uint64_t>(job) << 32) | low; }
+
+class Pool {
+ public:
+  void run(int64_t n_tasks, int threads, ParallelTask task, void* context) {
+    std::unique_lock<std::mutex> busy(job_lock_, std::try_to_lock);
+    if (!busy.owns_lock() || inside_task_) {  // another loop holds the pool, or a nested loop
+      serial(n_tasks, task, context);
+      return;
+    }
+    threads = static_cast<int>(std::min<int64_t>(threads, std::min<int64_t>(n_tasks, kMaxWorkers + 1)));
+    if (!grow(threads - 1)) threads = static_cast<int>(workers_.size()) + 1;
+    if (threads <= 1) {
+      serial(n_tasks, task, context);
+      return;
+    }
+    const uint32_t job = job_.load(std::memory_order_relaxed) + 1;
+    task_.store(task);
+    context_.store(context);
+    n_tasks_.store(n_tasks);
+    helpers_.store(threads - 1);
+    done_.store(0);
+    slots_.store(tag(job, 0));
+    claim_.store(tag(job, 0));
+    {
+      std::lock_guard<std::mutex> lock(wake_lock_);
+      job_.store(job);
+    }
+    wake_.notify_all();
+    work(job, n_tasks, task, context, 0);
+    if (!wait_done(n_tasks)) {
+      std::unique_lock<std::mutex> lock(wake_lock_);
+      finished_cv_.wait(lock, [&] { return done_.load() >= n_tasks; });
+    }
+    claim_.store(tag(job, kNoTask));
+  }
+
+  // The workers of a parent process do not exist in a fork()ed child: it gets a new pool.
+  static Pool*& instance() {
+    static Pool* pool = [] {
+      pthread_atfork(nullptr, nullptr, [] { instance() = new Pool; });  // the old one is leaked
+      return new Pool;
+    }();
+    return pool;
+  }
+
+ private:
+  static void serial(int64_t n_tasks, ParallelTask task, void* context) {
+    for (int64_t i = 0; i < n_tasks; ++i) task(context, i, 0);
+  }
+
+  // Runs tasks of `job` until none is left; counts each one done.
+  void work(uint32_t job, int64_t n_tasks, ParallelTask task, void* context, int slot) {
+    inside_task_ = true;
+    for (;;) {
+      uint64_t word = claim_.load();
+      if ((word >> 32) != job || static_cast<int64_t>(word & 0xffffffffu) >= n_tasks) break;
+      if (!claim_.compare_exchange_weak(word, word + 1)) continue;
+      task(context, static_cast<int64_t>(word & 0xffffffffu), slot);
+      if (done_.fetch_add(1) + 1 == n_tasks) {
+        // Taking the lock orders this wake-up after a caller's test of done_ under it.
+        { std::lock_guard<std::mutex> lock(wake_lock_); }
+        finished_cv_.notify_all();
+      }
+    }
+    inside_task_ = false;
+  }
+
+  // Spins for the last task; false when it is still running after kSpin.
+  bool wait_done(int64_t n_tasks) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int spins = 0; done_.load() < n_tasks; ++spins) {
+      if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > kSpin) return false;
+      CE_PAUSE();
+    }
+    return true;
+  }
+
+  // `seen`: the last job published before the worker was started (it joins the next one,
+  // which may be published before the new thread first runs).
+  void worker_loop(uint32_t seen) {
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int spins = 0; job_.load() == seen; ++spins) {
+        if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+          std::unique_lock<std::mutex> lock(wake_lock_);
+          wake_.wait(lock, [&] { return job_.load() != seen; });
+          break;
+        }
+        CE_PAUSE();
+      }
+      seen = job_.load();
+      // The fields may already belong to a later job; the tagged claims below catch that.
+      const ParallelTask task = task_.load();
+      void* const context = context_.load();
+      const int64_t n_tasks = n_tasks_.load();
+      const uint64_t helpers = static_cast<uint64_t>(helpers_.load());
+      uint64_t word = slots_.load();
+      while ((word >> 32) == seen && (word & 0xffffffffu) < helpers &&
+             !slots_.compare_exchange_weak(word, word + 1)) {
+      }
+      if ((word >> 32) != seen || (word & 0xffffffffu) >= helpers) continue;
+      work(seen, n_tasks, task, context, static_cast<int>(word & 0xffffffffu) + 1);
+    }
+  }
+
+  // At least `count` workers; false when the system refuses a thread (fewer are used).
+  bool grow(int count) {
+    while (static_cast<int>(workers_.size()) < count) {
+      try {
+        const uint32_t seen = job_.load();
+        workers_.emplace_back([this, seen] { worker_loop(seen); });
+        workers_.back().detach();
+      } catch (...) {  // std::system_error (no thread), std::bad_alloc
+        return false;
+      }
+    }
+    return true;
+  }
+
+  std::mutex job_lock_;  // held by the caller of the running loop
+  std::vector<std::thread> workers_;
+  std::atomic<uint32_t> job_{0};
+  std::atomic<uint64_t> claim_{tag(0, kNoTask)};
+  std::atomic<uint64_t> slots_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<ParallelTask> task_{nullptr};
+  std::atomic<void*> context_{nullptr};
+  std::atomic<int64_t> n_tasks_{0};
+  std::atomic<int> helpers_{0};
+  std::mutex wake_lock_;  // orders sleeping and waking: workers on wake_, the caller on finished_cv_
+  std::condition_variable wake_;
+  std::condition_variable finished_cv_;
+  static thread_local bool inside_task_;
+};
+
+thread_local bool Pool::inside_task_ = false;
+
+}  // namespace
+
+void parallel_run(int64_t n_tasks, int threads, ParallelTask task, void* context) noexcept {
+  if (n_tasks <= 0) return;
+  // Past 32-bit task numbers (no kernel cuts that many) the claim word cannot count them.
+  if (threads <= 1 || n_tasks == 1 || n_tasks >= static_cast<int64_t>(kNoTask)) {
+    for (int64_t i = 0; i < n_tasks; ++i) task(context, i, 0);
+    return;
+  }
+  Pool::instance()->run(n_tasks, threads, task, context);
+}
+
+}  // namespace ce
