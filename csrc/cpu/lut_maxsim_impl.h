@@ -163,7 +163,8 @@ inline void best_tail(const LutMaxSimParams& p, const float* scores, const float
 }
 
 // Score of query q against document `doc`; `best` is scratch of query_len floats.
-inline float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* best, const float* lut) {
+// Not inlined into the pool's task bodies, where it ran ~5% slower.
+__attribute__((noinline)) float score_document(const LutMaxSimParams& p, int64_t q, int64_t doc, float* best, const float* lut) {
   const int64_t lq = p.query_len;
   const int64_t begin = p.doc_offsets[doc], end = p.doc_offsets[doc + 1];
   if (end == begin) return -INFINITY;

@@ -29,10 +29,12 @@
 namespace ce {
 namespace {
 
-// How long an idle worker, or a caller waiting for the last task, spins before sleeping:
-// longer than the gap between two kernels of one query (the Python between them), far
-// shorter than a time slice.
-constexpr auto kSpin = std::chrono::microseconds(50);
+// How long an idle worker, or a caller waiting for the last task, spins before sleeping
+// (set_parallel_spin_us): by default longer than the gap between two kernels of one query
+// (the Python between them), so a quiet machine's workers are awake for the next kernel.
+std::atomic<int> g_spin_us{kDefaultParallelSpinUs};
+
+inline std::chrono::microseconds spin_time() { return std::chrono::microseconds(g_spin_us.load(std::memory_order_relaxed)); }
 constexpr uint64_t kNoTask = 0xffffffffu;  // low half of a closed job's claim word
 constexpr int kMaxWorkers = 255;
 
@@ -104,11 +106,11 @@ class Pool {
     inside_task_ = false;
   }
 
-  // Spins for the last task; false when it is still running after kSpin.
+  // Spins for the last task; false when it is still running after the spin time.
   bool wait_done(int64_t n_tasks) {
     const auto start = std::chrono::steady_clock::now();
     for (int spins = 0; done_.load() < n_tasks; ++spins) {
-      if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > kSpin) return false;
+      if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > spin_time()) return false;
       CE_PAUSE();
     }
     return true;
@@ -120,7 +122,7 @@ class Pool {
     for (;;) {
       const auto start = std::chrono::steady_clock::now();
       for (int spins = 0; job_.load() == seen; ++spins) {
-        if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+        if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > spin_time()) {
           std::unique_lock<std::mutex> lock(wake_lock_);
           wake_.wait(lock, [&] { return job_.load() != seen; });
           break;
@@ -175,6 +177,10 @@ class Pool {
 thread_local bool Pool::inside_task_ = false;
 
 }  // namespace
+
+void set_parallel_spin_us(int microseconds) { g_spin_us.store(microseconds < 0 ? 0 : microseconds); }
+
+int parallel_spin_us() { return g_spin_us.load(); }
 
 void parallel_run(int64_t n_tasks, int threads, ParallelTask task, void* context) noexcept {
   if (n_tasks <= 0) return;

@@ -56,8 +56,8 @@ inline bool any_greater(const float* __restrict row, const float* __restrict wor
 
 // Top-`nprobe` centroids per query token over centroids [c_begin, c_end), written best first
 // to top[i * nprobe ...]; slots a short range cannot fill keep id = INT32_MAX. `worst` is
-// scratch of query_len floats.
-void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int64_t c_begin,
+// scratch of query_len floats. Not inlined: inlined into the task loop it ran 1.5x slower.
+__attribute__((noinline)) void scan_top_cells(const float* scores, int64_t query_len, int64_t nprobe, int64_t c_begin,
                     int64_t c_end, Scored* top, float* worst) {
   const Scored empty{kNegInf, std::numeric_limits<int32_t>::max()};
   std::fill(top, top + query_len * nprobe, empty);

@@ -119,3 +119,18 @@ def test_hold_keeps_the_kernels_count_while_torch_changes(restore_threads):
 def test_set_num_threads_rejects_non_positive():
     with pytest.raises(ValueError, match="n:"):
         ops.set_num_threads(0)
+
+
+def test_pool_spin_setting(restore_threads):
+    spin = ops.get_pool_spin_us()
+    with pytest.raises(ValueError, match="microseconds"):
+        ops.set_pool_spin_us(-1)
+    docs, offsets = _packed(200, 16, seed=6)
+    queries = torch.randn(1, 8, 16)
+    ops.set_num_threads(2)
+    want = ops.maxsim(queries, docs, offsets)
+    try:
+        ops.set_pool_spin_us(0)  # workers sleep at once: still every task runs
+        assert all(torch.equal(ops.maxsim(queries, docs, offsets), want) for _ in range(50))
+    finally:
+        ops.set_pool_spin_us(spin)

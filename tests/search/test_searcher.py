@@ -139,10 +139,21 @@ def test_default_params_adapt_to_the_collection():
 def test_thread_team_restores_settings_and_results_do_not_depend_on_it(searched, monkeypatch):
     from colbert_engine import ops
     from colbert_engine.search import threads
+    import colbert_engine.search.searcher as searcher_module
 
     index, queries = searched
-    ours, theirs = ops.get_num_threads(), torch.get_num_threads()
+    ours, theirs, spin = ops.get_num_threads(), torch.get_num_threads(), ops.get_pool_spin_us()
     want = index.search_internal(queries, 10)
+    seen = []
+    real_launch = searcher_module.lut_maxsim_launch
+
+    def spy(*args, **kwargs):  # the settings while the machine reads as busy
+        seen.append((ops.get_num_threads(), torch.get_num_threads(), ops.get_pool_spin_us()))
+        return real_launch(*args, **kwargs)
+
+    monkeypatch.setattr(searcher_module, "lut_maxsim_launch", spy)
     monkeypatch.setattr(threads, "search_threads", lambda allowed: 1)
     _assert_same(index.search_internal(queries, 10), want)
-    assert (ops.get_num_threads(), torch.get_num_threads()) == (ours, theirs)
+    # busy: torch's team lowered, our kernels keep their count, the pool sleeps sooner
+    assert seen and all(s == (ours, 1, min(spin, threads.BUSY_SPIN_US)) for s in seen)
+    assert (ops.get_num_threads(), torch.get_num_threads(), ops.get_pool_spin_us()) == (ours, theirs, spin)

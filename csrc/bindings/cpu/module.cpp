@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "common/isa.h"
+#include "cpu/parallel.h"
 
 namespace py = pybind11;
 
@@ -17,6 +18,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_num_threads", &ce::set_num_threads, py::arg("n"));
   m.def("kernel_threads_setting", &ce::kernel_threads_setting);
   m.def("set_kernel_threads_setting", &ce::set_kernel_threads_setting, py::arg("n"));
+  m.def("parallel_spin_us", &ce::parallel_spin_us);
+  m.def("set_parallel_spin_us", &ce::set_parallel_spin_us, py::arg("microseconds"));
 #ifdef CE_HAVE_OPENMP
   m.attr("openmp") = true;
 #else

@@ -62,3 +62,17 @@ def hold_num_threads():
         yield
     finally:
         native.set_kernel_threads_setting(setting)
+
+
+def get_pool_spin_us() -> int:
+    """How long idle threads of the kernels' pool spin before sleeping (microseconds)."""
+    return _native.cpu().parallel_spin_us()
+
+
+def set_pool_spin_us(microseconds: int) -> None:
+    """Process-wide spin of the kernels' idle pool threads (csrc/cpu/parallel.h): longer keeps
+    workers awake between the kernels of a query on a quiet machine, shorter leaves busy
+    cores to other processes. The search shortens it while the machine is busy."""
+    if isinstance(microseconds, bool) or not isinstance(microseconds, int) or microseconds < 0:
+        raise ValueError(f"microseconds: expected an int >= 0, got {microseconds!r}")
+    _native.cpu().set_parallel_spin_us(microseconds)

@@ -26,6 +26,7 @@ import time
 from collections import deque
 
 SAMPLE_S = 0.25    # seconds between two readings of the machine's runnable threads
+BUSY_SPIN_US = 50  # pool threads' spin while the machine is busy (csrc/cpu/parallel.h)
 WINDOW_S = 1.0     # samples older than this are forgotten: a team shrinks at once and grows back after a second
 
 _samples: deque = deque()  # (time, free cores), oldest first
@@ -74,33 +75,36 @@ def search_threads(allowed: int, now: float | None = None) -> int:
         return max(1, min(allowed, min(free for _, free in _samples)))
 
 
-# torch's thread count is process-wide: searches running at once in several Python threads
-# share one saved value, restored when the last of them ends.
+# torch's thread count and the pool's spin are process-wide: searches running at once in
+# several Python threads share one saved pair, restored when the last of them ends.
 _torch_lock = threading.Lock()
-_torch_users = [0, None]  # searches inside a reduced torch setting, the setting to restore
+_torch_users = [0, None, None]  # searches inside the busy settings, torch's count and the spin to restore
 
 
 @contextlib.contextmanager
 def search_thread_team():
-    """Run torch's work inside the search (the centroid-score GEMM, the top-k) on
-    :func:`search_threads` threads; the caller's setting is restored after. torch's OpenMP
-    team spins at barriers and waits for a descheduled thread; our kernels run on their own
-    pool (csrc/cpu/parallel.h), which does not, and keep every allowed thread. torch's count
-    is process-wide, so it is lowered once for overlapping searches and restored by the
-    last one."""
+    """Run torch's work inside the search (the top-k, small tensor work) on
+    :func:`search_threads` threads, and let the kernels' idle pool threads sleep sooner
+    (``BUSY_SPIN_US``) while the machine is busy; the settings are restored after. torch's
+    OpenMP team spins at barriers and waits for a descheduled thread; our kernels run on
+    their own pool (csrc/cpu/parallel.h), which does not, and keep every allowed thread.
+    Both settings are process-wide, so they are changed once for overlapping searches and
+    restored by the last one."""
     import torch
 
     from colbert_engine import ops
 
-    threads = search_threads(torch.get_num_threads())
-    if threads >= torch.get_num_threads():
+    allowed = max(torch.get_num_threads(), ops.get_num_threads())
+    threads = search_threads(allowed)
+    if threads >= allowed:  # a quiet machine
         yield
         return
     with ops.hold_num_threads():
         with _torch_lock:
             if _torch_users[0] == 0:
-                _torch_users[1] = torch.get_num_threads()
+                _torch_users[1], _torch_users[2] = torch.get_num_threads(), ops.get_pool_spin_us()
                 torch.set_num_threads(min(threads, _torch_users[1]))
+                ops.set_pool_spin_us(min(BUSY_SPIN_US, _torch_users[2]))
             _torch_users[0] += 1
         try:
             yield
@@ -109,3 +113,4 @@ def search_thread_team():
                 _torch_users[0] -= 1
                 if _torch_users[0] == 0:
                     torch.set_num_threads(_torch_users[1])
+                    ops.set_pool_spin_us(_torch_users[2])
