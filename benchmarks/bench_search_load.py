@@ -1,7 +1,7 @@
 """Search latency beside other work: quiet, beside torch on all cores, beside a busy loop.
 
     PYTHONPATH=python python benchmarks/bench_search_load.py [--member base-3k] [--nbits 2] \
-        [--neighbours 3] [--seconds 20] [--fixed-team] [--session child|own|both]
+        [--neighbours 3] [--seconds 20] [--fixed-team] [--session child|own|both] [--pace QPS]
 
 For each scenario and 1 / 2 threads (``ops.set_num_threads`` and ``torch.set_num_threads``),
 one query per call (k = 10) over the member's queries; p50 / p95 ms. Competitors are fresh
@@ -11,6 +11,9 @@ processes, started for each measurement and killed after (bounded by ``--seconds
   co-located encoder does);
 - ``busy``: a single-threaded Python loop.
 
+Queries run back to back (a saturated caller: the search thread never sleeps, so beside a
+busy thread on its core it gets the scheduler's fair share, half of it, in 4 ms slices at
+HZ=250), or with ``--pace QPS`` on a fixed schedule, as requests reach a service.
 Where threads land differs from one neighbour to the next (bimodal), so each (scenario,
 threads) runs ``--neighbours`` times and the worst p50 is reported beside the median.
 Target (issue 11): 2-thread p50 beside torch <= 1.5x the 1-thread quiet p50.
@@ -20,8 +23,8 @@ subprocess of the service would), ``--session own`` in a new session (``setsid``
 separately started encoder or another service is: the kernel's autogroups, or systemd's
 cgroups for services, then share the cores between the two processes, not between their
 threads); ``both`` (default) measures the loaded cells each way.
-``--fixed-team`` disables the search's choice of team size (search/threads.py) to show what
-it changes. Also prints batch QPS (all queries in one call) beside one-by-one QPS, the two
+``--fixed-team`` disables the search's busy-machine settings (search/threads.py: torch's
+team lowered, the kernel pool's spin shortened) to show what they change. Also prints batch QPS (all queries in one call) beside one-by-one QPS, the two
 alternating three times at the end.
 """
 
@@ -62,9 +65,17 @@ def _start(kind: str, seconds: float, own_session: bool = False):
     return proc
 
 
-def _latencies(index, queries, k=10) -> np.ndarray:
+def _latencies(index, queries, k=10, pace=None) -> np.ndarray:
+    """Milliseconds per one-query call: back to back, or with ``pace`` (queries per second)
+    started on a fixed schedule (a call that falls behind starts at once)."""
     times = []
+    next_start = time.perf_counter()
     for q in range(queries.shape[0]):
+        if pace:
+            wait = next_start - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            next_start += 1.0 / pace
         start = time.perf_counter()
         index.search_internal(queries[q:q + 1], k)
         times.append((time.perf_counter() - start) * 1e3)
@@ -78,7 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--neighbours", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0, help="lifetime of each competitor")
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--fixed-team", action="store_true", help="always use every allowed thread")
+    parser.add_argument("--fixed-team", action="store_true", help="no busy-machine settings (torch's team, pool spin)")
+    parser.add_argument("--pace", type=float, default=None,
+                        help="queries per second on a fixed schedule (default: back to back)")
     parser.add_argument("--session", choices=("child", "own", "both"), default="both",
                         help="competitor in the benchmark's session, in its own, or each way")
     args = parser.parse_args(argv)
@@ -94,7 +107,8 @@ def main(argv=None) -> int:
         index = Index.build(Path(tmp) / "index", data["doc_emb"], data["doc_offsets"], nbits=args.nbits)
         print(f"{args.member}: {index.n_docs} docs, {index.n_tokens:,} tokens, nbits {args.nbits}, "
               f"team {'fixed' if args.fixed_team else 'chosen by the search'}; load average "
-              f"{os.getloadavg()[0]:.1f} at start", flush=True)
+              f"{os.getloadavg()[0]:.1f} at start; "
+              f"{'back to back' if not args.pace else f'{args.pace:g} queries/s on a schedule'}", flush=True)
         results = {}
         sessions = ("child", "own") if args.session == "both" else (args.session,)
         scenarios = ["quiet"] + [f"{kind}/{session}" for kind in ("torch", "busy") for session in sessions]
@@ -108,7 +122,7 @@ def main(argv=None) -> int:
                     proc = None if kind == "quiet" else _start(kind, args.seconds, session == "own")
                     try:
                         _latencies(index, queries[:5])  # warm-up
-                        lat = _latencies(index, queries)
+                        lat = _latencies(index, queries, pace=args.pace)
                     finally:
                         if proc is not None:
                             proc.kill()

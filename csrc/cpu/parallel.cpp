@@ -43,8 +43,12 @@ inline uint64_t tag(uint32_t job, uint64_t low) { return (static_cast<uint64_t>(
 class Pool {
  public:
   void run(int64_t n_tasks, int threads, ParallelTask task, void* context) {
+    if (inside_task_) {  // a loop inside a task (its thread may hold job_lock_ already)
+      serial(n_tasks, task, context);
+      return;
+    }
     std::unique_lock<std::mutex> busy(job_lock_, std::try_to_lock);
-    if (!busy.owns_lock() || inside_task_) {  // another loop holds the pool, or a nested loop
+    if (!busy.owns_lock()) {  // another caller's loop holds the pool
       serial(n_tasks, task, context);
       return;
     }
@@ -73,15 +77,6 @@ class Pool {
       finished_cv_.wait(lock, [&] { return done_.load() >= n_tasks; });
     }
     claim_.store(tag(job, kNoTask));
-  }
-
-  // The workers of a parent process do not exist in a fork()ed child: it gets a new pool.
-  static Pool*& instance() {
-    static Pool* pool = [] {
-      pthread_atfork(nullptr, nullptr, [] { instance() = new Pool; });  // the old one is leaked
-      return new Pool;
-    }();
-    return pool;
   }
 
  private:
@@ -176,6 +171,24 @@ class Pool {
 
 thread_local bool Pool::inside_task_ = false;
 
+// The workers of a parent process do not exist in a fork()ed child: its first loop makes a
+// new pool (the parent's is leaked). No function-local static: a fork while another thread
+// was constructing one would leave the child waiting on the static's guard forever.
+std::atomic<Pool*> g_pool{nullptr};
+std::atomic<bool> g_fork_handler{false};
+
+Pool* pool() {
+  Pool* current = g_pool.load();
+  if (current) return current;
+  Pool* fresh = new Pool;
+  if (!g_pool.compare_exchange_strong(current, fresh)) {
+    delete fresh;  // another thread made it first (no worker started yet)
+    return current;
+  }
+  if (!g_fork_handler.exchange(true)) pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr); });
+  return fresh;
+}
+
 }  // namespace
 
 void set_parallel_spin_us(int microseconds) { g_spin_us.store(microseconds < 0 ? 0 : microseconds); }
@@ -189,7 +202,14 @@ void parallel_run(int64_t n_tasks, int threads, ParallelTask task, void* context
     for (int64_t i = 0; i < n_tasks; ++i) task(context, i, 0);
     return;
   }
-  Pool::instance()->run(n_tasks, threads, task, context);
+  Pool* shared = nullptr;
+  try {
+    shared = pool();
+  } catch (...) {  // std::bad_alloc: run on the caller
+    for (int64_t i = 0; i < n_tasks; ++i) task(context, i, 0);
+    return;
+  }
+  shared->run(n_tasks, threads, task, context);
 }
 
 }  // namespace ce

@@ -12,7 +12,7 @@
 //
 // One loop runs on the pool at a time; a loop started while another runs (a second Python
 // thread searching) or from inside a task runs on its calling thread alone. After fork() the
-// child starts a new pool (the parent's workers do not exist there).
+// child starts a new pool (the parent's workers do not exist there); a task must not fork.
 #pragma once
 
 #include <cstdint>

@@ -113,6 +113,9 @@ def test_hold_keeps_the_kernels_count_while_torch_changes(restore_threads):
     with ops.hold_num_threads():
         torch.set_num_threads(1)  # moves OpenMP's setting, not the kernels'
         assert ops.get_num_threads() == 3
+        with ops.hold_num_threads(2):
+            assert ops.get_num_threads() == 2
+        assert ops.get_num_threads() == 3
     assert ops.get_num_threads() == 3
 
 

@@ -51,13 +51,14 @@ def get_num_threads() -> int:
 
 
 @contextlib.contextmanager
-def hold_num_threads():
-    """Keep the kernels' thread count for the calling thread as it is now while the enclosed
-    code changes torch's (``torch.set_num_threads`` moves OpenMP's, which the kernels follow
-    until :func:`set_num_threads` is called); the thread's own setting is given back after."""
+def hold_num_threads(n: int | None = None):
+    """Run the enclosed kernel calls of the calling thread on ``n`` threads (default: as many
+    as now), whatever the enclosed code does to torch's count (``torch.set_num_threads``
+    moves OpenMP's, which the kernels follow until :func:`set_num_threads` is called); the
+    thread's own setting is given back after."""
     native = _native.cpu()
     setting = native.kernel_threads_setting()
-    native.set_kernel_threads_setting(native.max_threads())
+    native.set_kernel_threads_setting(native.max_threads() if n is None else int(n))
     try:
         yield
     finally:

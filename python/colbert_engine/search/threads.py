@@ -1,20 +1,21 @@
-"""How many threads torch's work inside a search uses: what the caller allows, fewer while
-other work already occupies the cores.
+"""How many threads a search uses: what the caller allows, fewer while other work already
+occupies the cores.
 
 OpenMP threads that wait at a barrier spin, and a barrier waits for its slowest thread: when
 another process (a co-located encoder running torch, other tenants) keeps the cores busy, a
 2-thread OpenMP team waits for a descheduled thread at every barrier. On the shared 2-core
 machine of benchmarks/RESULTS.md ("Search under load") that made one query of a 300-document
-index take 330 ms at p50 instead of 1.3 ms on one thread. Our kernels no longer use an
-OpenMP team on the search path (they run on their own pool, csrc/cpu/parallel.h, which lets
-the calling thread take every task a descheduled worker has not started); torch's ops in the
-search (the top-k, small tensor work) still run on torch's team, whose wait policy cannot be
-changed once torch has started it, and the library must not depend on the user's
-environment. So the search lowers torch's team while the cores are busy:
-``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s instantaneous
-count minus this process's running threads), the smallest of the samples of the last
-``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet machine that is
-every allowed thread.
+index take 330 ms at p50 instead of 1.3 ms on one thread. The search's kernels no longer use
+an OpenMP team (they run on their own pool, csrc/cpu/parallel.h, where the calling thread
+takes every task a descheduled worker has not started, so that wait is gone even when the
+machine turns busy between two readings below); torch's ops in the search still run on
+torch's team, whose wait policy cannot be changed once torch has started it, and the library
+must not depend on the user's environment. And a second thread of ours on a busy core costs
+the calling thread part of its share (search_thread_team). So the search picks its team
+size: ``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s
+instantaneous count minus this process's running threads), the smallest of the samples of
+the last ``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet machine
+that is every allowed thread.
 """
 
 from __future__ import annotations
@@ -83,13 +84,15 @@ _torch_users = [0, None, None]  # searches inside the busy settings, torch's cou
 
 @contextlib.contextmanager
 def search_thread_team():
-    """Run torch's work inside the search (the top-k, small tensor work) on
-    :func:`search_threads` threads, and let the kernels' idle pool threads sleep sooner
-    (``BUSY_SPIN_US``) while the machine is busy; the settings are restored after. torch's
-    OpenMP team spins at barriers and waits for a descheduled thread; our kernels run on
-    their own pool (csrc/cpu/parallel.h), which does not, and keep every allowed thread.
-    Both settings are process-wide, so they are changed once for overlapping searches and
-    restored by the last one."""
+    """While the machine is busy, run the search's kernels and torch's work inside it on
+    :func:`search_threads` threads and let the kernels' idle pool threads sleep sooner
+    (``BUSY_SPIN_US``); the settings are restored after. Fewer threads, not just a pool that
+    never waits at a barrier: a second thread of ours on the busy core splits our scheduling
+    group's share between two cores, and beside a single-threaded process in another
+    session the calling thread then got a third of its core (6.6 ms p50 instead of 2.7;
+    benchmarks/RESULTS.md). torch's count and the spin are process-wide, so they are changed
+    once for overlapping searches and restored by the last one; the kernels' count is the
+    calling thread's own."""
     import torch
 
     from colbert_engine import ops
@@ -99,7 +102,7 @@ def search_thread_team():
     if threads >= allowed:  # a quiet machine
         yield
         return
-    with ops.hold_num_threads():
+    with ops.hold_num_threads(min(threads, ops.get_num_threads())):
         with _torch_lock:
             if _torch_users[0] == 0:
                 _torch_users[1], _torch_users[2] = torch.get_num_threads(), ops.get_pool_spin_us()
