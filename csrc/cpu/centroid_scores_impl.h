@@ -21,7 +21,7 @@ typedef float cs_v16f __attribute__((vector_size(64)));
 
 constexpr int64_t kScoreRows = 8;        // centroids per register tile
 constexpr int64_t kScoreLanes = 32;      // query tokens per register tile (two 16-float vectors)
-constexpr int64_t kCentroidsPerTask = 256;  // ~1 MFLOP per task at dim 128, Lq 32
+constexpr int64_t kCentroidsPerTask = 128;  // 64 KB of centroids at dim 128: ~0.5 MFLOP per query
 
 // Rows [c_begin, c_end) of one query's scores; qt is the query transposed, (dim, padded_len)
 // with zero columns past query_len.
@@ -65,13 +65,16 @@ void centroid_scores_impl(const CentroidScoresParams& p, int threads) {
     for (int64_t i = 0; i < lq; ++i)
       for (int64_t d = 0; d < dim; ++d)
         transposed[(q * dim + d) * padded_len + i] = p.queries[(q * lq + i) * dim + d];
+  // A task is a block of centroids against every query: the block stays in cache while the
+  // queries stream past (one query per task read all K centroids from memory once per
+  // query: a batch of 100 at dim 384 took 1.25x torch's GEMM).
   const int64_t blocks = (k_cells + kCentroidsPerTask - 1) / kCentroidsPerTask;
-  auto task = [&](int64_t t, int) {
-    const int64_t q = t / blocks, c_begin = t % blocks * kCentroidsPerTask;
-    score_rows(p, transposed.data() + q * dim * padded_len, padded_len, c_begin,
-               std::min(k_cells, c_begin + kCentroidsPerTask), p.scores + q * k_cells * lq);
+  auto task = [&](int64_t block, int) {
+    const int64_t c_begin = block * kCentroidsPerTask, c_end = std::min(k_cells, c_begin + kCentroidsPerTask);
+    for (int64_t q = 0; q < nq; ++q)
+      score_rows(p, transposed.data() + q * dim * padded_len, padded_len, c_begin, c_end, p.scores + q * k_cells * lq);
   };
-  parallel_for(nq * blocks, threads, task);
+  parallel_for(blocks, threads, task);
 }
 
 }  // namespace
