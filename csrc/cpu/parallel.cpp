@@ -47,8 +47,16 @@ class Pool {
       serial(n_tasks, task, context);
       return;
     }
+    // While several threads call loops at once, each runs its own on its thread: they
+    // already keep the cores busy, and a worker (or its idle spin) beside them would only
+    // take turns with a caller.
+    callers_.fetch_add(1);
+    struct Leave {
+      std::atomic<int>& callers;
+      ~Leave() { callers.fetch_sub(1); }
+    } leave{callers_};
     std::unique_lock<std::mutex> busy(job_lock_, std::try_to_lock);
-    if (!busy.owns_lock()) {  // another caller's loop holds the pool
+    if (!busy.owns_lock() || callers_.load() > 1) {
       serial(n_tasks, task, context);
       return;
     }
@@ -117,7 +125,7 @@ class Pool {
     for (;;) {
       const auto start = std::chrono::steady_clock::now();
       for (int spins = 0; job_.load() == seen; ++spins) {
-        if ((spins & 63) == 0 && std::chrono::steady_clock::now() - start > spin_time()) {
+        if ((spins & 63) == 0 && (callers_.load() > 1 || std::chrono::steady_clock::now() - start > spin_time())) {
           std::unique_lock<std::mutex> lock(wake_lock_);
           wake_.wait(lock, [&] { return job_.load() != seen; });
           break;
@@ -154,6 +162,7 @@ class Pool {
   }
 
   std::mutex job_lock_;  // held by the caller of the running loop
+  std::atomic<int> callers_{0};  // threads inside run() now
   std::vector<std::thread> workers_;
   std::atomic<uint32_t> job_{0};
   std::atomic<uint64_t> claim_{tag(0, kNoTask)};

@@ -10,8 +10,8 @@
 // and a caller waiting for the last task spin briefly, then sleep (a sleeping thread gives
 // its core back to the busy process and is run again promptly when woken).
 //
-// One loop runs on the pool at a time; a loop started while another runs (a second Python
-// thread searching) or from inside a task runs on its calling thread alone. After fork() the
+// One loop runs on the pool at a time; while several threads call loops at once (two Python
+// threads searching), or from inside a task, a loop runs on its calling thread alone. After fork() the
 // child starts a new pool (the parent's workers do not exist there); a task must not fork.
 #pragma once
 
