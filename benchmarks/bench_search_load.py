@@ -23,9 +23,10 @@ subprocess of the service would), ``--session own`` in a new session (``setsid``
 separately started encoder or another service is: the kernel's autogroups, or systemd's
 cgroups for services, then share the cores between the two processes, not between their
 threads); ``both`` (default) measures the loaded cells each way.
-``--fixed-team`` disables the search's busy-machine settings (search/threads.py: torch's
-team lowered, the kernel pool's spin shortened) to show what they change. Also prints batch QPS (all queries in one call) beside one-by-one QPS, the two
-alternating three times at the end.
+``--fixed-team`` disables the search's busy-machine settings (search/threads.py: both teams
+lowered, the kernel pool's spin shortened) to show what they change. Also prints batch QPS
+(all queries in one call) beside one-by-one QPS, the two alternating three times at the end,
+and two handles on the folder searched at once from two Python threads.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +82,35 @@ def _latencies(index, queries, k=10, pace=None) -> np.ndarray:
         index.search_internal(queries[q:q + 1], k)
         times.append((time.perf_counter() - start) * 1e3)
     return np.asarray(times)
+
+
+def _two_handles(path, queries, rounds=3) -> None:
+    """Two handles on the folder, each searched back to back from its own Python thread (a
+    threaded server or two embedding systems in one process), 2 threads each."""
+    from colbert_engine import Index, ops
+
+    handles = [Index.open(path) for _ in range(2)]
+    times = [[], []]
+
+    def run(i):
+        ops.set_num_threads(2)  # the kernels' setting is the calling thread's own
+        for _ in range(rounds):
+            times[i].extend(_latencies(handles[i], queries))
+
+    for handle in handles:
+        handle.search_internal(queries[:4], 10)
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    wall = time.perf_counter() - start
+    lat = np.concatenate([np.asarray(t) for t in times])
+    print(f"two handles, one Python thread each: p50 {np.percentile(lat, 50):.2f} ms, p95 "
+          f"{np.percentile(lat, 95):.2f} ms, {lat.size / wall:.0f} QPS together", flush=True)
+    for handle in handles:
+        handle.close()
 
 
 def main(argv=None) -> int:
@@ -153,6 +184,7 @@ def main(argv=None) -> int:
         print(f"batch of {queries.shape[0]} in one call: {qps:.0f} QPS [{queries.shape[0] / max(batch_s):.0f}-"
               f"{queries.shape[0] / min(batch_s):.0f}] vs one by one {single_qps:.0f} QPS "
               f"[{queries.shape[0] / max(single_s):.0f}-{queries.shape[0] / min(single_s):.0f}], alternating, 2 threads")
+        _two_handles(index.path, queries)
         index.close()
     return 0
 
