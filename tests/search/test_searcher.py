@@ -157,3 +157,42 @@ def test_thread_team_restores_settings_and_results_do_not_depend_on_it(searched,
     # busy: both teams lowered, the pool sleeps sooner
     assert seen and all(s == (1, 1, min(spin, threads.BUSY_SPIN_US)) for s in seen)
     assert (ops.get_num_threads(), torch.get_num_threads(), ops.get_pool_spin_us()) == (ours, theirs, spin)
+
+
+def test_searches_at_once_run_on_their_own_threads(searched, monkeypatch):
+    """Two searches overlapping in two Python threads: the one that finds the other already
+    running uses one kernel thread; both return what they return alone."""
+    import threading
+
+    from colbert_engine import ops
+    import colbert_engine.search.searcher as searcher_module
+
+    index, queries = searched
+    want = [index.search_internal(queries[i:i + 1], 10) for i in range(2)]
+    ops.set_num_threads(2)
+    both_inside = threading.Barrier(2, timeout=30)
+    seen, got = {}, [None, None]
+    real_launch = searcher_module.lut_maxsim_launch
+
+    def spy(*args, **kwargs):
+        name = threading.current_thread().name
+        if name not in seen:
+            seen[name] = ops.get_num_threads()
+            both_inside.wait()  # the two searches overlap from here on
+        return real_launch(*args, **kwargs)
+
+    monkeypatch.setattr(searcher_module, "lut_maxsim_launch", spy)
+
+    def run(i):
+        ops.set_num_threads(2)
+        got[i] = index.search_internal(queries[i:i + 1], 10)
+
+    workers = [threading.Thread(target=run, args=(i,), name=f"search-{i}") for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not any(w.is_alive() for w in workers)
+    assert 1 in seen.values()
+    for g, w in zip(got, want):
+        _assert_same(g, w)

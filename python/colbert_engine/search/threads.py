@@ -80,6 +80,7 @@ def search_threads(allowed: int, now: float | None = None) -> int:
 # several Python threads share one saved pair, restored when the last of them ends.
 _torch_lock = threading.Lock()
 _torch_users = [0, None, None]  # searches inside the busy settings, torch's count and the spin to restore
+_searching = [0]  # searches running now in this process
 
 
 @contextlib.contextmanager
@@ -98,10 +99,26 @@ def search_thread_team():
     from colbert_engine import ops
 
     allowed = max(torch.get_num_threads(), ops.get_num_threads())
-    threads = search_threads(allowed)
-    if threads >= allowed:  # a quiet machine
-        yield
-        return
+    with _torch_lock:
+        _searching[0] += 1
+        alone = _searching[0] == 1
+    try:
+        # Searches running at once in several threads of this process (two handles, a
+        # threaded server) already keep the cores busy: each runs on its own thread.
+        threads = search_threads(allowed) if alone else 1
+        if threads >= allowed:  # a quiet machine
+            yield
+            return
+        with _busy_settings(threads, torch, ops):
+            yield
+    finally:
+        with _torch_lock:
+            _searching[0] -= 1
+
+
+@contextlib.contextmanager
+def _busy_settings(threads: int, torch, ops):
+    """Both teams at ``threads`` and the pool's short spin, for the calling search."""
     with ops.hold_num_threads(min(threads, ops.get_num_threads())):
         with _torch_lock:
             if _torch_users[0] == 0:
