@@ -46,3 +46,24 @@ def test_unknown_machine_keeps_the_callers_threads(monkeypatch):
     monkeypatch.setattr(threads, "_free_cores", lambda: None)
     monkeypatch.setattr(threads, "_samples", type(threads._samples)())
     assert threads.search_threads(3, now=0.0) == 3
+
+
+def test_one_busy_reading_among_quiet_ones_is_ignored(readings):
+    # a kernel thread caught runnable once must not put a quiet machine's searches on one thread
+    readings += [2, 2, 1, 2]
+    assert [threads.search_threads(2, now=t) for t in (0.0, 0.25, 0.5, 0.75)] == [2, 2, 2, 2]
+
+
+def test_a_competitor_that_stays_is_seen(readings):
+    readings += [2, 1, 1, 1]
+    assert [threads.search_threads(2, now=t) for t in (0.0, 0.25, 0.5, 0.75)] == [2, 1, 1, 1]
+
+
+def test_runnable_threads_that_use_no_cpu_do_not_count():
+    # 2 CPUs, 100 ticks: others used 4 ticks (0.08 cores) while one thread read as runnable
+    assert threads._other_cores(1, (30, 100, 26), 2) == 0
+    # a competitor on a whole core: 50 ticks of others' time
+    assert threads._other_cores(1, (80, 100, 30), 2) == 1
+    # never more than the runnable count, and no history: the count alone
+    assert threads._other_cores(0, (100, 100, 0), 2) == 0
+    assert threads._other_cores(2, None, 2) == 2

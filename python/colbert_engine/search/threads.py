@@ -13,9 +13,9 @@ torch's team, whose wait policy cannot be changed once torch has started it, and
 must not depend on the user's environment. And a second thread of ours on a busy core costs
 the calling thread part of its share (search_thread_team). So the search picks its team
 size: ``free = cores - runnable threads of other processes`` (``/proc/loadavg``'s
-instantaneous count minus this process's running threads), the smallest of the samples of
-the last ``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet machine
-that is every allowed thread.
+instantaneous count minus this process's running threads), the lower median of the samples
+of the last ``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet
+machine that is every allowed thread.
 """
 
 from __future__ import annotations
@@ -41,8 +41,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+_last_ticks: list = []  # (all CPUs' busy ticks, all ticks, this process's ticks) at the last reading
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """Busy and total ticks of all CPUs since boot (/proc/stat; idle and iowait are not
+    busy, steal is), and this process's user + system ticks."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    with open("/proc/self/stat") as f:
+        stat = f.read()
+    own = stat[stat.rindex(")") + 2:].split()
+    return sum(fields) - fields[3] - fields[4], sum(fields), int(own[11]) + int(own[12])
+
+
 def _free_cores() -> int | None:
-    """Cores not running another process's threads now, or None where Linux's /proc is absent."""
+    """Cores not running another process's threads now, or None where Linux's /proc is absent.
+
+    Other processes' runnable threads now (/proc/loadavg), but no more than the cores they
+    kept busy since the last reading (/proc/stat less this process's time): a task that is
+    runnable without using a core (a kernel thread the VM of benchmarks/RESULTS.md showed
+    runnable in every reading for minutes) does not count."""
     try:
         with open("/proc/loadavg") as f:
             running = int(f.read().split()[3].split("/")[0])
@@ -54,9 +73,22 @@ def _free_cores() -> int | None:
             except OSError:  # the thread ended meanwhile
                 continue
             own += stat[stat.rindex(")") + 2] == "R"
+        ticks = _cpu_ticks()
     except (OSError, ValueError, IndexError):
         return None
-    return max(1, _cores() - max(0, running - own))
+    delta = tuple(now - before for now, before in zip(ticks, _last_ticks[0])) if _last_ticks else None
+    _last_ticks[:] = [ticks]
+    return max(1, _cores() - _other_cores(max(0, running - own), delta, os.cpu_count() or _cores()))
+
+
+def _other_cores(runnable: int, delta, n_cpus: int) -> int:
+    """Cores other processes occupy: their runnable threads, capped by the cores they used
+    over ``delta`` = (busy ticks of all CPUs, all ticks, this process's ticks), rounded."""
+    if delta is None or delta[1] <= 0:
+        return runnable
+    busy, total, mine = delta
+    used = (busy - mine) * n_cpus / total
+    return min(runnable, max(0, int(used + 0.5)))
 
 
 def search_threads(allowed: int, now: float | None = None) -> int:
@@ -73,14 +105,18 @@ def search_threads(allowed: int, now: float | None = None) -> int:
                 _samples.append((now, free))
         if not _samples:
             return allowed
-        return max(1, min(allowed, min(free for _, free in _samples)))
+        # The lower median, not the smallest: a kernel thread caught runnable once (rcu,
+        # kworkers) kept a quiet machine's searches on one thread for a second.
+        readings = sorted(free for _, free in _samples)
+        return max(1, min(allowed, readings[(len(readings) - 1) // 2]))
 
 
 # torch's thread count and the pool's spin are process-wide: searches running at once in
 # several Python threads share one saved pair, restored when the last of them ends.
 _torch_lock = threading.Lock()
 _torch_users = [0, None, None]  # searches inside the busy settings, torch's count and the spin to restore
-_searching = [0]  # searches running now in this process
+_searching = [0]  # searches running now in this process (outermost teams only)
+_nesting = threading.local()  # this thread's depth of search_thread_team
 
 
 @contextlib.contextmanager
@@ -99,9 +135,11 @@ def search_thread_team():
     from colbert_engine import ops
 
     allowed = max(torch.get_num_threads(), ops.get_num_threads())
+    outermost = not getattr(_nesting, "depth", 0)  # Index.search's checks, then the searcher's run
+    _nesting.depth = getattr(_nesting, "depth", 0) + 1
     with _torch_lock:
-        _searching[0] += 1
-        alone = _searching[0] == 1
+        _searching[0] += outermost
+        alone = _searching[0] <= 1
     try:
         # Searches running at once in several threads of this process (two handles, a
         # threaded server) already keep the cores busy: each runs on its own thread.
@@ -112,8 +150,9 @@ def search_thread_team():
         with _busy_settings(threads, torch, ops):
             yield
     finally:
+        _nesting.depth -= 1
         with _torch_lock:
-            _searching[0] -= 1
+            _searching[0] -= outermost
 
 
 @contextlib.contextmanager
