@@ -161,8 +161,8 @@ def test_thread_team_restores_settings_and_results_do_not_depend_on_it(searched,
 
 def test_searches_at_once_run_on_their_own_threads(searched, monkeypatch):
     """Two searches overlapping in two Python threads: the one that finds the other already
-    running uses one kernel thread, the first keeps its team (a search nests two teams:
-    Index's checks, then the searcher's run); both return what they return alone."""
+    running uses one kernel thread, the first keeps its team for the whole search (a search
+    nests two teams: Index's, then the searcher's); both return what they return alone."""
     import threading
 
     from colbert_engine import ops

@@ -115,8 +115,8 @@ def search_threads(allowed: int, now: float | None = None) -> int:
 # several Python threads share one saved pair, restored when the last of them ends.
 _torch_lock = threading.Lock()
 _torch_users = [0, None, None]  # searches inside the busy settings, torch's count and the spin to restore
-_searching = [0]  # searches running now in this process (outermost teams only)
-_nesting = threading.local()  # this thread's depth of search_thread_team
+_searching = [0]  # searches running now in this process
+_nesting = threading.local()  # depth 1 inside this thread's search: a nested team keeps its settings
 
 
 @contextlib.contextmanager
@@ -134,12 +134,14 @@ def search_thread_team():
 
     from colbert_engine import ops
 
+    if getattr(_nesting, "depth", 0):  # inside this thread's search (Index.search, then the searcher's run)
+        yield
+        return
     allowed = max(torch.get_num_threads(), ops.get_num_threads())
-    outermost = not getattr(_nesting, "depth", 0)  # Index.search's checks, then the searcher's run
-    _nesting.depth = getattr(_nesting, "depth", 0) + 1
+    _nesting.depth = 1
     with _torch_lock:
-        _searching[0] += outermost
-        alone = _searching[0] <= 1
+        _searching[0] += 1
+        alone = _searching[0] == 1
     try:
         # Searches running at once in several threads of this process (two handles, a
         # threaded server) already keep the cores busy: each runs on its own thread.
@@ -150,9 +152,9 @@ def search_thread_team():
         with _busy_settings(threads, torch, ops):
             yield
     finally:
-        _nesting.depth -= 1
+        _nesting.depth = 0
         with _torch_lock:
-            _searching[0] -= outermost
+            _searching[0] -= 1
 
 
 @contextlib.contextmanager
