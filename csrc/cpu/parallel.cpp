@@ -92,6 +92,27 @@ class Pool {
     for (int64_t i = 0; i < n_tasks; ++i) task(context, i, 0);
   }
 
+ public:
+  // Wakes sleeping workers with an empty job, so they spin when the caller's next loop
+  // starts; nothing happens while another loop holds the pool.
+  void wake(int threads) {
+    if (inside_task_ || threads <= 1) return;
+    std::unique_lock<std::mutex> busy(job_lock_, std::try_to_lock);
+    if (!busy.owns_lock()) return;
+    grow(std::min(threads, kMaxWorkers + 1) - 1);
+    const uint32_t job = job_.load(std::memory_order_relaxed) + 1;
+    n_tasks_.store(0);
+    helpers_.store(0);
+    slots_.store(tag(job, 0));
+    claim_.store(tag(job, kNoTask));
+    {
+      std::lock_guard<std::mutex> lock(wake_lock_);
+      job_.store(job);
+    }
+    wake_.notify_all();
+  }
+
+ private:
   // Runs tasks of `job` until none is left; counts each one done.
   void work(uint32_t job, int64_t n_tasks, ParallelTask task, void* context, int slot) {
     inside_task_ = true;
@@ -203,6 +224,13 @@ Pool* pool() {
 void set_parallel_spin_us(int microseconds) { g_spin_us.store(microseconds < 0 ? 0 : microseconds); }
 
 int parallel_spin_us() { return g_spin_us.load(); }
+
+void parallel_wake(int threads) noexcept {
+  try {
+    pool()->wake(threads);
+  } catch (...) {  // std::bad_alloc: nothing to wake
+  }
+}
 
 void parallel_run(int64_t n_tasks, int threads, ParallelTask task, void* context) noexcept {
   if (n_tasks <= 0) return;

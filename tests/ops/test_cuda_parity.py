@@ -18,7 +18,7 @@ from colbert_engine.ops import reference
 
 # Functions of colbert_engine._C that are not kernels (CPU thread / ISA control).
 CPU_ONLY_UTILITIES = {"isa", "max_threads", "set_num_threads", "kernel_threads_setting", "set_kernel_threads_setting",
-                      "parallel_spin_us", "set_parallel_spin_us"}
+                      "parallel_spin_us", "set_parallel_spin_us", "parallel_wake"}
 # CPU kernels whose CUDA path is composed on the caller side from other CUDA kernels and
 # torch ops that queue on the stream without syncing (see the op's module for how):
 # maxsim_topk = chunked _cuda.maxsim + stable torch sorts (ops/maxsim.py); argmax_rows =

@@ -19,6 +19,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("kernel_threads_setting", &ce::kernel_threads_setting);
   m.def("set_kernel_threads_setting", &ce::set_kernel_threads_setting, py::arg("n"));
   m.def("parallel_spin_us", &ce::parallel_spin_us);
+  m.def("parallel_wake", [] { ce::parallel_wake(ce::max_threads()); });
   m.def("set_parallel_spin_us", &ce::set_parallel_spin_us, py::arg("microseconds"));
 #ifdef CE_HAVE_OPENMP
   m.attr("openmp") = true;

@@ -9,7 +9,7 @@ graph under ``torch.compile`` (:mod:`colbert_engine.ops._library`).
 
 from colbert_engine.ops import reference
 from colbert_engine.ops._info import (get_num_threads, get_pool_spin_us, hold_num_threads, info, set_num_threads,
-                                      set_pool_spin_us)
+                                      set_pool_spin_us, wake_pool)
 from colbert_engine.ops.codec import compress_residuals, decompress_residuals
 from colbert_engine.ops.lut_maxsim import lut_maxsim
 from colbert_engine.ops.maxsim import maxsim, maxsim_topk
@@ -24,6 +24,6 @@ lut_maxsim = _library.compile_aware(lut_maxsim, _library.lut_maxsim)
 compress_residuals = _library.compile_aware(compress_residuals, _library.compress_residuals)
 decompress_residuals = _library.compile_aware(decompress_residuals, _library.decompress_residuals)
 
-__all__ = ["info", "set_num_threads", "get_num_threads", "hold_num_threads", "get_pool_spin_us", "set_pool_spin_us", "maxsim", "maxsim_topk", "compress_residuals",
+__all__ = ["info", "set_num_threads", "get_num_threads", "hold_num_threads", "get_pool_spin_us", "set_pool_spin_us", "wake_pool", "maxsim", "maxsim_topk", "compress_residuals",
            "decompress_residuals", "lut_maxsim", "centroid_scores", "candidates", "centroid_interaction", "project",
            "project_backend", "reference"]

@@ -77,3 +77,9 @@ def set_pool_spin_us(microseconds: int) -> None:
     if isinstance(microseconds, bool) or not isinstance(microseconds, int) or microseconds < 0:
         raise ValueError(f"microseconds: expected an int >= 0, got {microseconds!r}")
     _native.cpu().set_parallel_spin_us(microseconds)
+
+
+def wake_pool() -> None:
+    """Wake the kernels' idle pool threads for the calling thread's thread count, without
+    waiting: a search calls it first, so they spin when its first kernel starts."""
+    _native.cpu().parallel_wake()

@@ -39,6 +39,7 @@ import weakref
 import torch
 
 from colbert_engine.ops import plaid as plaid_ops
+from colbert_engine.ops import wake_pool
 from colbert_engine.ops.lut_maxsim import lut_maxsim_launch
 from colbert_engine.ops.maxsim import topk_by_score
 from colbert_engine.search.params import SearchParams, check_count, default_params
@@ -197,6 +198,8 @@ class Searcher:
         results = []
         team = search_thread_team() if self.device.type == "cpu" else contextlib.nullcontext()
         with team, plaid_ops.device_guard(self.device):
+            if self.device.type == "cpu":
+                wake_pool()  # pool workers asleep since the last search spin by the first kernel
             # the codec's space (a "codebook" codec may rotate it; scores are unchanged)
             queries = self.codec.rotate(queries)
             scores = self.centroid_scores(queries)
