@@ -137,3 +137,13 @@ def test_pool_spin_setting(restore_threads):
         assert all(torch.equal(ops.maxsim(queries, docs, offsets), want) for _ in range(50))
     finally:
         ops.set_pool_spin_us(spin)
+
+
+def test_waking_the_pool_changes_no_result(restore_threads):
+    docs, offsets = _packed(120, 16, seed=7)
+    queries = torch.randn(1, 8, 16)
+    want = ops.maxsim(queries, docs, offsets)
+    for threads in (1, 2, 4):
+        ops.set_num_threads(threads)
+        ops.wake_pool()  # returns at once; workers spin for the next loop
+        assert torch.equal(ops.maxsim(queries, docs, offsets), want)
