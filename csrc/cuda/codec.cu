@@ -58,6 +58,21 @@ __device__ __forceinline__ float codeword(const float* codebook, int64_t p, uint
   return __ldg(codebook + (p * 256 + byte) * per_byte + j);
 }
 
+// Sum of squares of the decoded row C[code] + codeword values, in the CPU's summation order
+// (see sum_partials16).
+__device__ __forceinline__ float decoded_norm_sq(const float* centroid, const uint8_t* packed,
+                                                 const float* codebook, int64_t row_bytes, int per_byte) {
+  float partial[16] = {};
+  for (int64_t byte = 0; byte < row_bytes; ++byte) {
+    for (int j = 0; j < per_byte; ++j) {
+      const int64_t d = byte * per_byte + j;
+      const float v = __fadd_rn(centroid[d], codeword(codebook, byte, packed[byte], j, per_byte));
+      partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(v, v));
+    }
+  }
+  return sum_partials16(partial);
+}
+
 // Scalar buckets: bytes packed from the buckets, the norm of C[code] + the codebook's values.
 __global__ void __launch_bounds__(kThreads)
 quantize_kernel(QuantizeParams p) {
@@ -67,7 +82,6 @@ quantize_kernel(QuantizeParams p) {
        t += static_cast<int64_t>(gridDim.x) * kThreads) {
     const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
     const int64_t row = t * dim;
-    float partial[16] = {};  // the CPU's summation order (see sum_partials16)
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       unsigned value = 0;
       for (int j = 0; j < per_byte; ++j) {
@@ -78,14 +92,10 @@ quantize_kernel(QuantizeParams p) {
           value |= ((static_cast<unsigned>(b) >> bit) & 1u) << codec_bit_shift(j, bit, nbits);
       }
       p.residuals[t * row_bytes + byte] = static_cast<uint8_t>(value);
-      for (int j = 0; j < per_byte; ++j) {
-        const int64_t d = byte * per_byte + j;
-        const float decoded = __fadd_rn(centroid[d], codeword(p.codebook, byte, static_cast<uint8_t>(value), j,
-                                                              per_byte));
-        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
-      }
     }
-    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(sum_partials16(partial))));
+    // the thread's own bytes, just written
+    const float norm_sq = decoded_norm_sq(centroid, p.residuals + t * row_bytes, p.codebook, row_bytes, per_byte);
+    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(norm_sq)));
   }
 }
 
@@ -128,16 +138,8 @@ codeword_norm_kernel(QuantizeParams p) {
   for (int64_t t = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; t < p.n_tokens;
        t += static_cast<int64_t>(gridDim.x) * kThreads) {
     const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
-    float partial[16] = {};  // the CPU's summation order (see sum_partials16)
-    for (int64_t byte = 0; byte < row_bytes; ++byte) {
-      const uint8_t value = p.residuals[t * row_bytes + byte];
-      for (int j = 0; j < per_byte; ++j) {
-        const int64_t d = byte * per_byte + j;
-        const float decoded = __fadd_rn(centroid[d], codeword(p.codebook, byte, value, j, per_byte));
-        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(decoded, decoded));
-      }
-    }
-    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(sum_partials16(partial))));
+    const float norm_sq = decoded_norm_sq(centroid, p.residuals + t * row_bytes, p.codebook, row_bytes, per_byte);
+    p.inv_norms[t] = __half_as_ushort(__float2half_rn(codec_inv_norm(norm_sq)));
   }
 }
 
@@ -173,15 +175,7 @@ decompress_renorm_kernel(DecompressParams p) {
        t += static_cast<int64_t>(gridDim.x) * kThreads) {
     const float* centroid = p.centroids + static_cast<int64_t>(p.codes[t]) * dim;
     const uint8_t* packed = p.residuals + t * row_bytes;
-    float partial[16] = {};  // the CPU's summation order (see sum_partials16)
-    for (int64_t byte = 0; byte < row_bytes; ++byte) {
-      for (int j = 0; j < per_byte; ++j) {
-        const int64_t d = byte * per_byte + j;
-        const float v = __fadd_rn(centroid[d], codeword(p.codebook, byte, packed[byte], j, per_byte));
-        partial[d & 15] = __fadd_rn(partial[d & 15], __fmul_rn(v, v));
-      }
-    }
-    const float norm_sq = sum_partials16(partial);
+    const float norm_sq = decoded_norm_sq(centroid, packed, p.codebook, row_bytes, per_byte);
     const float scale = __fdiv_rn(1.f, fmaxf(__fsqrt_rn(norm_sq), 1e-12f));
     for (int64_t byte = 0; byte < row_bytes; ++byte) {
       for (int j = 0; j < per_byte; ++j) {

@@ -239,6 +239,32 @@ void test_lut_maxsim(std::mt19937& rng, int64_t nq, int64_t lq, int64_t dim, int
     }
 }
 
+// Random codes in [0, n_centroids), then quantize_residuals_cpu (per-dimension buckets from
+// `bucket_cutoffs`, or the nearest codeword when it is nullptr) and decompress_residuals_cpu
+// (no renormalization) of `emb`.
+struct Encoded {
+  std::vector<int32_t> codes;
+  std::vector<uint8_t> residuals;
+  std::vector<uint16_t> inv_norms;
+  std::vector<float> out;
+};
+
+Encoded encode_and_decode(std::mt19937& rng, const std::vector<float>& emb, const std::vector<float>& centroids,
+                          const float* bucket_cutoffs, const std::vector<float>& codebook, int64_t n_tokens,
+                          int64_t dim, int64_t n_centroids, int nbits) {
+  Encoded e{std::vector<int32_t>(n_tokens), std::vector<uint8_t>(n_tokens * dim * nbits / 8),
+            std::vector<uint16_t>(n_tokens), std::vector<float>(n_tokens * dim)};
+  std::uniform_int_distribution<int> code(0, n_centroids - 1);
+  for (auto& c : e.codes) c = code(rng);
+  ce::QuantizeParams qp{emb.data(), centroids.data(), e.codes.data(), bucket_cutoffs, codebook.data(),
+                        e.residuals.data(), e.inv_norms.data(), n_tokens, dim, n_centroids, nbits, ce::DType::F32};
+  ce::quantize_residuals_cpu(qp);
+  ce::DecompressParams dp{e.codes.data(), e.residuals.data(), centroids.data(), codebook.data(), nullptr,
+                          e.out.data(), n_tokens, dim, n_centroids, nbits, /*normalize=*/false, ce::DType::F32};
+  ce::decompress_residuals_cpu(dp);
+  return e;
+}
+
 // quantize_residuals_cpu + decompress_residuals_cpu with per-dimension tables (distinct rows):
 // buckets, decoded values and stored inverse norms against the contract (common/codec.h).
 // Values are multiples of 1/2, so residuals, comparisons and norms are exact.
@@ -251,18 +277,8 @@ void test_codec_per_dim(std::mt19937& rng, int64_t dim, int nbits, int64_t n_tok
   const std::vector<float> codebook = byte_codebook(weights, dim, nbits);
   for (int64_t d = 0; d < dim; ++d)  // each row non-decreasing
     std::sort(cutoffs.begin() + d * (levels - 1), cutoffs.begin() + (d + 1) * (levels - 1));
-  std::vector<int32_t> codes(n_tokens);
-  std::uniform_int_distribution<int> code(0, n_centroids - 1);
-  for (auto& c : codes) c = code(rng);
-  std::vector<uint8_t> residuals(n_tokens * row_bytes);
-  std::vector<uint16_t> inv_norms(n_tokens);
-  ce::QuantizeParams qp{emb.data(), centroids.data(), codes.data(), cutoffs.data(), codebook.data(),
-                        residuals.data(), inv_norms.data(), n_tokens, dim, n_centroids, nbits, ce::DType::F32};
-  ce::quantize_residuals_cpu(qp);
-  std::vector<float> out(n_tokens * dim);
-  ce::DecompressParams dp{codes.data(), residuals.data(), centroids.data(), codebook.data(), nullptr, out.data(),
-                          n_tokens, dim, n_centroids, nbits, /*normalize=*/false, ce::DType::F32};
-  ce::decompress_residuals_cpu(dp);
+  const auto [codes, residuals, inv_norms, out] =
+      encode_and_decode(rng, emb, centroids, cutoffs.data(), codebook, n_tokens, dim, n_centroids, nbits);
   for (int64_t t = 0; t < n_tokens; ++t) {
     float norm_sq = 0.f;
     for (int64_t d = 0; d < dim; ++d) {
@@ -287,18 +303,8 @@ void test_codec_codebook(std::mt19937& rng, int64_t dim, int nbits, int64_t n_to
   const int64_t n_centroids = 5, row_bytes = dim * nbits / 8, per_byte = 8 / nbits;
   const std::vector<float> emb = small_ints(rng, n_tokens * dim), centroids = small_ints(rng, n_centroids * dim);
   const std::vector<float> codebook = small_ints(rng, row_bytes * 256 * per_byte);
-  std::vector<int32_t> codes(n_tokens);
-  std::uniform_int_distribution<int> code(0, n_centroids - 1);
-  for (auto& c : codes) c = code(rng);
-  std::vector<uint8_t> residuals(n_tokens * row_bytes);
-  std::vector<uint16_t> inv_norms(n_tokens);
-  ce::QuantizeParams qp{emb.data(), centroids.data(), codes.data(), /*bucket_cutoffs=*/nullptr, codebook.data(),
-                        residuals.data(), inv_norms.data(), n_tokens, dim, n_centroids, nbits, ce::DType::F32};
-  ce::quantize_residuals_cpu(qp);
-  std::vector<float> out(n_tokens * dim);
-  ce::DecompressParams dp{codes.data(), residuals.data(), centroids.data(), codebook.data(), nullptr, out.data(),
-                          n_tokens, dim, n_centroids, nbits, /*normalize=*/false, ce::DType::F32};
-  ce::decompress_residuals_cpu(dp);
+  const auto [codes, residuals, inv_norms, out] =
+      encode_and_decode(rng, emb, centroids, /*bucket_cutoffs=*/nullptr, codebook, n_tokens, dim, n_centroids, nbits);
   for (int64_t t = 0; t < n_tokens; ++t) {
     float norm_sq = 0.f;
     for (int64_t p = 0; p < row_bytes; ++p) {
