@@ -66,19 +66,7 @@ class Pool {
       serial(n_tasks, task, context);
       return;
     }
-    const uint32_t job = job_.load(std::memory_order_relaxed) + 1;
-    task_.store(task);
-    context_.store(context);
-    n_tasks_.store(n_tasks);
-    helpers_.store(threads - 1);
-    done_.store(0);
-    slots_.store(tag(job, 0));
-    claim_.store(tag(job, 0));
-    {
-      std::lock_guard<std::mutex> lock(wake_lock_);
-      job_.store(job);
-    }
-    wake_.notify_all();
+    const uint32_t job = publish(task, context, n_tasks, threads - 1);
     work(job, n_tasks, task, context, 0);
     if (!wait_done(n_tasks)) {
       std::unique_lock<std::mutex> lock(wake_lock_);
@@ -100,19 +88,30 @@ class Pool {
     std::unique_lock<std::mutex> busy(job_lock_, std::try_to_lock);
     if (!busy.owns_lock()) return;
     grow(std::min(threads, kMaxWorkers + 1) - 1);
+    publish(nullptr, nullptr, 0, 0);
+  }
+
+ private:
+  // Writes a job's fields, then makes it visible to the workers and wakes sleeping ones (the
+  // caller holds job_lock_). An empty job is published closed: a worker late to it must not
+  // claim "task 0" with the next job's fields.
+  uint32_t publish(ParallelTask task, void* context, int64_t n_tasks, int helpers) {
     const uint32_t job = job_.load(std::memory_order_relaxed) + 1;
-    n_tasks_.store(0);
-    helpers_.store(0);
+    task_.store(task);
+    context_.store(context);
+    n_tasks_.store(n_tasks);
+    helpers_.store(helpers);
+    done_.store(0);
     slots_.store(tag(job, 0));
-    claim_.store(tag(job, kNoTask));
+    claim_.store(tag(job, n_tasks > 0 ? 0 : kNoTask));
     {
       std::lock_guard<std::mutex> lock(wake_lock_);
       job_.store(job);
     }
     wake_.notify_all();
+    return job;
   }
 
- private:
   // Runs tasks of `job` until none is left; counts each one done.
   void work(uint32_t job, int64_t n_tasks, ParallelTask task, void* context, int slot) {
     inside_task_ = true;
