@@ -98,12 +98,13 @@ class Index(IndexReader):
         V.check_size(queries, "queries", 2, self.codec.dim, "the index's dim")
         if queries.shape[1] == 0:
             raise ValueError(f"queries: need at least one query token, got shape {tuple(queries.shape)}")
-        V.check_finite(queries, "queries")
-        queries = queries.to(self.device, torch.float32).contiguous()
+        given, queries = queries, queries.to(self.device, torch.float32).contiguous()
         # A score is at most the sum of the query tokens' norms (documents are unit vectors):
         # past float32's range it overflows to inf/NaN and search returned [] (queries of 1e37).
-        bound = float(queries.double().norm(dim=2).sum(dim=1).max())
+        # NaN or inf make the bound non-finite too: one reduction checks both.
+        bound = float(torch.linalg.vector_norm(queries, dim=2, dtype=torch.float64).sum(dim=1).max())
         if not bound < _MAX_SCORE:
+            V.check_finite(given, "queries")  # NaN/inf as given get their own message
             raise ValueError(f"queries: values too large (token norms sum to {bound:.3g}; scores would overflow "
                              f"float32, limit {_MAX_SCORE:.0e}); normalise the query vectors")
         return queries, single

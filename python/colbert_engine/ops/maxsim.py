@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import os
 
+import numpy as np
 import torch
 
 from colbert_engine import _native
@@ -278,6 +279,10 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     return top_scores, top_indices
 
 
+# Rows up to this wide are sorted whole on the host; wider ones are narrowed by topk first.
+_HOST_SORT_WIDTH = 1024
+
+
 def topk_by_score(scores, ids, k: int):
     """The best ``k`` entries of every row by (score descending, id ascending): the one
     tie-ordering rule of the library's results (the C++ kernels apply the same order).
@@ -285,23 +290,31 @@ def topk_by_score(scores, ids, k: int):
     ``scores`` float ``(n, m)`` and ``ids`` int64 ``(n, m)`` (or 1-D, one row); returns
     ``(scores, ids)`` of ``(n, min(k, m))``, best first, on the same device. A row's entries
     that tie with its k-th best are all considered, so the result does not depend on how the
-    row was assembled. On the CPU: one ``topk`` plus two stable sorts of the (few) kept
-    columns; on CUDA two stable sorts of the whole rows (no host synchronisation).
+    row was assembled. On the CPU: one lexicographic sort of each row by numpy (wide rows
+    first narrowed by ``topk`` to the entries >= the k-th best); a dozen torch ops on a
+    single query's row cost ~0.1 ms, a tenth of its search. On CUDA two stable sorts of the
+    whole rows (no host synchronisation).
     """
     squeeze = scores.dim() == 1
     if squeeze:
         scores, ids = scores.unsqueeze(0), ids.unsqueeze(0)
     keep = min(k, scores.shape[1])
-    if keep < scores.shape[1] and scores.device.type != "cuda":
-        # Everything >= the k-th best score: the topk of the widest row's count of such entries.
-        kth = scores.topk(keep, dim=1).values[:, -1:]
-        width = int((scores >= kth).sum(dim=1).max())
-        top = scores.topk(width, dim=1)
-        scores, ids = top.values, ids.gather(1, top.indices)
-    by_id = torch.argsort(ids, dim=1, stable=True)
-    scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :keep]
-    scores, ids = scores.gather(1, order), ids.gather(1, order)
+    if scores.device.type == "cuda":
+        by_id = torch.argsort(ids, dim=1, stable=True)
+        scores, ids = scores.gather(1, by_id), ids.gather(1, by_id)
+        order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :keep]
+        scores, ids = scores.gather(1, order), ids.gather(1, order)
+    else:
+        if scores.shape[1] > max(_HOST_SORT_WIDTH, 4 * keep):
+            # Everything >= the k-th best score: the topk of the widest row's count of such entries.
+            kth = scores.topk(keep, dim=1).values[:, -1:]
+            width = int((scores >= kth).sum(dim=1).max())
+            top = scores.topk(width, dim=1)
+            scores, ids = top.values, ids.gather(1, top.indices)
+        host_scores, host_ids = scores.numpy(), ids.numpy()
+        order = np.lexsort((host_ids, -host_scores), axis=-1)[:, :keep]  # last key first: -score, then id
+        scores = torch.from_numpy(np.take_along_axis(host_scores, order, axis=1))
+        ids = torch.from_numpy(np.take_along_axis(host_ids, order, axis=1))
     return (scores[0], ids[0]) if squeeze else (scores, ids)
 
 

@@ -206,9 +206,9 @@ class Searcher:
             for start in range(0, nq, group):
                 top_scores, top_ids = topk_of_group(queries[start:start + group], scores[start:start + group])
                 top_scores, top_ids = top_scores.cpu(), top_ids.cpu()  # the synchronisation
-                for row_scores, row_ids in zip(top_scores, top_ids):
-                    keep = torch.isfinite(row_scores)  # padding and empty documents score -inf
-                    results.append((row_scores[keep], row_ids[keep]))
+                # Padding and empty documents score -inf: last in every row, left out.
+                found = torch.isfinite(top_scores).sum(dim=1).tolist()
+                results.extend((row_scores[:n], row_ids[:n]) for row_scores, row_ids, n in zip(top_scores, top_ids, found))
         return results
 
     def _score_all(self, queries, scores, seg, ids):
