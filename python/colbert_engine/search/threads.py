@@ -16,6 +16,12 @@ size: ``free = cores - runnable threads of other processes`` (``/proc/loadavg``'
 instantaneous count minus this process's running threads), the lower median of the samples
 of the last ``WINDOW_S`` seconds (at most one per ``SAMPLE_S``), at least 1. On a quiet
 machine that is every allowed thread.
+
+What no team size changes: a competitor inside the search's own scheduling group (a child of
+the same session, one container or service cgroup) competes thread against thread, and a
+search thread that wakes while every core runs one of its threads shares a core, in 4 ms
+turns at HZ=250, until the kernel moves the threads apart (0.15-0.5 s; a bare kernel loop
+does the same). benchmarks/RESULTS.md, "Steady state and the first 0.15 s".
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import time
 from collections import deque
 
 SAMPLE_S = 0.25    # seconds between two readings of the machine's runnable threads
-BUSY_SPIN_US = 50  # pool threads' spin while the machine is busy (csrc/cpu/parallel.h)
+BUSY_SPIN_US = 0   # pool threads' spin while the machine is busy (csrc/cpu/parallel.h): none, a spinning
+                   # thread spends its share of a busy core on nothing (a 2-thread search beside torch:
+                   # p50 1.49x the quiet 1-thread p50 spinning 300 us, 1.18x at 50 us, 1.08x at 0)
 WINDOW_S = 1.0     # samples older than this are forgotten: a team shrinks at once and grows back after a second
 
 _samples: deque = deque()  # (time, free cores), oldest first
@@ -122,7 +130,7 @@ _nesting = threading.local()  # depth 1 inside this thread's search: a nested te
 @contextlib.contextmanager
 def search_thread_team():
     """While the machine is busy, run the search's kernels and torch's work inside it on
-    :func:`search_threads` threads and let the kernels' idle pool threads sleep sooner
+    :func:`search_threads` threads and let the kernels' idle pool threads sleep at once
     (``BUSY_SPIN_US``); the settings are restored after. Fewer threads, not just a pool that
     never waits at a barrier: a second thread of ours on the busy core splits our scheduling
     group's share between two cores, and beside a single-threaded process in another
