@@ -30,7 +30,7 @@ a new session (``setsid``, as a separately started encoder or another service is
 kernel's autogroups, or systemd's cgroups for services, then share the cores between the two
 processes, not between their threads); ``both`` (default) measures the loaded cells each way.
 ``--fixed-team`` disables the search's busy-machine settings (search/threads.py: both teams
-lowered, the kernel pool's spin shortened) to show what they change. Also prints batch QPS
+lowered, the kernel pool's spin stopped) to show what they change. Also prints batch QPS
 (all queries in one call) beside one-by-one QPS, the two alternating three times at the end,
 and two handles on the folder searched at once from two Python threads.
 """

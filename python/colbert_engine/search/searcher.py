@@ -208,7 +208,8 @@ class Searcher:
                 top_scores, top_ids = top_scores.cpu(), top_ids.cpu()  # the synchronisation
                 # Padding and empty documents score -inf: last in every row, left out.
                 found = torch.isfinite(top_scores).sum(dim=1).tolist()
-                results.extend((row_scores[:n], row_ids[:n]) for row_scores, row_ids, n in zip(top_scores, top_ids, found))
+                results.extend((row_scores[:n], row_ids[:n])
+                               for row_scores, row_ids, n in zip(top_scores, top_ids, found))
         return results
 
     def _score_all(self, queries, scores, seg, ids):

@@ -21,7 +21,8 @@ What no team size changes: a competitor inside the search's own scheduling group
 the same session, one container or service cgroup) competes thread against thread, and a
 search thread that wakes while every core runs one of its threads shares a core, in 4 ms
 turns at HZ=250, until the kernel moves the threads apart (0.15-0.5 s; a bare kernel loop
-started that way lands there in about 40% of starts, the search in about 55%). benchmarks/RESULTS.md, "Steady state and the first 0.15 s".
+started that way lands there in about 40% of starts, the search in about 55%;
+benchmarks/RESULTS.md, "Steady state and the first 0.15 s").
 """
 
 from __future__ import annotations
