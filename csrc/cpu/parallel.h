@@ -8,7 +8,9 @@
 // when the scheduler runs them: tasks are claimed one at a time, so a descheduled worker
 // delays at most the one task it holds, and a worker that never runs costs nothing. Workers
 // and a caller waiting for the last task spin briefly, then sleep (a sleeping thread gives
-// its core back to the busy process and is run again promptly when woken).
+// its core back to the busy process and is run again promptly when woken). A worker that
+// sleeps keeps off the CPU of the caller it last served until it is awake again (Linux:
+// its affinity mask, restored on waking), so a wake-up does not queue it behind the caller.
 //
 // One loop runs on the pool at a time; while several threads call loops at once (two Python
 // threads searching), or from inside a task, a loop runs on its calling thread alone. After fork() the
