@@ -19,7 +19,8 @@ the median, two ways: the **steady** p50 / p95 of the queries started 0.5 s or m
 the search began, and the p50 of the **first** 0.15 s. The search starts 1 s after the
 competitor reached its loop, its threads having slept meanwhile; Linux then places the
 waking thread beside a competitor thread on a shared core about half the time, and moves
-threads apart within 0.15-0.5 s (benchmarks/RESULTS.md: a bare kernel loop does the same).
+threads apart within 0.15-0.5 s (benchmarks/RESULTS.md: a bare kernel loop lands there too,
+in ~40% of starts against the search's ~55%).
 The control line shows that: the centroid-score kernel alone (8,192 centroids), called as
 many times per "query" as makes the quiet one-thread query's time, run the same way on one
 thread.
@@ -81,7 +82,12 @@ STEADY_S = 0.5   # queries started this long after the search began make the ste
 def _latencies(index, queries, k=10, pace=None) -> np.ndarray:
     """Milliseconds per one-query call: back to back, or with ``pace`` (queries per second)
     started on a fixed schedule (a call that falls behind starts at once)."""
-    return _timed(lambda q: index.search_internal(queries[q:q + 1], k), queries.shape[0], pace)[:, 1]
+    return _timed(_one_query(index, queries, k), queries.shape[0], pace)[:, 1]
+
+
+def _one_query(index, queries, k=10):
+    """``call(q)`` searching query q alone."""
+    return lambda q: index.search_internal(queries[q:q + 1], k)
 
 
 def _timed(call, n_calls: int, pace=None, seconds=None) -> np.ndarray:
@@ -185,8 +191,7 @@ def main(argv=None) -> int:
         results = {}
         sessions = ("child", "own") if args.session == "both" else (args.session,)
         scenarios = ["quiet"] + [f"{kind}/{session}" for kind in ("torch", "busy") for session in sessions]
-        search = lambda: _timed(lambda q: index.search_internal(queries[q:q + 1], 10), queries.shape[0],  # noqa: E731
-                                args.pace, args.window)
+        search = lambda: _timed(_one_query(index, queries), queries.shape[0], args.pace, args.window)  # noqa: E731
         print(f"{'':11s} {'':5s}  steady p50 worst (median)   p95 worst   first {FIRST_S:g} s p50 worst (median)")
         for scenario in scenarios:
             kind, _, session = scenario.partition("/")

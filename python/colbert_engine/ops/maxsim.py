@@ -279,7 +279,8 @@ def maxsim_topk(queries, doc_emb, doc_offsets, k, *, doc_subset=None):
     return top_scores, top_indices
 
 
-# Rows up to this wide are sorted whole on the host; wider ones are narrowed by topk first.
+# Rows up to this wide (or 4k for k > 256) are sorted whole on the host; wider ones are
+# narrowed by topk first.
 _HOST_SORT_WIDTH = 1024
 
 
