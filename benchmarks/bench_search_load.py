@@ -79,10 +79,9 @@ FIRST_S = 0.15   # the first window after the search starts beside a running com
 STEADY_S = 0.5   # queries started this long after the search began make the steady p50
 
 
-def _latencies(index, queries, k=10, pace=None) -> np.ndarray:
-    """Milliseconds per one-query call: back to back, or with ``pace`` (queries per second)
-    started on a fixed schedule (a call that falls behind starts at once)."""
-    return _timed(_one_query(index, queries, k), queries.shape[0], pace)[:, 1]
+def _latencies(index, queries, k=10) -> np.ndarray:
+    """Milliseconds per one-query call over ``queries``, back to back."""
+    return _timed(_one_query(index, queries, k), queries.shape[0])[:, 1]
 
 
 def _one_query(index, queries, k=10):
@@ -92,7 +91,9 @@ def _one_query(index, queries, k=10):
 
 def _timed(call, n_calls: int, pace=None, seconds=None) -> np.ndarray:
     """``(start s since the first call, ms)`` of ``call(i)`` for i = 0, 1, ...: ``n_calls``
-    calls, or as many as start within ``seconds`` (cycling i over ``n_calls``)."""
+    calls, or as many as start within ``seconds`` (cycling i over ``n_calls``); back to back,
+    or with ``pace`` (calls per second) started on a fixed schedule (a call that falls behind
+    starts at once)."""
     rows = []
     first = next_start = time.perf_counter()
     i = 0
