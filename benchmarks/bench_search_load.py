@@ -175,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--session", choices=("child", "own", "both"), default="both",
                         help="competitor in the benchmark's session, in its own, or each way")
     args = parser.parse_args(argv)
+    if args.window <= STEADY_S:
+        parser.error(f"--window: must exceed {STEADY_S} s (the steady p50 is over the queries started after it)")
 
     from colbert_engine import Index, ops
     from colbert_engine.search import threads as search_threads
